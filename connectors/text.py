@@ -1,0 +1,149 @@
+"""Plain text and Markdown connectors: Markdown sections carry their heading path."""
+
+from __future__ import annotations
+
+import re
+
+from kb.errors import SourceError
+from kb.hookspecs import hookimpl
+from kb.types import Document, Locator, Section, SourceFile
+
+
+def decode_text(data: bytes) -> tuple[str, str]:
+    """Text and the encoding it was read with; refuses what is plainly binary."""
+    if not data.strip():
+        raise SourceError("empty file")
+    sample = data[:65536]
+    if sample.count(b"\x00") > len(sample) // 10 and not _is_utf16(sample):
+        raise SourceError("binary data, not text (too many NUL bytes)")
+    if _is_utf16(sample):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def _is_utf16(sample: bytes) -> bool:
+    return sample[:2] in (b"\xff\xfe", b"\xfe\xff")
+
+
+class TextConnector:
+    kind = "text"
+    suffixes = (".txt", ".text")
+
+    def extract(self, source: SourceFile) -> Document:
+        text, encoding = decode_text(source.data)
+        _check_size(text, source)
+        first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        title = first_line[:120] if 0 < len(first_line) <= 120 else source.path.stem
+        return Document(
+            uri=source.uri, kind=self.kind, title=title,
+            sections=[Section(text=text, locator=Locator())],
+            metadata={"encoding": encoding},
+        )
+
+
+_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
+_EMPHASIS = re.compile(r"(\*\*|__|`)")
+
+
+class MarkdownConnector:
+    kind = "markdown"
+    suffixes = (".md", ".markdown", ".mdown")
+
+    def extract(self, source: SourceFile) -> Document:
+        text, encoding = decode_text(source.data)
+        _check_size(text, source)
+        lines = text.splitlines()
+        metadata: dict[str, str] = {"encoding": encoding}
+        lines = _front_matter(lines, metadata)
+        sections: list[Section] = []
+        stack: list[tuple[int, str]] = []
+        body: list[str] = []
+        fence: str | None = None
+        title = metadata.get("title")
+
+        def flush() -> None:
+            if any(line.strip() for line in body):
+                heading = " > ".join(h for _, h in stack) or None
+                sections.append(Section(text=_plain("\n".join(body)), locator=Locator(heading=heading)))
+            body.clear()
+
+        def open_heading(level: int, heading: str) -> None:
+            nonlocal title
+            flush()
+            heading = _plain(heading).strip()
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            if heading:
+                stack.append((level, heading))
+                if title is None and level == 1:
+                    title = heading
+
+        for i, line in enumerate(lines):
+            if fence:
+                body.append(line)
+                if line.strip().startswith(fence):
+                    fence = None
+                continue
+            fenced = _FENCE.match(line)
+            if fenced:
+                fence = fenced.group(1)[:3]
+                body.append(line)
+                continue
+            atx = _ATX.match(line)
+            if atx:
+                open_heading(len(atx.group(1)), atx.group(2) or "")
+                continue
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            if line.strip() and _SETEXT.match(following) and body is not None and not line.startswith(("-", "*", ">")):
+                open_heading(1 if following.strip().startswith("=") else 2, line)
+                continue
+            if _SETEXT.match(line) and not body and stack:
+                continue  # the underline of a setext heading just opened
+            body.append(line)
+        flush()
+        return Document(
+            uri=source.uri, kind=self.kind, title=title or source.path.stem, sections=sections, metadata=metadata,
+        )
+
+
+def _front_matter(lines: list[str], metadata: dict[str, str]) -> list[str]:
+    """Strip YAML front matter, keeping its title and author."""
+    if not lines or lines[0].strip() != "---":
+        return lines
+    for end in range(1, min(len(lines), 200)):
+        if lines[end].strip() in ("---", "..."):
+            for line in lines[1:end]:
+                key, _, value = line.partition(":")
+                if key.strip() in ("title", "author") and value.strip():
+                    metadata[key.strip()] = value.strip().strip("'\"")
+            return lines[end + 1:]
+    return lines
+
+
+def _plain(text: str) -> str:
+    """Markdown inline syntax out, words in: links keep their text, emphasis marks go."""
+    return _EMPHASIS.sub("", _LINK.sub(r"\1", text))
+
+
+def _check_size(text: str, source: SourceFile) -> None:
+    if len(text) > source.limits.max_chars:
+        raise SourceError(f"too much text ({len(text):,} characters; the limit is {source.limits.max_chars:,})")
+
+
+@hookimpl
+def register_connectors(register):
+    register(TextConnector)
+    register(MarkdownConnector)

@@ -1,0 +1,1 @@
+"""Datasette plugins for KB files (the browsing and ask pages arrive with the Datasette issue)."""

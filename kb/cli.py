@@ -1,0 +1,166 @@
+"""The `kb` command: a thin layer over the library that turns known errors into one sentence."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import wraps
+from typing import Any, Callable
+
+import click
+
+from . import __version__
+from .errors import KBError
+
+
+def user_errors(func: Callable) -> Callable:
+    """Show KBError as one line on stderr and exit 1, with no traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KBError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group()
+@click.version_option(__version__, prog_name="kb")
+def cli() -> None:
+    """Course materials in one SQLite file, searched and answered with citations.
+
+    \b
+    Example:
+        kb ingest course.db corpora/
+        kb search course.db "what is transpiration?"
+    """
+
+
+@cli.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--embedder", help="Embedding model id or alias (default: the one recorded in DB, else all-MiniLM-L6-v2).")
+@click.option("--vector-backend", type=click.Choice(["vec", "vss"]), default="vec", show_default=True,
+              help="Vector index for a new DB: sqlite-vec (vec0) or sqlite-vss (vss0).")
+@click.option("--max-mb", type=click.FloatRange(min=0.001), default=200, show_default=True,
+              help="Skip files larger than this many megabytes.")
+@click.option("--max-pages", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="Refuse documents with more pages than this.")
+@click.option("--max-chars", type=click.IntRange(min=1), default=5_000_000, show_default=True,
+              help="Refuse sources whose extracted text is longer than this.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=300, show_default=True,
+              help="Seconds allowed to read one source (0 for no limit).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@user_errors
+def ingest(db: str, sources: tuple[str, ...], embedder: str | None, vector_backend: str, max_mb: float,
+           max_pages: int, max_chars: int, timeout: float, as_json: bool) -> None:
+    """Add files and folders (searched recursively) to DB, creating it if needed.
+
+    Unchanged sources are skipped; changed ones are replaced. The exit code is 1 when any source
+    failed; the report says why.
+
+    \b
+    Example:
+        kb ingest course.db slides/ notes.pdf handout.md
+        kb ingest course.db corpora/ --json
+    """
+    from .ingest import Ingester
+    from .reports import ProgressPrinter, format_ingest_report
+    from .store import KB
+    from .types import Limits
+
+    limits = Limits(max_bytes=int(max_mb * 2**20), max_pages=max_pages, max_chars=max_chars, timeout_s=timeout)
+    with KB.open(db, create=True) as kb:
+        ingester = Ingester(kb, embedder=embedder, vector_backend=vector_backend, limits=limits)
+        with ProgressPrinter(enabled=sys.stderr.isatty() and not as_json) as progress:
+            result = ingester.run(list(sources), progress=progress)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        click.echo(format_ingest_report(result))
+    if result.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("query")
+@click.option("-k", "k", type=click.IntRange(min=1, max=1000), default=10, show_default=True, help="Number of hits.")
+@click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON array.")
+@user_errors
+def search(db: str, query: str, k: int, as_json: bool) -> None:
+    """Search DB by keywords and meaning together (BM25 + vectors, fused by rank).
+
+    \b
+    Example:
+        kb search course.db "how does a rain gauge work" -k 5
+        kb search course.db "Darcy's law" --json
+    """
+    from .reports import format_hits
+    from .search import Searcher
+    from .store import KB
+
+    with KB.open(db, readonly=_readonly(db)) as kb:
+        hits = Searcher(kb).search(query, k)
+    if as_json:
+        _print_json([hit.to_dict() for hit in hits])
+    else:
+        click.echo(format_hits(hits) if hits else "No hits.")
+
+
+@cli.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@user_errors
+def info(db: str, as_json: bool) -> None:
+    """Show what DB holds: model, counts and every source with its status.
+
+    \b
+    Example:
+        kb info course.db
+    """
+    from .reports import format_info
+    from .store import KB
+
+    with KB.open(db, readonly=_readonly(db)) as kb:
+        data = kb.info()
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(format_info(data))
+
+
+@cli.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--vector-backend", type=click.Choice(["vec", "vss"]), help="Switch to this backend (default: keep).")
+@user_errors
+def reindex(db: str, vector_backend: str | None) -> None:
+    """Rebuild DB's vector index from its stored embeddings, optionally switching backend.
+
+    \b
+    Example:
+        kb reindex course.db --vector-backend vss
+    """
+    from .store import KB
+
+    with KB.open(db) as kb:
+        backend = vector_backend or kb.meta().get("vector_backend", "vec")
+        count = kb.reindex(backend)
+    click.echo(f"Rebuilt the {backend} index of {db} from {count:,} embeddings.")
+
+
+def _readonly(db: str) -> bool:
+    """Open read-only when the file cannot be written (a learner's copy on read-only media)."""
+    import os
+
+    return os.path.exists(db) and not os.access(db, os.W_OK)
+
+
+def main() -> None:
+    cli()

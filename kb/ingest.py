@@ -1,0 +1,261 @@
+"""Ingest: find sources, read each through its connector, chunk, embed, store one per transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import stat
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .chunker import ChunkingSettings, chunk_document
+from .errors import SourceError
+from .plugins import connector_for, get_embedder
+from .store import KB
+from .types import Document, Limits, SourceFile, SourceReport
+
+SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".ipynb_checkpoints"}
+
+
+@dataclass
+class Candidate:
+    """A source found on the command line or in a folder, before it is read."""
+
+    path: Path
+    explicit: bool
+    """Named on the command line (an unknown type is then an error, not silently skipped)."""
+    problem: str | None = None
+
+
+@dataclass
+class IngestResult:
+    reports: list[SourceReport] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status == "error" for r in self.reports)
+
+    def totals(self) -> dict[str, int]:
+        totals: dict[str, int] = {}
+        for report in self.reports:
+            totals[report.status] = totals.get(report.status, 0) + 1
+        totals["chunks"] = sum(r.chunks for r in self.reports if r.status == "ok")
+        return totals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sources": [r.to_dict() for r in self.reports], "totals": self.totals()}
+
+
+def discover(targets: list[str]) -> Iterator[Candidate]:
+    """Files named or found under folders (recursively), each real file once, symlink loops cut."""
+    seen: set[tuple[int, int]] = set()
+    for target in targets:
+        path = Path(target).expanduser()
+        if not os.path.lexists(path):
+            yield Candidate(path, True, "no such file or folder")
+            continue
+        if path.is_dir():
+            yield from _walk(path, seen)
+        elif not path.exists():
+            yield Candidate(path, True, "broken symbolic link")
+        else:
+            yield Candidate(path, True)
+
+
+def _walk(root: Path, seen: set[tuple[int, int]]) -> Iterator[Candidate]:
+    stack = [root]
+    visited_dirs: set[tuple[int, int]] = set()
+    while stack:
+        folder = stack.pop()
+        try:
+            info = folder.stat()
+        except OSError as exc:
+            yield Candidate(folder, True, f"cannot open folder ({exc.strerror})")
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in visited_dirs:  # a symlink loop or a second link to a folder already walked
+            continue
+        visited_dirs.add(key)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            yield Candidate(folder, True, f"cannot list folder ({exc.strerror})")
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name in SKIP_DIRS:
+                continue
+            path = Path(entry.path)
+            try:
+                if entry.is_dir():
+                    subfolders.append(path)
+                    continue
+                if not entry.is_file():
+                    if entry.is_symlink() and not path.exists():
+                        yield Candidate(path, False, "broken symbolic link")
+                    continue
+                file_key = (entry.stat().st_dev, entry.stat().st_ino)
+            except OSError as exc:
+                yield Candidate(path, False, f"cannot read ({exc.strerror})")
+                continue
+            if file_key in seen:
+                continue
+            seen.add(file_key)
+            yield Candidate(path, False)
+        stack.extend(reversed(subfolders))
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise SourceError when the block runs longer than `seconds` (main thread only)."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise SourceError(f"took longer than {seconds:g} s to read (the per-source time limit)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class Ingester:
+    """Brings sources into one KB, one transaction per source."""
+
+    def __init__(
+        self,
+        kb: KB,
+        *,
+        embedder: str | None = None,
+        vector_backend: str = "vec",
+        limits: Limits | None = None,
+        chunking: ChunkingSettings | None = None,
+    ):
+        self.kb = kb
+        self.limits = limits or Limits()
+        meta = kb.meta()
+        recorded = {k[len("chunk_"):]: int(v) for k, v in meta.items() if k.startswith("chunk_")}
+        # A KB keeps the chunking it was created with, so old and new chunks stay comparable.
+        self.chunking = ChunkingSettings(**recorded) if recorded else (chunking or ChunkingSettings())
+        self.embedder = get_embedder(embedder or meta.get("embedding_model"))
+        kb.bind_model(self.embedder.model_id, self.embedder.dimension, self.embedder.normalized, vector_backend,
+                      self.chunking.as_meta())
+        self.settings_key = json.dumps(
+            {"model": self.embedder.model_id, **self.chunking.as_meta()}, sort_keys=True
+        )
+
+    def run(self, targets: list[str], progress: Callable[[SourceReport], None] | None = None) -> IngestResult:
+        result = IngestResult()
+        for candidate in discover(targets):
+            report = self.ingest_one(candidate)
+            if report is not None:
+                result.reports.append(report)
+                if progress:
+                    progress(report)
+        return result
+
+    def ingest_one(self, candidate: Candidate) -> SourceReport | None:
+        started = time.monotonic()
+        path = candidate.path
+        uri = path.absolute().as_uri()
+        report = SourceReport(uri=uri, status="error")
+        try:
+            if candidate.problem:
+                raise SourceError(candidate.problem)
+            uri = path.resolve().as_uri()
+            report.uri = uri
+            connector_cls = connector_for(path.name)
+            if connector_cls is None:
+                if not candidate.explicit:
+                    return SourceReport(uri=uri, status="skipped", reason=f"no connector reads {path.suffix or 'files without a suffix'}")
+                raise SourceError(f"no connector reads {path.suffix or 'files without a suffix'} files")
+            report.kind = connector_cls.kind
+            data, info = self._read(path)
+            content_hash = hashlib.sha256(data).hexdigest()
+            stored = self.kb.get_source(uri)
+            if stored and stored.content_hash == content_hash and stored.status in ("ok", "empty") \
+                    and stored.settings_key == self.settings_key:
+                report.status = "unchanged"
+                report.chunks = self.kb.conn.execute(
+                    "SELECT count(*) FROM chunks WHERE source_id = ?", (stored.id,)).fetchone()[0]
+                return report
+            source = SourceFile(uri=uri, path=path, data=data, limits=self.limits)
+            try:
+                with deadline(self.limits.timeout_s):
+                    doc = connector_cls().extract(source)
+            except (SourceError, MemoryError, RecursionError):
+                raise
+            except Exception as exc:  # a connector tripping over hostile input must not end the run
+                raise SourceError(f"{connector_cls.kind} connector failed ({type(exc).__name__}: {exc})") from exc
+            self._store(doc, report, content_hash, len(data), info.st_mtime)
+        except SourceError as exc:
+            report.status = "error"
+            report.reason = str(exc)
+            self._record_failure(report, path)
+        except (MemoryError, RecursionError) as exc:
+            report.status = "error"
+            report.reason = f"too large or too deeply nested to read ({type(exc).__name__})"
+            self._record_failure(report, path)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _read(self, path: Path) -> tuple[bytes, os.stat_result]:
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise SourceError("not a regular file")
+            if info.st_size > self.limits.max_bytes:
+                raise SourceError(
+                    f"file too large ({info.st_size / 2**20:,.1f} MB; the limit is {self.limits.max_bytes / 2**20:,.0f} MB)"
+                )
+            with path.open("rb") as handle:
+                data = handle.read(self.limits.max_bytes + 1)
+        except PermissionError as exc:
+            raise SourceError("permission denied") from exc
+        except OSError as exc:
+            raise SourceError(f"cannot read ({exc.strerror or exc})") from exc
+        if len(data) > self.limits.max_bytes:
+            raise SourceError("file grew past the size limit while being read")
+        return data, info
+
+    def _store(self, doc: Document, report: SourceReport, content_hash: str, size: int, mtime: float) -> None:
+        chunks = chunk_document(doc, self.chunking)
+        report.kind = doc.kind
+        report.pages = doc.metadata.get("pages")
+        if not chunks:
+            report.status = "empty"
+            report.reason = doc.empty_reason or "no text found"
+            self.kb.write_source(doc, status="empty", content_hash=content_hash, size=size, mtime=mtime,
+                                 settings_key=self.settings_key, error=report.reason)
+            return
+        vectors = self.embedder.embed([c.embedding_text() for c in chunks])
+        self.kb.write_source(doc, status="ok", content_hash=content_hash, size=size, mtime=mtime,
+                             settings_key=self.settings_key, chunks=chunks, vectors=vectors)
+        report.status = "ok"
+        report.chunks = len(chunks)
+
+    def _record_failure(self, report: SourceReport, path: Path) -> None:
+        if not path.is_file():
+            return  # a missing path or a broken link leaves nothing to record
+        stored = self.kb.get_source(report.uri)
+        if stored is not None and stored.status in ("ok", "empty"):
+            # Keep what was ingested before; the report says why the new version was not taken.
+            report.reason = f"{report.reason}; kept the version ingested before"
+            return
+        self.kb.record_failure(report.uri, report.kind, report.reason or "error", content_hash=None, size=None)
+
+
+def ingest(kb: KB, targets: list[str], **options: Any) -> IngestResult:
+    """Ingest files and folders into `kb` (the library entry point behind `kb ingest`)."""
+    return Ingester(kb, **options).run(targets)

@@ -1,0 +1,96 @@
+"""The plugin manager: built-in and third-party connectors and embedders register the same way."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import KBError
+
+# Built-ins are plugins too (datasette's DEFAULT_PLUGINS): a third-party package registers
+# through the "kb" entry point group, or a module named in $KB_PLUGINS (comma-separated).
+DEFAULT_PLUGINS = (
+    "connectors.pdf",
+    "connectors.text",
+    "connectors.html",
+    "kb.embedders",
+)
+
+pm = pluggy.PluginManager("kb")
+pm.add_hookspecs(hookspecs)
+
+_loaded = False
+
+
+def ensure_plugins_loaded() -> None:
+    """Register the built-ins, entry-point plugins and $KB_PLUGINS modules, once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name in DEFAULT_PLUGINS:
+        module = importlib.import_module(name)
+        if not pm.is_registered(module):
+            pm.register(module, name)
+    pm.load_setuptools_entrypoints("kb")
+    for name in filter(None, (n.strip() for n in os.environ.get("KB_PLUGINS", "").split(","))):
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise KBError(f"Cannot load the plugin {name!r} named in KB_PLUGINS ({exc}).") from exc
+        if not pm.is_registered(module):
+            pm.register(module, name)
+
+
+def _collect(hook_name: str) -> list[Any]:
+    ensure_plugins_loaded()
+    items: list[Any] = []
+    getattr(pm.hook, hook_name)(register=items.append)
+    return items
+
+
+def connectors() -> dict[str, Any]:
+    """Connector classes keyed by the file suffixes they read (".pdf", ".md", ...)."""
+    by_suffix: dict[str, Any] = {}
+    # pluggy calls later-registered plugins first, so a third-party connector wins a suffix.
+    for connector in reversed(_collect("register_connectors")):
+        for suffix in connector.suffixes:
+            by_suffix[suffix.lower()] = connector
+    return by_suffix
+
+
+def connector_for(name: str) -> Any | None:
+    """The connector for a file name, by its suffix; None when no connector reads it."""
+    lowered = name.lower()
+    table = connectors()
+    # Longest suffix first, so ".tar.gz"-style suffixes can be registered.
+    for suffix in sorted(table, key=len, reverse=True):
+        if lowered.endswith(suffix):
+            return table[suffix]
+    return None
+
+
+def embedders() -> dict[str, Any]:
+    """Embedder classes keyed by model id and by each alias."""
+    table: dict[str, Any] = {}
+    for embedder in reversed(_collect("register_embedders")):
+        table[embedder.model_id] = embedder
+        for alias in getattr(embedder, "aliases", ()):
+            table[alias] = embedder
+    return table
+
+
+def get_embedder(name: str | None = None) -> Any:
+    """An embedder instance by model id or alias (the default when None); models load lazily."""
+    from .embedders import DEFAULT_EMBEDDER
+
+    table = embedders()
+    key = name or DEFAULT_EMBEDDER
+    if key not in table:
+        known = ", ".join(sorted({cls.model_id for cls in table.values()}))
+        raise KBError(f"No embedder named {key!r} is installed (known: {known}).")
+    return table[key]()

@@ -1,0 +1,117 @@
+"""Plain-text renderings of ingest reports, hits and KB info for the terminal."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from typing import Any
+
+import click
+
+from .ingest import IngestResult
+from .types import Hit, Locator, SourceReport
+
+
+def locator_label(locator: Locator) -> str:
+    parts = []
+    if locator.page is not None:
+        parts.append(f"p. {locator.page}")
+    if locator.slide is not None:
+        parts.append(f"slide {locator.slide}")
+    if locator.start_s is not None:
+        parts.append(_timestamp(locator.start_s) + (f"-{_timestamp(locator.end_s)}" if locator.end_s is not None else ""))
+    if locator.heading:
+        parts.append(f"\u00a7 {locator.heading}")
+    return ", ".join(parts)
+
+
+def _timestamp(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _short_uri(uri: str) -> str:
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        from pathlib import Path
+
+        path = Path(unquote(urlparse(uri).path))
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+    return uri
+
+
+def format_ingest_report(result: IngestResult) -> str:
+    lines = []
+    listed = [r for r in result.reports if r.status != "skipped"]
+    width = max((len(_short_uri(r.uri)) for r in listed), default=10)
+    width = min(width, 60)
+    for r in listed:
+        pages = f"{r.pages} pages" if r.pages else ""
+        detail = r.reason or ""
+        lines.append(f"{r.status:<9} {_short_uri(r.uri):<{width}} {r.chunks:>5} chunks {pages:>10}  {detail}".rstrip())
+    skipped = [r for r in result.reports if r.status == "skipped"]
+    if skipped:
+        suffixes: dict[str, int] = {}
+        for r in skipped:
+            name = r.uri.rsplit("/", 1)[-1]
+            suffix = "." + name.rsplit(".", 1)[-1] if "." in name else "(none)"
+            suffixes[suffix] = suffixes.get(suffix, 0) + 1
+        kinds = ", ".join(f"{s} \u00d7{n}" for s, n in sorted(suffixes.items()))
+        lines.append(f"skipped   {len(skipped)} files no connector reads ({kinds})")
+    totals = result.totals()
+    summary = ", ".join(f"{totals[k]} {k}" for k in ("ok", "unchanged", "empty", "error") if totals.get(k))
+    lines.append(f"Done: {summary or 'nothing to do'}; {totals['chunks']} new chunks.")
+    return "\n".join(lines)
+
+
+def format_hits(hits: list[Hit]) -> str:
+    blocks = []
+    for hit in hits:
+        where = locator_label(hit.locator)
+        head = f"[{hit.rank}] {hit.source.title}" + (f" ({where})" if where else "")
+        body = textwrap.shorten(" ".join(hit.text.split()), width=300, placeholder=" \u2026")
+        blocks.append(f"{head}\n    {body}\n    {hit.link or hit.source.uri}")
+    return "\n\n".join(blocks)
+
+
+def format_info(data: dict[str, Any]) -> str:
+    meta = data["meta"]
+    counts = data["counts"]
+    lines = [
+        f"{data['path']}  ({data['size_bytes'] / 2**20:.1f} MB, schema v{meta.get('schema_version')}, {meta.get('created_with', '?')})",
+        f"embedding model: {meta.get('embedding_model', '(none yet)')}"
+        + (f" ({meta.get('embedding_dimension')}-d), vector index: {meta.get('vector_backend')}" if "embedding_model" in meta else ""),
+        f"{counts['sources']} sources, {counts['chunks']} chunks, {counts['answers']} answers logged",
+    ]
+    for s in data["sources"]:
+        reason = f"  {s['error']}" if s["error"] else ""
+        lines.append(f"  {s['status']:<6} {s['chunks']:>5} chunks  {s['title'] or ''}  {_short_uri(s['uri'])}{reason}")
+    return "\n".join(lines)
+
+
+class ProgressPrinter:
+    """A one-line progress display on stderr, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.count = 0
+
+    def __enter__(self) -> "ProgressPrinter":
+        return self
+
+    def __call__(self, report: SourceReport) -> None:
+        if not self.enabled or report.status == "skipped":
+            return
+        self.count += 1
+        name = report.uri.rsplit("/", 1)[-1][:50]
+        click.echo(f"\r\033[K[{self.count}] {report.status:<9} {name}", file=sys.stderr, nl=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled and self.count:
+            click.echo("\r\033[K", file=sys.stderr, nl=False)

@@ -1,0 +1,131 @@
+"""Hybrid retrieval: FTS5 BM25 and vector nearest neighbours, fused by reciprocal rank."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from .errors import KBError
+from .store import KB
+from .types import Hit, Locator, SourceRef
+
+RRF_K = 60
+"""The constant of reciprocal rank fusion (Cormack et al. 2009): score = sum 1 / (RRF_K + rank)."""
+MAX_QUERY_TERMS = 64
+MAX_QUERY_CHARS = 10_000
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+STOPWORDS = frozenset(
+    "a an and are as at be but by can did do does for from had has have how i if in into is it its of on or "
+    "our so than that the their them then there these they this to was we were what when where which who "
+    "why will with would you your".split()
+)
+
+
+def fts_query(text: str) -> str | None:
+    """User text as a safe FTS5 query: each word quoted, joined by OR; None when no word is left.
+
+    Quoting makes every FTS5 operator (AND, NEAR, *, ^, column filters, quotes) plain text.
+    """
+    words = [w.lower() for w in _WORD.findall(text)]
+    content = [w for w in words if w not in STOPWORDS] or words
+    unique = list(dict.fromkeys(content))[:MAX_QUERY_TERMS]
+    if not unique:
+        return None
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+
+
+def keyword_ranks(kb: KB, query: str, limit: int) -> list[int]:
+    """Chunk ids by BM25, best first (the heading column counts half as much as the text)."""
+    match = fts_query(query)
+    if match is None:
+        return []
+    rows = kb.conn.execute(
+        "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?",
+        (match, limit),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+class Searcher:
+    """Search one KB; holds the embedder so repeated queries pay for the model once."""
+
+    def __init__(self, kb: KB, embedder: Any = None):
+        self.kb = kb
+        model = kb.model_id
+        if model is None:
+            raise KBError(f"{kb.path} holds no sources yet; add some with `kb ingest {kb.path} SOURCE...`.")
+        if embedder is None:
+            from .plugins import get_embedder
+
+            try:
+                embedder = get_embedder(model)
+            except KBError as exc:
+                raise KBError(f"{kb.path} was built with the embedding model {model}, which is not installed here.") from exc
+        elif embedder.model_id != model:
+            from .errors import ModelMismatch
+
+            raise ModelMismatch(f"{kb.path} was built with the embedding model {model}, not {embedder.model_id}.")
+        self.embedder = embedder
+
+    def search(self, query: str, k: int = 10, candidates: int = 50) -> list[Hit]:
+        query = query.strip()
+        if not query:
+            raise KBError("The query is empty.")
+        if len(query) > MAX_QUERY_CHARS:
+            raise KBError(f"The query is too long ({len(query):,} characters; the limit is {MAX_QUERY_CHARS:,}).")
+        if k < 1:
+            raise KBError("k must be at least 1.")
+        pool = max(candidates, k)
+        keyword = keyword_ranks(self.kb, query, pool)
+        vector = np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
+        nearest = self.kb.index().search(vector, pool)
+        return self.fuse(keyword, nearest, k)
+
+    def fuse(self, keyword: list[int], nearest: list[tuple[int, float]], k: int) -> list[Hit]:
+        scores: dict[int, float] = {}
+        bm25_rank = {cid: i for i, cid in enumerate(keyword, start=1)}
+        vector_rank = {cid: i for i, (cid, _) in enumerate(nearest, start=1)}
+        distance = dict(nearest)
+        for ranks in (bm25_rank, vector_rank):
+            for cid, rank in ranks.items():
+                scores[cid] = scores.get(cid, 0.0) + 1.0 / (RRF_K + rank)
+        best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
+        rows = _chunk_rows(self.kb, best)
+        hits = []
+        for cid in best:
+            if cid not in rows:
+                continue  # an index row whose chunk is gone: skip rather than fail
+            row = rows[cid]
+            hits.append(
+                Hit(
+                    rank=len(hits) + 1, chunk_id=cid, score=scores[cid], text=row["text"],
+                    source=SourceRef(uri=row["uri"], title=row["title"], kind=row["kind"]),
+                    locator=Locator(page=row["page"], slide=row["slide"], start_s=row["start_s"],
+                                    end_s=row["end_s"], heading=row["heading"], anchor=row["anchor"]),
+                    link=row["link"], bm25_rank=bm25_rank.get(cid), vector_rank=vector_rank.get(cid),
+                    distance=distance.get(cid),
+                )
+            )
+        return hits
+
+
+def _chunk_rows(kb: KB, ids: list[int]) -> dict[int, dict[str, Any]]:
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    cursor = kb.conn.execute(
+        "SELECT chunks.id, chunks.text, chunks.page, chunks.slide, chunks.start_s, chunks.end_s, chunks.heading, "
+        "chunks.anchor, chunks.link, sources.uri, sources.title, sources.kind "
+        f"FROM chunks JOIN sources ON sources.id = chunks.source_id WHERE chunks.id IN ({marks})",
+        ids,
+    )
+    names = [d[0] for d in cursor.description]
+    return {row[0]: dict(zip(names, row)) for row in cursor}
+
+
+def search(kb: KB, query: str, k: int = 10, embedder: Any = None) -> list[Hit]:
+    """Hybrid search of `kb` (the library entry point behind `kb search`)."""
+    return Searcher(kb, embedder).search(query, k)

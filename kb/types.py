@@ -1,0 +1,165 @@
+"""Typed records that flow between kb's parts.
+
+`Document`, `Section` and `Locator` are the whole contract between connectors and the engine:
+a connector turns bytes into a `Document`; the engine never parses a format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Locator:
+    """Where inside a source a piece of text lives, so a citation can point at it."""
+
+    page: int | None = None
+    """1-based PDF page."""
+    slide: int | None = None
+    """1-based slide number."""
+    start_s: float | None = None
+    """Start of a media segment, in seconds."""
+    end_s: float | None = None
+    """End of a media segment, in seconds."""
+    heading: str | None = None
+    """Heading path, outermost first: "Part > Section"."""
+    anchor: str | None = None
+    """HTML id of the nearest heading, for `#anchor` deep links."""
+
+
+@dataclass
+class Section:
+    """A run of text that shares one locator (a page, a slide, the body under one heading)."""
+
+    text: str
+    locator: Locator = field(default_factory=Locator)
+
+
+@dataclass
+class Document:
+    """What a connector extracted from one source."""
+
+    uri: str
+    """Stable identity of the source: a file:// URI or an http(s) URL."""
+    kind: str
+    """Connector kind: pdf, markdown, text, html, ..."""
+    title: str
+    sections: list[Section] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Author, page count, duration, licence: anything worth showing, JSON-serialisable."""
+    empty_reason: str | None = None
+    """Why a source that parsed fine yields no text (e.g. a scanned PDF)."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document small enough to embed and to hand to a small LLM."""
+
+    ordinal: int
+    text: str
+    locator: Locator
+
+    def embedding_text(self) -> str:
+        """The text that is embedded: headings travel with their text."""
+        if self.locator.heading:
+            return f"{self.locator.heading}\n\n{self.text}"
+        return self.text
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """The source a hit or citation comes from."""
+
+    uri: str
+    title: str
+    kind: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"uri": self.uri, "title": self.title, "kind": self.kind}
+
+
+@dataclass
+class Hit:
+    """One search result: a chunk, where it comes from, and how well it matched."""
+
+    rank: int
+    chunk_id: int
+    score: float
+    """Reciprocal-rank-fusion score: higher is better."""
+    text: str
+    source: SourceRef
+    locator: Locator
+    link: str | None
+    bm25_rank: int | None = None
+    """1-based rank in the keyword list, None if the keyword search missed it."""
+    vector_rank: int | None = None
+    """1-based rank in the vector list, None if outside the vector candidates."""
+    distance: float | None = None
+    """Cosine distance of the chunk to the query, when the vector search found it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `kb search --json` record of DESIGN.md."""
+        return {
+            "rank": self.rank,
+            "chunk_id": self.chunk_id,
+            "score": round(self.score, 6),
+            "text": self.text,
+            "source": self.source.to_dict(),
+            "page": self.locator.page,
+            "slide": self.locator.slide,
+            "start_s": self.locator.start_s,
+            "end_s": self.locator.end_s,
+            "heading": self.locator.heading,
+            "link": self.link,
+        }
+
+
+@dataclass
+class SourceReport:
+    """What ingest did with one source, for the report and `--json`."""
+
+    uri: str
+    status: str
+    """ok | empty | error | unchanged"""
+    kind: str | None = None
+    chunks: int = 0
+    pages: int | None = None
+    reason: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "status": self.status,
+            "kind": self.kind,
+            "chunks": self.chunks,
+            "pages": self.pages,
+            "reason": self.reason,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep one hostile or huge source from eating the run's time and memory."""
+
+    max_bytes: int = 200 * 1024 * 1024
+    """Largest file read at all."""
+    max_pages: int = 5000
+    """Most pages (or slides) read from one document."""
+    max_chars: int = 5_000_000
+    """Most extracted characters kept from one source (about a 2,500-page book)."""
+    timeout_s: float = 300.0
+    """Wall-clock budget for extracting one source."""
+
+
+@dataclass
+class SourceFile:
+    """What a connector is handed: one local source, already read and hashed by the engine."""
+
+    uri: str
+    path: Any
+    """pathlib.Path of the file."""
+    data: bytes
+    limits: Limits = field(default_factory=Limits)

@@ -1,0 +1,173 @@
+"""Vector indexes over the `embeddings` table, behind one interface.
+
+The canonical vectors are the float32 BLOBs in `embeddings`; an index is derived from them and can
+be rebuilt at any time (`kb reindex`). Every backend answers in cosine distance, so search does not
+care which one a KB uses.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .db import load_extension
+
+
+def to_blob(vector: np.ndarray) -> bytes:
+    """Canonical storage form: little-endian float32."""
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def from_blob(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f4")
+
+
+class VectorIndex(ABC):
+    """A nearest-neighbour index kept in the KB file."""
+
+    name: str
+    table: str | None
+
+    def __init__(self, conn: Any, dimension: int):
+        self.conn = conn
+        self.dimension = dimension
+
+    def load(self) -> None:
+        """Make the index usable on this connection (load its SQLite extension)."""
+
+    @abstractmethod
+    def create(self) -> None: ...
+
+    def drop(self) -> None:
+        if self.table:
+            self.conn.execute(f"DROP TABLE IF EXISTS {self.table}")
+
+    def exists(self) -> bool:
+        if not self.table:
+            return True
+        row = self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (self.table,)).fetchone()
+        return row is not None
+
+    @abstractmethod
+    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def delete(self, ids: Iterable[int]) -> None: ...
+
+    @abstractmethod
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The k nearest chunk ids with their cosine distance, nearest first."""
+
+    def rebuild(self) -> int:
+        """Drop and refill the index from the embeddings table; return the row count."""
+        self.drop()
+        self.create()
+        count = 0
+        cursor = self.conn.execute("SELECT chunk_id, vector FROM embeddings ORDER BY chunk_id")
+        while batch := cursor.fetchmany(2048):
+            ids = [row[0] for row in batch]
+            self.add(ids, np.vstack([from_blob(row[1]) for row in batch]))
+            count += len(batch)
+        return count
+
+
+class VecIndex(VectorIndex):
+    """sqlite-vec's `vec0` virtual table (the default backend)."""
+
+    name = "vec"
+    table = "chunks_vec"
+
+    def load(self) -> None:
+        load_extension(self.conn, "vec")
+
+    def create(self) -> None:
+        self.conn.execute(
+            f"CREATE VIRTUAL TABLE IF NOT EXISTS {self.table} "
+            f"USING vec0(embedding float[{self.dimension}] distance_metric=cosine)"
+        )
+
+    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        self.conn.executemany(
+            f"INSERT INTO {self.table}(rowid, embedding) VALUES (?, ?)",
+            [(int(i), to_blob(v)) for i, v in zip(ids, vectors)],
+        )
+
+    def delete(self, ids: Iterable[int]) -> None:
+        self.conn.executemany(f"DELETE FROM {self.table} WHERE rowid = ?", [(int(i),) for i in ids])
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        rows = self.conn.execute(
+            f"SELECT rowid, distance FROM {self.table} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
+            (to_blob(vector), int(k)),
+        ).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+
+class VssIndex(VectorIndex):
+    """sqlite-vss's `vss0` virtual table (Faiss inside SQLite), named in the user's design card."""
+
+    name = "vss"
+    table = "chunks_vss"
+
+    def load(self) -> None:
+        load_extension(self.conn, "vss")
+
+    def create(self) -> None:
+        self.conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {self.table} USING vss0(embedding({self.dimension}))")
+
+    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        self.conn.executemany(
+            f"INSERT INTO {self.table}(rowid, embedding) VALUES (?, ?)",
+            [(int(i), to_blob(v)) for i, v in zip(ids, vectors)],
+        )
+
+    def delete(self, ids: Iterable[int]) -> None:
+        self.conn.executemany(f"DELETE FROM {self.table} WHERE rowid = ?", [(int(i),) for i in ids])
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        rows = self.conn.execute(
+            f"SELECT rowid, distance FROM {self.table} WHERE vss_search(embedding, ?) LIMIT ?",
+            (to_blob(vector), int(k)),
+        ).fetchall()
+        # vss0's flat index answers squared L2; for unit vectors that is 2 * cosine distance.
+        return [(int(r[0]), float(r[1]) / 2.0) for r in rows]
+
+
+class NumpyScan(VectorIndex):
+    """No index at all: a brute-force scan of the embeddings BLOBs (works with no extension)."""
+
+    name = "numpy"
+    table = None
+
+    def create(self) -> None:
+        pass
+
+    def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
+        pass
+
+    def delete(self, ids: Iterable[int]) -> None:
+        pass
+
+    def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        rows = self.conn.execute("SELECT chunk_id, vector FROM embeddings").fetchall()
+        if not rows:
+            return []
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
+        distances = 1.0 - matrix @ np.asarray(vector, dtype=np.float32)
+        k = min(k, len(rows))
+        top = np.argpartition(distances, k - 1)[:k]
+        top = top[np.argsort(distances[top], kind="stable")]
+        return [(int(ids[i]), float(distances[i])) for i in top]
+
+
+BACKENDS: dict[str, type[VectorIndex]] = {"vec": VecIndex, "vss": VssIndex, "numpy": NumpyScan}
+
+
+def open_index(conn: Any, backend: str, dimension: int) -> VectorIndex:
+    """The index object for `backend`, with its extension loaded on `conn`."""
+    index = BACKENDS[backend](conn, dimension)
+    index.load()
+    return index
