@@ -13,7 +13,7 @@ import numpy as np
 
 from . import __version__
 from .db import connect, sqlite3
-from .errors import KBError, ModelMismatch, NotAKBFile, SchemaTooNew
+from .errors import ExtensionUnavailable, KBError, ModelMismatch, NotAKBFile, SchemaTooNew
 from .links import deep_link
 from .migrations import SCHEMA_VERSION, migrate
 from .types import Chunk, Document
@@ -45,6 +45,9 @@ class KB:
         self.conn = conn
         self.readonly = readonly
         self._index: VectorIndex | None = None
+        if "vector_backend" in self.meta():
+            # Load the extension now, so SQL on kb.conn can touch the index table too.
+            self.index()
 
     # -- opening --------------------------------------------------------------------------
 
@@ -149,8 +152,14 @@ class KB:
             meta = self.meta()
             backend = meta.get("vector_backend", "numpy")
             index = BACKENDS[backend](self.conn, int(meta["embedding_dimension"]))
-            index.load()
-            if not index.exists():
+            try:
+                index.load()
+                usable = index.exists()
+            except ExtensionUnavailable:
+                usable = False
+            if not usable:
+                # A copy without its index table, or a Python that cannot load the extension:
+                # scan the canonical vectors instead, slower but the same answers.
                 index = BACKENDS["numpy"](self.conn, index.dimension)
             self._index = index
         return self._index
@@ -189,6 +198,15 @@ class KB:
         ).fetchone()
         return StoredSource(*row) if row else None
 
+    def _writable_index(self) -> VectorIndex:
+        index = self.index()
+        if index.name == "numpy" and self.meta().get("vector_backend") in ("vec", "vss"):
+            raise ExtensionUnavailable(
+                f"{self.path} keeps a {self.meta()['vector_backend']} vector index, but its extension cannot be "
+                "loaded here, so it cannot be updated; run `kb reindex` where it can."
+            )
+        return index
+
     def _delete_source_rows(self, source_id: int) -> None:
         ids = [r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE source_id = ?", (source_id,))]
         if not ids:
@@ -199,7 +217,7 @@ class KB:
             "SELECT 'delete', id, text, heading FROM chunks WHERE source_id = ?",
             (source_id,),
         )
-        self.index().delete(ids)
+        self._writable_index().delete(ids)
         self.conn.execute(
             "DELETE FROM embeddings WHERE chunk_id IN (SELECT id FROM chunks WHERE source_id = ?)", (source_id,)
         )
@@ -263,7 +281,7 @@ class KB:
                     "INSERT INTO chunks_fts(rowid, text, heading) SELECT id, text, heading FROM chunks WHERE source_id = ?",
                     (source_id,),
                 )
-                self.index().add(ids, vectors)
+                self._writable_index().add(ids, vectors)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")

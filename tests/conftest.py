@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+COURSE = ROOT / "corpora" / "hydrology"
+
+sys.path.insert(0, str(TESTS))
+# Nothing may reach the network at run time; the real models come from installed packages.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture
+def hash_embedder():
+    """Register the deterministic test embedder through kb's plugin manager for one test."""
+    import kb_test_plugins
+
+    from kb.plugins import ensure_plugins_loaded, pm
+
+    ensure_plugins_loaded()
+    pm.register(kb_test_plugins, "kb_test_plugins")
+    yield "test/hash-embedder"
+    pm.unregister(name="kb_test_plugins")
+
+
+@pytest.fixture
+def course(tmp_path) -> Path:
+    """A private copy of the sample course, safe to modify."""
+    target = tmp_path / "course"
+    shutil.copytree(COURSE, target)
+    return target
+
+
+def run_kb(*args: str, env_extra: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `kb` command in a subprocess, with the test plugins importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "kb", *args], capture_output=True, text=True, env=env, timeout=timeout, **kwargs
+    )
