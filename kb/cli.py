@@ -30,7 +30,11 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-@click.group()
+# Fixed widths keep --help identical everywhere, so the README copy of it can be checked.
+CONTEXT = {"max_content_width": 100, "terminal_width": 100, "help_option_names": ["-h", "--help"]}
+
+
+@click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="kb")
 def cli() -> None:
     """Course materials in one SQLite file, searched and answered with citations.
@@ -46,8 +50,8 @@ def cli() -> None:
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--embedder", help="Embedding model id or alias (default: the one recorded in DB, else all-MiniLM-L6-v2).")
-@click.option("--vector-backend", type=click.Choice(["vec", "vss"]), default="vec", show_default=True,
-              help="Vector index for a new DB: sqlite-vec (vec0) or sqlite-vss (vss0).")
+@click.option("--vector-backend", type=click.Choice(["vec", "vss"]),
+              help="Vector index of a new DB: sqlite-vec's vec0 (the default) or sqlite-vss's vss0.")
 @click.option("--max-mb", type=click.FloatRange(min=0.001), default=200, show_default=True,
               help="Skip files larger than this many megabytes.")
 @click.option("--max-pages", type=click.IntRange(min=1), default=5000, show_default=True,
@@ -58,7 +62,7 @@ def cli() -> None:
               help="Seconds allowed to read one source (0 for no limit).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
-def ingest(db: str, sources: tuple[str, ...], embedder: str | None, vector_backend: str, max_mb: float,
+def ingest(db: str, sources: tuple[str, ...], embedder: str | None, vector_backend: str | None, max_mb: float,
            max_pages: int, max_chars: int, timeout: float, as_json: bool) -> None:
     """Add files and folders (searched recursively) to DB, creating it if needed.
 

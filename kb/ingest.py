@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .chunker import ChunkingSettings, chunk_document
-from .errors import SourceError
+from .errors import KBError, SourceError
 from .plugins import connector_for, get_embedder
 from .store import KB
 from .types import Document, Limits, SourceFile, SourceReport
@@ -138,7 +138,7 @@ class Ingester:
         kb: KB,
         *,
         embedder: str | None = None,
-        vector_backend: str = "vec",
+        vector_backend: str | None = None,
         limits: Limits | None = None,
         chunking: ChunkingSettings | None = None,
     ):
@@ -149,8 +149,14 @@ class Ingester:
         # A KB keeps the chunking it was created with, so old and new chunks stay comparable.
         self.chunking = ChunkingSettings(**recorded) if recorded else (chunking or ChunkingSettings())
         self.embedder = get_embedder(embedder or meta.get("embedding_model"))
-        kb.bind_model(self.embedder.model_id, self.embedder.dimension, self.embedder.normalized, vector_backend,
-                      self.chunking.as_meta())
+        recorded_backend = meta.get("vector_backend")
+        if vector_backend and recorded_backend and vector_backend != recorded_backend:
+            raise KBError(
+                f"{kb.path} already uses the {recorded_backend} vector index; switch with "
+                f"`kb reindex {kb.path} --vector-backend {vector_backend}`."
+            )
+        kb.bind_model(self.embedder.model_id, self.embedder.dimension, self.embedder.normalized,
+                      vector_backend or "vec", self.chunking.as_meta())
         self.settings_key = json.dumps(
             {"model": self.embedder.model_id, **self.chunking.as_meta()}, sort_keys=True
         )

@@ -1,0 +1,44 @@
+# The commands a person types. Each installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# sqlite-vss links against these system libraries (Debian package names).
+DEBS := libblas3 liblapack3 libgomp1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test bench system-packages clean
+
+demo: $(STAMP)
+	@rm -f demo/course.db demo/course.db-wal demo/course.db-shm
+	@mkdir -p demo
+	$(BIN)/kb ingest demo/course.db corpora/hydrology
+	@echo
+	$(BIN)/kb search demo/course.db "How long does water stay in the atmosphere?" -k 3
+	@echo
+	$(BIN)/kb search demo/course.db "How big is the funnel of a standard rain gauge?" -k 2
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_foundation.py
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory system-packages
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+system-packages:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if ! command -v apt-get >/dev/null; then echo "Install these system libraries for sqlite-vss:$$missing"; \
+		elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing; fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) demo *.egg-info

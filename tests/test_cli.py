@@ -1,0 +1,82 @@
+"""The command line: help with examples, the README's copy of it, public surface, errors."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+from click.testing import CliRunner
+
+import kb
+from conftest import ROOT, run_kb
+from kb.cli import cli
+
+COMMANDS = sorted(cli.commands)
+README = ROOT / "README.md"
+
+
+def help_text(command: str) -> str:
+    result = CliRunner().invoke(cli, [command, "--help"], prog_name="kb")
+    assert result.exit_code == 0
+    return result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    text = help_text(command)
+    assert "Example" in text and f"kb {command}" in text
+
+
+def test_readme_help_is_current():
+    """README's command reference is the --help text; UPDATE_README=1 rewrites it."""
+    readme = README.read_text()
+    for command in COMMANDS:
+        block = f"<!-- help:{command} -->\n```\n{help_text(command)}```\n<!-- /help:{command} -->"
+        pattern = re.compile(rf"<!-- help:{command} -->.*?<!-- /help:{command} -->", re.S)
+        if os.environ.get("UPDATE_README"):
+            readme = pattern.sub(lambda _: block, readme)
+        else:
+            assert block in readme, f"README's help for `kb {command}` is stale: run UPDATE_README=1 pytest {__file__}"
+    if os.environ.get("UPDATE_README"):
+        README.write_text(readme)
+
+
+def test_public_surface():
+    for name in kb.__all__:
+        assert hasattr(kb, name), name
+    assert {"KB", "Document", "Section", "Locator", "Chunk", "Hit", "ingest", "search"} <= set(kb.__all__)
+
+
+def test_errors_are_one_sentence_without_traceback(tmp_path):
+    proc = run_kb("search", str(tmp_path / "missing.db"), "rain")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1
+    assert "does not exist" in proc.stderr
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_info_on_a_fresh_kb(tmp_path):
+    db = tmp_path / "kb.db"
+    proc = run_kb("ingest", str(db), str(tmp_path / "nothing-here"), "--embedder", "hash",
+                  env_extra={"KB_PLUGINS": "kb_test_plugins"})
+    assert proc.returncode == 1 and "no such file or folder" in proc.stdout
+    info = run_kb("info", str(db), env_extra={"KB_PLUGINS": "kb_test_plugins"})
+    assert info.returncode == 0, info.stderr
+    assert "test/hash-embedder" in info.stdout and "0 sources" in info.stdout
+
+
+def test_info_does_not_import_the_model(tmp_path):
+    """Commands that do not embed stay off sentence-transformers' 8-second import."""
+    db = tmp_path / "kb.db"
+    run_kb("ingest", str(db), str(ROOT / "corpora" / "hydrology" / "glossary-web"), "--embedder", "hash",
+           env_extra={"KB_PLUGINS": "kb_test_plugins"})
+    code = ("import sys; from kb.cli import cli; "
+            "cli(['info', sys.argv[1]], standalone_mode=False); "
+            "assert 'sentence_transformers' not in sys.modules and 'torch' not in sys.modules, 'heavy import'")
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "tests"), "KB_PLUGINS": "kb_test_plugins"})
+    assert proc.returncode == 0, proc.stderr
