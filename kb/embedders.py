@@ -27,6 +27,7 @@ class SentenceTransformerEmbedder:
 
     def __init__(self) -> None:
         self._model = None
+        self._query_model = None
 
     def model_path(self) -> str:
         try:
@@ -62,6 +63,17 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """One query vector, through the NumPy encoder unless torch is already loaded (same vector)."""
+        if self._model is not None:
+            return self.embed([text])[0]
+        if self._query_model is None:
+            from .bert_numpy import NumpyBert
+
+            self._query_model = NumpyBert(self.model_path())
+        return self._query_model.encode_one(text)
 
 
 @hookimpl

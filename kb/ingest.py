@@ -55,22 +55,22 @@ class IngestResult:
 def discover(targets: list[str]) -> Iterator[Candidate]:
     """Files named or found under folders (recursively), each real file once, symlink loops cut."""
     seen: set[tuple[int, int]] = set()
+    walked: set[tuple[int, int]] = set()  # folders walked, shared so a second target never re-walks one
     for target in targets:
         path = Path(target).expanduser()
         if not os.path.lexists(path):
             yield Candidate(path, True, "no such file or folder")
             continue
         if path.is_dir():
-            yield from _walk(path, seen)
+            yield from _walk(path, seen, walked)
         elif not path.exists():
             yield Candidate(path, True, "broken symbolic link")
         else:
             yield Candidate(path, True)
 
 
-def _walk(root: Path, seen: set[tuple[int, int]]) -> Iterator[Candidate]:
+def _walk(root: Path, seen: set[tuple[int, int]], visited_dirs: set[tuple[int, int]]) -> Iterator[Candidate]:
     stack = [root]
-    visited_dirs: set[tuple[int, int]] = set()
     while stack:
         folder = stack.pop()
         try:
@@ -111,6 +111,10 @@ def _walk(root: Path, seen: set[tuple[int, int]]) -> Iterator[Candidate]:
         stack.extend(reversed(subfolders))
 
 
+class SourceTimeout(BaseException):
+    """Raised by the per-source deadline; a BaseException so a parser's `except Exception` cannot eat it."""
+
+
 @contextmanager
 def deadline(seconds: float) -> Iterator[None]:
     """Raise SourceError when the block runs longer than `seconds` (main thread only)."""
@@ -119,7 +123,7 @@ def deadline(seconds: float) -> Iterator[None]:
         return
 
     def expire(signum: int, frame: Any) -> None:
-        raise SourceError(f"took longer than {seconds:g} s to read (the per-source time limit)")
+        raise SourceTimeout(f"took longer than {seconds:g} s to read (the per-source time limit)")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -205,7 +209,7 @@ class Ingester:
             except Exception as exc:  # a connector tripping over hostile input must not end the run
                 raise SourceError(f"{connector_cls.kind} connector failed ({type(exc).__name__}: {exc})") from exc
             self._store(doc, report, content_hash, len(data), info.st_mtime)
-        except SourceError as exc:
+        except (SourceError, SourceTimeout) as exc:
             report.status = "error"
             report.reason = str(exc)
             self._record_failure(report, path)

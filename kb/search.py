@@ -80,7 +80,7 @@ class Searcher:
             raise KBError("k must be at least 1.")
         pool = max(candidates, k)
         keyword = keyword_ranks(self.kb, query, pool)
-        vector = np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
+        vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
         nearest = self.kb.index().search(vector, pool)
         return self.fuse(keyword, nearest, k)
 
@@ -110,6 +110,13 @@ class Searcher:
                 )
             )
         return hits
+
+
+def embed_query(embedder: Any, text: str) -> np.ndarray:
+    """A query vector: through the embedder's light query path when it has one."""
+    if hasattr(embedder, "embed_query"):
+        return embedder.embed_query(text)
+    return embedder.embed([text])[0]
 
 
 def _chunk_rows(kb: KB, ids: list[int]) -> dict[int, dict[str, Any]]:

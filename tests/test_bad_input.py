@@ -299,6 +299,7 @@ NUL_TEXT = "# Ground\x00water notes\n\nThe caf\u00e9 well\x00 draws ground\x00wa
         ("nul-cp1252.txt", NUL_TEXT.encode("cp1252"), "cp1252"),
         ("utf16.txt", TEXT.encode("utf-16"), "utf-16"),
     ],
+    ids=lambda value: value if isinstance(value, str) and "." in value else "",
 )
 def test_non_utf8_and_nul_bytes_are_searchable_text(tmp_path, hash_embedder, name, data, encoding):
     path = tmp_path / name
@@ -458,18 +459,20 @@ def test_symlink_loops_terminate_and_each_file_is_read_once(tmp_path):
     (root / "a" / "c" / "back").symlink_to("../../a", target_is_directory=True)
     (root / "twin.txt").symlink_to(root / "a" / "lecture.txt")  # a second name for a real file
     (root / "loop.md").symlink_to("loop.md")  # a link to itself
+    (root / "gone.md").symlink_to("nowhere.md")  # a dangling link
     db = tmp_path / "kb.db"
     # Listed twice and once through the loop: still each real file once.
     proc = run_kb("ingest", str(db), str(root), str(root / "a" / "b" / "b"), "--json", "--embedder", "hash",
                   env_extra=PLUGINS, timeout=60)
     assert "Traceback" not in proc.stderr
-    assert proc.returncode == 1, proc.stderr  # the self-link is reported as an error
+    assert proc.returncode == 1, proc.stderr  # the self-link and the dangling link are errors
     reports = json.loads(proc.stdout)["sources"]
     statuses = sorted((r["uri"].split("/course/", 1)[1], r["status"], r["reason"]) for r in reports)
     assert statuses == [
         ("a/c/deep.md", "ok", None),
         ("a/lecture.txt", "ok", None),
-        ("loop.md", "error", "broken symbolic link"),
+        ("gone.md", "error", "broken symbolic link"),
+        ("loop.md", "error", "cannot read (Too many levels of symbolic links)"),
         ("notes.md", "ok", None),
     ], statuses
     with stdlib_sqlite3.connect(db) as conn:

