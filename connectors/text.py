@@ -10,7 +10,19 @@ from kb.types import Document, Locator, Section, SourceFile
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
-    """Text and the encoding it was read with; refuses what is plainly binary."""
+    """Text and the encoding it was read with, NULs dropped; refuses what is plainly binary."""
+    text, encoding = _decode(data)
+    # A stray NUL would otherwise stay in titles and heading paths (split words, cut C strings).
+    text = text.replace("\x00", "")
+    sample = text[:65536]
+    # Random bytes decode as latin-1 without complaint: refuse text that is mostly control characters.
+    controls = sum(1 for ch in sample if (ch < " " and ch not in "\t\n\r\f") or "\x80" <= ch <= "\x9f")
+    if controls > len(sample) // 20:
+        raise SourceError("binary data, not text (too many control characters)")
+    return text, encoding
+
+
+def _decode(data: bytes) -> tuple[str, str]:
     if not data.strip():
         raise SourceError("empty file")
     sample = data[:65536]

@@ -667,3 +667,13 @@ def test_kb_file_from_a_newer_kb(tmp_path, hash_embedder, good_md):
         assert line.endswith("."), line
         assert path.read_bytes() == before, f"kb {command} changed the file"
         assert sorted(p.name for p in tmp_path.iterdir()) == siblings
+
+
+def test_random_bytes_named_as_text_are_refused(tmp_path, hash_embedder):
+    for name in ("junk.txt", "junk.md"):
+        path = tmp_path / name
+        path.write_bytes(bytes(range(256)) * 40)
+        result = ingest(tmp_path / "kb.db", path)
+        report = result.reports[0]
+        assert report.status == "error", report
+        assert report.reason.startswith("binary data, not text")
