@@ -30,6 +30,47 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def llm_options(func: Callable) -> Callable:
+    """The options that choose and tune the LLM, shared by `ask` and `eval`."""
+    options = [
+        click.option("--model", "model_path", type=click.Path(dir_okay=False), envvar="KB_MODEL",
+                     help="A GGUF model file run in process (default: gemma-3-270m from its PyPI package)."),
+        click.option("--llm-url", envvar="KB_LLM_URL",
+                     help="An OpenAI-compatible server instead, e.g. http://127.0.0.1:8080/v1."),
+        click.option("--llm-model", help="Model name to ask the --llm-url server for."),
+        click.option("--n-ctx", type=click.IntRange(min=512), default=4096, show_default=True,
+                     help="Context size for --model."),
+        click.option("--threads", type=click.IntRange(min=1), help="CPU threads for --model (default: all)."),
+        click.option("--llm-timeout", type=click.FloatRange(min=1), default=120, show_default=True,
+                     help="Seconds to wait for a --llm-url server."),
+        click.option("--fast", is_flag=True, help="Skip the per-passage evidence summaries (quicker on slow machines)."),
+        click.option("--judge", type=click.Choice(["auto", "retrieval", "llm"]), default="auto", show_default=True,
+                     help="Who may drop evidence: retrieval scores only, or also the model "
+                          "(auto: the model when you chose it with --model or --llm-url)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def make_engine(kb: Any, model_path: str | None, llm_url: str | None, llm_model: str | None, n_ctx: int,
+                threads: int | None, llm_timeout: float, fast: bool, judge: str) -> Any:
+    from .answer import AnswerEngine, AskSettings
+    from .plugins import get_llm
+
+    if model_path and llm_url:
+        raise KBError("Give either --model or --llm-url, not both.")
+    if llm_url:
+        def factory() -> Any:
+            return get_llm("openai-compatible", url=llm_url, model=llm_model, timeout=llm_timeout)
+    else:
+        def factory() -> Any:
+            return get_llm("llama-cpp", model_path=model_path, n_ctx=n_ctx, n_threads=threads)
+    if judge == "auto":
+        judge = "llm" if (model_path or llm_url) else "retrieval"
+    return AnswerEngine(kb, factory, AskSettings(fast=fast, judge=judge))
+
+
 # Fixed widths keep --help identical everywhere, so the README copy of it can be checked.
 CONTEXT = {"max_content_width": 100, "terminal_width": 100, "help_option_names": ["-h", "--help"]}
 
@@ -116,6 +157,72 @@ def search(db: str, query: str, k: int, as_json: bool) -> None:
         _print_json([hit.to_dict() for hit in hits])
     else:
         click.echo(format_hits(hits) if hits else "No hits.")
+
+
+@cli.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("question")
+@llm_options
+@click.option("--json", "as_json", is_flag=True, help="Print the answer, citations and timings as JSON.")
+@user_errors
+def ask(db: str, question: str, as_json: bool, **llm: Any) -> None:
+    """Answer QUESTION from DB with a local LLM, citing page, slide, heading or time.
+
+    kb retrieves passages, keeps those that answer the question as evidence, has the model write
+    from them only, and checks every citation. When no passage answers, it says so and lists the
+    nearest sources instead of guessing.
+
+    \b
+    Example:
+        kb ask course.db "Why is one side of a mountain range drier?"
+        kb ask course.db "What is baseflow?" --fast --json
+        kb ask course.db "What is baseflow?" --llm-url http://127.0.0.1:8080/v1
+    """
+    from .reports import AnswerPrinter
+    from .store import KB
+
+    with KB.open(db, readonly=_readonly(db)) as kb:
+        engine = make_engine(kb, **llm)
+        printer = AnswerPrinter(stream=not as_json and sys.stdout.isatty())
+        answer = engine.ask(question, on_token=printer.token)
+    if as_json:
+        _print_json(answer.to_dict())
+    else:
+        printer.finish(answer)
+
+
+@cli.command(name="eval")
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("questions", type=click.Path(dir_okay=False))
+@click.option("-k", "k", type=click.IntRange(min=1, max=100), default=5, show_default=True,
+              help="Retrieval depth for recall@k and MRR.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N questions.")
+@llm_options
+@click.option("--json", "as_json", is_flag=True, help="Print per-question results and totals as JSON.")
+@user_errors
+def eval_(db: str, questions: str, k: int, limit: int | None, as_json: bool, **llm: Any) -> None:
+    """Measure retrieval and answers on a questions file (JSON lines).
+
+    Each line: {"id", "question", "answerable", "expected_source", "expected_page" or
+    "expected_heading", "keywords"}. Reports recall@k, MRR, keyword hit rate, citation precision
+    and, for unanswerable questions, the abstention rate.
+
+    \b
+    Example:
+        kb eval course.db corpora/questions.jsonl --fast
+    """
+    from .evaluate import evaluate, load_questions
+    from .reports import format_eval
+    from .store import KB
+
+    items = load_questions(questions)[:limit]
+    with KB.open(db, readonly=True) as kb:
+        engine = make_engine(kb, **llm)
+        report = evaluate(engine, items, k=k)
+    if as_json:
+        _print_json(report)
+    else:
+        click.echo(format_eval(report))
 
 
 @cli.command()

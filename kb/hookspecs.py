@@ -18,3 +18,8 @@ def register_connectors(register: Callable[[type], None]) -> None:
 @hookspec
 def register_embedders(register: Callable[[type], None]) -> None:
     """Register embedder classes: register(SentenceTransformerEmbedder)"""
+
+
+@hookspec
+def register_llms(register: Callable[[type], None]) -> None:
+    """Register LLM backend classes: register(LlamaCppLLM)"""

@@ -18,6 +18,7 @@ DEFAULT_PLUGINS = (
     "connectors.text",
     "connectors.html",
     "kb.embedders",
+    "kb.llm",
 )
 
 pm = pluggy.PluginManager("kb")
@@ -94,3 +95,19 @@ def get_embedder(name: str | None = None) -> Any:
         known = ", ".join(sorted({cls.model_id for cls in table.values()}))
         raise KBError(f"No embedder named {key!r} is installed (known: {known}).")
     return table[key]()
+
+
+def llms() -> dict[str, Any]:
+    """LLM backend classes keyed by backend name ("llama-cpp", "openai-compatible", ...)."""
+    table: dict[str, Any] = {}
+    for backend in reversed(_collect("register_llms")):
+        table[backend.backend] = backend
+    return table
+
+
+def get_llm(backend: str, **options: Any) -> Any:
+    """An LLM backend instance: get_llm("llama-cpp", model_path=...) or get_llm("openai-compatible", url=...)."""
+    table = llms()
+    if backend not in table:
+        raise KBError(f"No LLM backend named {backend!r} is installed (known: {', '.join(sorted(table))}).")
+    return table[backend](**options)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from .ingest import IngestResult
-from .types import Hit, Locator, SourceReport
+from .types import Answer, Hit, Locator, SourceReport
 
 
 def locator_label(locator: Locator) -> str:
@@ -115,3 +115,56 @@ class ProgressPrinter:
     def __exit__(self, *exc: object) -> None:
         if self.enabled and self.count:
             click.echo("\r\033[K", file=sys.stderr, nl=False)
+
+
+class AnswerPrinter:
+    """Streams the model's words to the terminal, then prints the checked answer and its references."""
+
+    def __init__(self, stream: bool):
+        self.stream = stream
+        self.streamed: list[str] = []
+
+    def token(self, piece: str) -> None:
+        if self.stream:
+            self.streamed.append(piece)
+            click.echo(piece, nl=False)
+
+    def finish(self, answer: Answer) -> None:
+        streamed = "".join(self.streamed).strip()
+        if streamed:
+            click.echo()
+        if answer.abstained:
+            click.echo(answer.text)
+            if answer.nearest:
+                click.echo("\nNearest sources:")
+                for hit in answer.nearest:
+                    where = locator_label(hit.locator)
+                    click.echo(f"  - {hit.source.title}" + (f" ({where})" if where else "") + f"  {hit.link or hit.source.uri}")
+            return
+        if not streamed or " ".join(streamed.split()) != answer.text:
+            if streamed:
+                note = ("kb: the model's answer did not hold up against the evidence; here is what the sources say:"
+                        if answer.origin == "extract" else "kb: checked answer (unsupported sentences and citations removed):")
+                click.echo("\n" + note)
+            click.echo(answer.text)
+        click.echo("\nReferences:")
+        for piece in answer.cited:
+            where = locator_label(piece.hit.locator)
+            click.echo(f"  [{piece.key}] {piece.hit.source.title}" + (f", {where}" if where else "")
+                       + f"\n      {piece.hit.link or piece.hit.source.uri}")
+
+
+def format_eval(report: dict[str, Any]) -> str:
+    k = report["k"]
+    lines = [f"{'id':<6} {'ans':<4} {'rank':>4} {'kw':>3} {'cites':>5} {'abst':>4} {'origin':<8} {'s':>5}  answer"]
+    for r in report["results"]:
+        rank = str(r["rank"]) if r["rank"] else "-"
+        kw = {True: "yes", False: "no", None: ""}[r["keyword_hit"]]
+        answer = textwrap.shorten(r["answer"], width=60, placeholder="\u2026")
+        lines.append(f"{r['id']:<6} {'yes' if r['answerable'] else 'no':<4} {rank:>4} {kw:>3} "
+                     f"{r['valid_citations']}/{r['citations']:<3} {'yes' if r['abstained'] else 'no':>4} "
+                     f"{r['origin']:<8} {r['seconds']:>5.1f}  {answer}")
+    lines.append("")
+    for key, value in report["summary"].items():
+        lines.append(f"{key:<26} {'-' if value is None else value}")
+    return "\n".join(lines)

@@ -82,9 +82,10 @@ class Searcher:
         keyword = keyword_ranks(self.kb, query, pool)
         vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
         nearest = self.kb.index().search(vector, pool)
-        return self.fuse(keyword, nearest, k)
+        return self.fuse(keyword, nearest, k, vector)
 
-    def fuse(self, keyword: list[int], nearest: list[tuple[int, float]], k: int) -> list[Hit]:
+    def fuse(self, keyword: list[int], nearest: list[tuple[int, float]], k: int,
+             query_vector: np.ndarray | None = None) -> list[Hit]:
         scores: dict[int, float] = {}
         bm25_rank = {cid: i for i, cid in enumerate(keyword, start=1)}
         vector_rank = {cid: i for i, (cid, _) in enumerate(nearest, start=1)}
@@ -94,6 +95,10 @@ class Searcher:
                 scores[cid] = scores.get(cid, 0.0) + 1.0 / (RRF_K + rank)
         best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
         rows = _chunk_rows(self.kb, best)
+        if query_vector is not None:
+            # Keyword-only hits get their cosine distance too: the answer engine scores evidence by it.
+            missing = [cid for cid in best if cid not in distance]
+            distance.update(_distances(self.kb, missing, query_vector))
         hits = []
         for cid in best:
             if cid not in rows:
@@ -110,6 +115,14 @@ class Searcher:
                 )
             )
         return hits
+
+
+def _distances(kb: KB, ids: list[int], query: np.ndarray) -> dict[int, float]:
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    rows = kb.conn.execute(f"SELECT chunk_id, vector FROM embeddings WHERE chunk_id IN ({marks})", ids).fetchall()
+    return {cid: float(1.0 - np.frombuffer(blob, dtype="<f4") @ query) for cid, blob in rows}
 
 
 def embed_query(embedder: Any, text: str) -> np.ndarray:

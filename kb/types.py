@@ -163,3 +163,62 @@ class SourceFile:
     """pathlib.Path of the file."""
     data: bytes
     limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class Evidence:
+    """A retrieved chunk kept as evidence for an answer, with the key the answer cites it by."""
+
+    key: int
+    """1-based citation key: the answer writes [key]."""
+    hit: Hit
+    score: float
+    """Relevance 0-10 decided in code from retrieval (cosine similarity and word coverage)."""
+    summary: str
+    """What the chunk says about the question: the model's summary if it held up, else its best sentences."""
+    summary_origin: str = "extract"
+    """"model" when the LLM's summary passed the grounding check, "extract" otherwise."""
+    llm_score: int | None = None
+    """The model's own 0-10 relevance, when it gave a valid one."""
+
+    def citation(self) -> dict[str, Any]:
+        """The `citations` record of `kb ask --json`."""
+        record = self.hit.to_dict()
+        return {
+            "key": self.key, "chunk_id": self.hit.chunk_id, "source": record["source"],
+            **{k: record[k] for k in ("page", "slide", "start_s", "end_s", "heading", "link")},
+        }
+
+
+@dataclass
+class Answer:
+    """The result of `kb ask`: the checked answer, what it cites, and how it was made."""
+
+    question: str
+    text: str
+    abstained: bool
+    evidence: list[Evidence] = field(default_factory=list)
+    cited: list[Evidence] = field(default_factory=list)
+    nearest: list[Hit] = field(default_factory=list)
+    """The closest chunks, listed when the KB does not answer."""
+    origin: str = "model"
+    """"model", "extract" (the model's text did not hold up: the cited sentences themselves) or "none"."""
+    raw_text: str = ""
+    """What the model wrote, before the citation and grounding checks."""
+    raw_citations: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `kb ask --json` object of DESIGN.md (plus a few fields scripts may use)."""
+        return {
+            "question": self.question,
+            "answer": self.text,
+            "abstained": self.abstained,
+            "citations": [e.citation() for e in self.cited],
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "origin": self.origin,
+            "model": self.model,
+            "nearest": [h.to_dict() for h in self.nearest] if self.abstained else [],
+        }

@@ -1,0 +1,88 @@
+"""Checks in code that text is backed by evidence: word overlap, sentence picking, citation keys.
+
+These decide what an answer may claim, so that trust never rests on a small model's judgement.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+from .search import STOPWORDS
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
+
+
+def stem(word: str) -> str:
+    """A crude stem, enough to match 'gauges' with 'gauge' and 'infiltrates' with 'infiltration'."""
+    word = word.lower()
+    return word[:6] if len(word) > 6 else word.rstrip("s") or word
+
+
+def content_words(text: str) -> list[str]:
+    return [stem(w) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and (len(w) > 2 or w.isdigit())]
+
+
+def coverage(text: str, source: str | set[str]) -> float:
+    """Share of `text`'s content words that occur in `source` (1.0 for text with no content words)."""
+    words = content_words(text)
+    if not words:
+        return 0.0
+    vocabulary = source if isinstance(source, set) else set(content_words(source))
+    return sum(1 for w in words if w in vocabulary) / len(words)
+
+
+def sentences(text: str) -> list[str]:
+    out = []
+    for paragraph in re.split(r"\n\s*\n|\n(?=[-*\u2022] )", text):
+        paragraph = " ".join(paragraph.split())
+        out.extend(s.strip() for s in _SENTENCE.split(paragraph) if s.strip())
+    return out
+
+
+def best_sentences(question: str, text: str, limit: int = 2, max_chars: int = 400) -> str:
+    """The sentences of `text` that share most words with the question, in their original order."""
+    candidates = sentences(text)
+    if not candidates:
+        return ""
+    asked = set(content_words(question))
+    scored = sorted(
+        range(len(candidates)),
+        key=lambda i: (-len(asked & set(content_words(candidates[i]))), i),
+    )
+    chosen: list[int] = []
+    size = 0
+    for i in scored:
+        if len(chosen) >= limit:
+            break
+        if chosen and size + len(candidates[i]) > max_chars:
+            continue
+        chosen.append(i)
+        size += len(candidates[i])
+    return " ".join(candidates[i] for i in sorted(chosen))
+
+
+def citation_keys(text: str) -> list[int]:
+    keys: list[int] = []
+    for group in CITATION.findall(text):
+        keys.extend(int(k) for k in re.split(r"\s*[,;]\s*", group))
+    return keys
+
+
+def strip_citations(text: str) -> str:
+    return " ".join(re.sub(r"\s*" + CITATION.pattern, "", text).split())
+
+
+def with_citations(claim: str, keys: list[int]) -> str:
+    """`claim` with its keys before the closing punctuation: "... 9 days [1]."."""
+    marks = "".join(f"[{k}]" for k in keys)
+    claim = claim.rstrip()
+    if claim and claim[-1] in ".!?":
+        return f"{claim[:-1]} {marks}{claim[-1]}"
+    return f"{claim} {marks}"
+
+
+def unique(values: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(values))

@@ -1,0 +1,163 @@
+"""The answer engine's checks in code, with a scripted stand-in for the slow model.
+
+The real default model runs in tests/test_ask_real.py; here the model's output is fixed so that
+what kb does with good, wrong and garbage output is tested exactly.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import COURSE
+from kb import KB, Ingester
+from kb.answer import AnswerEngine, AskSettings, check_answer, relevance
+from kb.errors import KBError
+from kb.llm import LLM, Generation, LLMError
+from kb.search import Searcher
+from kb.types import Evidence, Hit, Locator, SourceRef
+
+
+class ScriptedLLM(LLM):
+    """Returns fixed text per call kind: JSON for evidence calls, `answer` for the answer call."""
+
+    backend = "scripted"
+    name = "scripted"
+
+    def __init__(self, answer: str, evidence: str = '{"relevance": 8, "summary": ""}', fail: bool = False):
+        self.answer, self.evidence, self.fail = answer, evidence, fail
+        self.calls = []
+
+    def generate(self, messages, *, max_tokens, constraint=None, on_token=None, stop=None):
+        self.calls.append("evidence" if constraint else "answer")
+        if self.fail and not constraint:
+            raise LLMError("The server went away.")
+        text = self.evidence if constraint else self.answer
+        if on_token:
+            for word in text.split(" "):
+                on_token(word + " ")
+        return Generation(text, 0.01, 0.001, len(text.split()))
+
+
+def make_evidence(*texts):
+    return [
+        Evidence(key=i, hit=Hit(rank=i, chunk_id=100 + i, score=0.1, text=t,
+                                source=SourceRef("file:///c.pdf", "Notes", "pdf"), locator=Locator(page=i), link=None,
+                                distance=0.3),
+                 score=6.0, summary=t)
+        for i, t in enumerate(texts, start=1)
+    ]
+
+
+EVIDENCE = make_evidence(
+    "The residence time of water in the atmosphere is about 9 days. Rivers hold water for 2 to 6 months.",
+    "Darcy's law says the flow Q equals minus K times A times the hydraulic gradient dh/dl.",
+)
+
+
+def test_valid_citations_are_kept():
+    answer = check_answer("How long does water stay in the atmosphere?",
+                          "Water stays in the atmosphere for about 9 days [1].", EVIDENCE)
+    assert answer.origin == "model" and not answer.abstained
+    assert answer.text == "Water stays in the atmosphere for about 9 days [1]."
+    assert [e.key for e in answer.cited] == [1]
+
+
+def test_citation_to_missing_evidence_is_dropped_and_the_right_one_attached():
+    answer = check_answer("How long?", "Water stays in the atmosphere for about 9 days [7].", EVIDENCE)
+    assert answer.raw_citations == [7]
+    assert [e.key for e in answer.cited] == [1] and "[7]" not in answer.text
+
+
+def test_unsupported_sentences_are_removed():
+    raw = ("Water stays in the atmosphere for about 9 days [1]. "
+           "The Moon pulls the oceans into two tidal bulges every day [2].")
+    answer = check_answer("How long?", raw, EVIDENCE)
+    assert "Moon" not in answer.text and answer.text.endswith("[1].")
+
+
+def test_garbage_falls_back_to_the_evidence_itself():
+    for raw in ["", "{{{{ 1000000000000", "Reply with JSON please", "The the the the"]:
+        answer = check_answer("How long does water stay in the atmosphere?", raw, EVIDENCE)
+        assert answer.origin == "extract"
+        assert "9 days" in answer.text and "[1]" in answer.text
+        assert all(e.key in (1, 2) for e in answer.cited)
+
+
+@pytest.fixture
+def course_db(tmp_path, hash_embedder):
+    db = tmp_path / "kb.db"
+    with KB.open(db, create=True) as kb:
+        Ingester(kb, embedder=hash_embedder).run([str(COURSE)])
+    return db
+
+
+def never():
+    raise AssertionError("the model must not be loaded to abstain")
+
+
+def test_abstains_without_loading_the_model(course_db):
+    with KB.open(course_db) as kb:
+        engine = AnswerEngine(kb, never)
+        answer = engine.ask("How do I bake sourdough bread?")
+        assert answer.abstained and answer.origin == "none" and not answer.cited
+        assert answer.nearest and "does not answer" in answer.text
+        row = kb.conn.execute("SELECT question, abstained, citations FROM answers").fetchone()
+    assert row == ("How do I bake sourdough bread?", 1, "[]")
+
+
+def test_answer_is_logged_with_citations(course_db):
+    llm = ScriptedLLM("A tipping-bucket gauge tips when it holds about 0.2 mm of rain [1].")
+    with KB.open(course_db) as kb:
+        answer = AnswerEngine(kb, lambda: llm).ask("How much rain does one tip of a tipping-bucket gauge record?")
+        assert not answer.abstained and answer.origin == "model"
+        assert llm.calls[-1] == "answer" and llm.calls.count("evidence") == len(answer.evidence)
+        ids = {r[0] for r in kb.conn.execute("SELECT id FROM chunks")}
+        assert all(e.hit.chunk_id in ids for e in answer.cited)
+        row = kb.conn.execute("SELECT answer, citations, model, settings, timings FROM answers").fetchone()
+    assert row[0] == answer.text
+    assert [c["chunk_id"] for c in json.loads(row[1])] == [e.hit.chunk_id for e in answer.cited]
+    assert json.loads(row[2])["backend"] == "scripted"
+    assert json.loads(row[3])["fast"] is False
+    assert {"retrieval_s", "evidence_s", "answer_s", "total_s"} <= set(json.loads(row[4]))
+
+
+def test_fast_mode_makes_one_model_call(course_db):
+    llm = ScriptedLLM("Baseflow is the part of river flow fed by groundwater [1].")
+    with KB.open(course_db) as kb:
+        AnswerEngine(kb, lambda: llm, AskSettings(fast=True)).ask("What is baseflow?")
+    assert llm.calls == ["answer"]
+
+
+def test_model_failure_leaves_no_log_row(course_db):
+    with KB.open(course_db) as kb:
+        engine = AnswerEngine(kb, lambda: ScriptedLLM("", fail=True))
+        with pytest.raises(LLMError):
+            engine.ask("What is baseflow?")
+        assert kb.conn.execute("SELECT count(*) FROM answers").fetchone()[0] == 0
+
+
+def test_llm_judge_may_drop_but_never_add_evidence(course_db):
+    low = ScriptedLLM("Baseflow is fed by groundwater [1].", evidence='{"relevance": 1, "summary": "nothing"}')
+    with KB.open(course_db) as kb:
+        answer = AnswerEngine(kb, lambda: low, AskSettings(judge="llm")).ask("What is baseflow?")
+        assert answer.abstained
+        high = ScriptedLLM("x", evidence='{"relevance": 10, "summary": "x"}')
+        answer = AnswerEngine(kb, lambda: high, AskSettings(judge="llm")).ask("How do I bake sourdough bread?")
+        assert answer.abstained and high.calls == []
+
+
+def test_bad_questions(course_db):
+    with KB.open(course_db) as kb:
+        engine = AnswerEngine(kb, never)
+        with pytest.raises(KBError, match="empty"):
+            engine.ask("  \n ")
+        with pytest.raises(KBError, match="too long"):
+            engine.ask("why " * 12_500)
+
+
+def test_relevance_scale():
+    hit = EVIDENCE[0].hit
+    assert relevance("How long does water stay in the atmosphere?", hit) > relevance("sourdough bread", hit)
+    assert 0.0 <= relevance("sourdough", hit) <= 10.0
