@@ -94,6 +94,22 @@ def check_question(question: str) -> str:
     return question
 
 
+_ENGLISH_HINTS = frozenset("the is are of to what how why which does do and with can".split())
+
+
+def language_warning(question: str) -> str | None:
+    """A note for questions that do not look English: the default embedding model is English-only."""
+    words = [w.lower() for w in re.findall(r"[^\W\d_]+", question)]
+    if not words:
+        return None
+    letters = "".join(words)
+    latin = sum(1 for ch in letters if ch.isascii()) / len(letters)
+    if latin < 0.8 or (len(words) >= 4 and not _ENGLISH_HINTS & set(words)):
+        return ("This question does not look English; the default embedding model (all-MiniLM-L6-v2) is "
+                "English-only, so matches may be poor.")
+    return None
+
+
 class AnswerEngine:
     """Answers questions from one KB; the LLM is created on first need (abstaining needs none)."""
 
@@ -149,6 +165,9 @@ class AnswerEngine:
         answer.timings = timings
         answer.settings = asdict(s)
         answer.model = self._llm.describe() if self._llm is not None else {}
+        warning = language_warning(question)
+        if warning:
+            answer.warnings.append(warning)
         if log:
             self.log(answer)
         return answer

@@ -130,6 +130,8 @@ class AnswerPrinter:
             click.echo(piece, nl=False)
 
     def finish(self, answer: Answer) -> None:
+        for warning in answer.warnings:
+            click.echo(f"kb: {warning}", err=True)
         streamed = "".join(self.streamed).strip()
         if streamed:
             click.echo()

@@ -209,6 +209,7 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The `kb ask --json` object of DESIGN.md (plus a few fields scripts may use)."""
@@ -221,4 +222,5 @@ class Answer:
             "origin": self.origin,
             "model": self.model,
             "nearest": [h.to_dict() for h in self.nearest] if self.abstained else [],
+            "warnings": self.warnings,
         }

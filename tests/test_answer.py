@@ -161,3 +161,14 @@ def test_relevance_scale():
     hit = EVIDENCE[0].hit
     assert relevance("How long does water stay in the atmosphere?", hit) > relevance("sourdough bread", hit)
     assert 0.0 <= relevance("sourdough", hit) <= 10.0
+
+
+def test_question_in_another_language_gets_a_warning(course_db):
+    with KB.open(course_db) as kb:
+        engine = AnswerEngine(kb, lambda: ScriptedLLM("x"))
+        answer = engine.ask("Quelle est la durée de séjour de l'eau dans l'atmosphère ?")
+        assert any("English-only" in w for w in answer.warnings)
+        assert "warnings" in answer.to_dict()
+        answer = engine.ask("Comment mesure-t-on la pluie au pluviomètre")
+        assert answer.warnings
+        assert not engine.ask("What is baseflow?").warnings
