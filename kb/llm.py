@@ -46,6 +46,39 @@ class Constraint:
     schema: dict[str, Any] = field(default_factory=dict)
 
 
+# Relevance 0-10 as GBNF: llama.cpp's JSON-schema grammar ignores minimum/maximum, so the digits
+# are spelled out. The summary is a bounded JSON string with no raw newlines.
+EVIDENCE_GBNF = r'''
+root ::= "{" ws "\"relevance\":" ws score "," ws "\"summary\":" ws summary ws "}"
+score ::= "10" | [0-9]
+summary ::= "\"" char{0,300} "\""
+char ::= [^"\\\n\r] | "\\" ["\\/nt]
+ws ::= [ ]?
+'''
+EVIDENCE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "relevance": {"type": "integer", "enum": list(range(11))},
+        "summary": {"type": "string", "maxLength": 300},
+    },
+    "required": ["relevance", "summary"],
+}
+SCORE_GBNF = 'root ::= "10" | [0-9]'
+
+
+def parse_rating(text: str) -> tuple[int, str] | None:
+    """(relevance, summary) from the evidence JSON, or None when it is not what was asked for."""
+    try:
+        data = json.loads(text)
+        score = data["relevance"]
+        summary = str(data["summary"]).strip()
+    except (ValueError, KeyError, TypeError):
+        return None
+    if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
+        return None
+    return score, summary
+
+
 class LLM:
     """Base class of LLM backends."""
 
@@ -53,11 +86,18 @@ class LLM:
     name = "unknown"
 
     def generate(self, messages: Messages, *, max_tokens: int, constraint: Constraint | None = None,
-                 on_token: OnToken | None = None, stop: list[str] | None = None) -> Generation:
+                 on_token: OnToken | None = None, stop: list[str] | None = None, prefix: str = "") -> Generation:
+        """Complete `messages`, streaming each piece to `on_token`; `prefix` starts the model's reply."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.name}
+
+    def rate(self, messages: Messages, *, max_tokens: int) -> tuple[int, str] | None:
+        """The evidence step: (relevance 0-10, one-sentence summary), as JSON the format forces."""
+        result = self.generate(messages, max_tokens=max_tokens,
+                               constraint=Constraint(gbnf=EVIDENCE_GBNF, schema=EVIDENCE_SCHEMA))
+        return parse_rating(result.text)
 
 
 def default_model_path() -> Path:
@@ -108,20 +148,55 @@ class LlamaCppLLM(LLM):
             from llama_cpp import Llama
         except ImportError as exc:
             raise LLMError("llama-cpp-python is not installed; pip install llama-cpp-python.") from exc
+        _silence_llama_log()
         try:
             self.llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=self.n_threads, seed=seed,
                                verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise LLMError(f"Could not load {path} ({exc}).") from exc
+        # A base model's GGUF carries no chat template; llama-cpp would then fall back to Llama 2's
+        # [INST] format, which such a model only imitates. Plain text with a cue line works better.
+        self.chat = bool(self.llama.metadata.get("tokenizer.chat_template"))
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.name, "n_ctx": self.n_ctx, "n_threads": self.n_threads}
+
+    def render(self, messages: Messages) -> str:
+        """The prompt text: the model's own chat template when it has one, else plain text."""
+        if not self.chat:
+            return render_plain(messages)
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self.llama.metadata["tokenizer.chat_template"]
+        eos = self.llama.detokenize([self.llama.token_eos()]).decode("utf-8", "ignore")
+        bos = self.llama.detokenize([self.llama.token_bos()]).decode("utf-8", "ignore")
+        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        return formatter(messages=messages).prompt
+
+    def rate(self, messages: Messages, *, max_tokens: int) -> tuple[int, str] | None:
+        """The evidence step in two short calls, cheaper than one grammar-constrained JSON.
+
+        llama.cpp checks a grammar against the whole vocabulary at every step (262k tokens for
+        Gemma 3), which made the JSON call 6x slower than free text. So the score alone is
+        grammar-forced (one or two tokens), and the summary is free text stopped at the end of its
+        sentence; kb builds the JSON itself, so it is always well formed.
+        """
+        score_text = self.generate(messages, max_tokens=2, prefix='{"relevance": ',
+                                   constraint=Constraint(gbnf=SCORE_GBNF)).text
+        try:
+            score = int(score_text.strip())
+        except ValueError:
+            return None
+        summary = self.generate(messages, max_tokens=max_tokens, prefix=f'{{"relevance": {score}, "summary": "',
+                                stop=['"', "\n", ". "]).text.strip()
+        return parse_rating(json.dumps({"relevance": score, "summary": summary.rstrip(".") + "."}))
 
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False))
 
     def generate(self, messages: Messages, *, max_tokens: int, constraint: Constraint | None = None,
-                 on_token: OnToken | None = None, stop: list[str] | None = None) -> Generation:
+                 on_token: OnToken | None = None, stop: list[str] | None = None, prefix: str = "") -> Generation:
+        """Stream a completion; `prefix` is put in the model's mouth (the start of its reply)."""
         from llama_cpp import LlamaGrammar
 
         grammar = LlamaGrammar.from_string(constraint.gbnf, verbose=False) if constraint else None
@@ -129,12 +204,19 @@ class LlamaCppLLM(LLM):
         first = None
         parts: list[str] = []
         try:
-            stream = self.llama.create_chat_completion(
-                messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1, grammar=grammar,
-                stream=True, stop=stop or None,
-            )
+            if self.chat and not prefix:
+                stream = self.llama.create_chat_completion(
+                    messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1, grammar=grammar,
+                    stream=True, stop=stop or None,
+                )
+            else:
+                stream = self.llama.create_completion(
+                    self.render(messages) + prefix, max_tokens=max_tokens, temperature=0.0, top_k=1,
+                    grammar=grammar, stream=True, stop=stop or None,
+                )
             for chunk in stream:
-                piece = chunk["choices"][0]["delta"].get("content") or ""
+                choice = chunk["choices"][0]
+                piece = (choice["delta"].get("content") if "delta" in choice else choice.get("text")) or ""
                 if not piece:
                     continue
                 if first is None:
@@ -145,6 +227,31 @@ class LlamaCppLLM(LLM):
         except ValueError as exc:  # llama.cpp raises ValueError when the prompt exceeds n_ctx
             raise LLMError(f"The model could not take this prompt ({exc}).") from exc
         return Generation("".join(parts), time.monotonic() - started, first, len(parts))
+
+
+def render_plain(messages: Messages) -> str:
+    """Chat messages as one plain-text prompt, for models without a chat template."""
+    return "\n\n".join(m["content"].strip() for m in messages) + "\n"
+
+
+_log_callback = None
+
+
+def _silence_llama_log() -> None:
+    """Keep llama.cpp's C-level log lines (printed even with verbose=False) off the learner's terminal."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+    import ctypes
+
+    import llama_cpp
+
+    @llama_cpp.llama_log_callback
+    def ignore(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        pass
+
+    _log_callback = ignore  # referenced for as long as llama.cpp may call it
+    llama_cpp.llama_log_set(ignore, ctypes.c_void_p(0))
 
 
 def _check_gguf(path: Path) -> None:
@@ -192,7 +299,9 @@ class OpenAICompatLLM(LLM):
         return {"backend": self.backend, "model": self.name, "url": self.endpoint}
 
     def generate(self, messages: Messages, *, max_tokens: int, constraint: Constraint | None = None,
-                 on_token: OnToken | None = None, stop: list[str] | None = None) -> Generation:
+                 on_token: OnToken | None = None, stop: list[str] | None = None, prefix: str = "") -> Generation:
+        if prefix:  # a trailing assistant message is continued by llama.cpp's server and most others
+            messages = [*messages, {"role": "assistant", "content": prefix}]
         body: dict[str, Any] = {
             "model": self.name, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0,
             "stream": True,

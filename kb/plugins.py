@@ -54,13 +54,23 @@ def _collect(hook_name: str) -> list[Any]:
     return items
 
 
+_connector_cache: tuple[frozenset[int], dict[str, Any]] | None = None
+
+
 def connectors() -> dict[str, Any]:
     """Connector classes keyed by the file suffixes they read (".pdf", ".md", ...)."""
+    global _connector_cache
+    ensure_plugins_loaded()
+    # Asked once per file during ingest: rebuild the table only when the set of plugins changes.
+    key = frozenset(id(p) for p in pm.get_plugins())
+    if _connector_cache is not None and _connector_cache[0] == key:
+        return _connector_cache[1]
     by_suffix: dict[str, Any] = {}
     # pluggy calls later-registered plugins first, so a third-party connector wins a suffix.
     for connector in reversed(_collect("register_connectors")):
         for suffix in connector.suffixes:
             by_suffix[suffix.lower()] = connector
+    _connector_cache = (key, by_suffix)
     return by_suffix
 
 

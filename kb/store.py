@@ -35,6 +35,9 @@ class StoredSource:
     content_hash: str | None
     status: str
     settings_key: str | None
+    size: int | None = None
+    mtime: float | None = None
+    chunks: int = 0
 
 
 class KB:
@@ -154,7 +157,7 @@ class KB:
             index = BACKENDS[backend](self.conn, int(meta["embedding_dimension"]))
             try:
                 index.load()
-                usable = index.exists()
+                usable = index.exists() and meta.get("vector_index_state", "ready") == "ready"
             except ExtensionUnavailable:
                 usable = False
             if not usable:
@@ -172,16 +175,23 @@ class KB:
         if "embedding_dimension" not in meta:
             raise KBError(f"{self.path} holds no embeddings yet; nothing to index.")
         new = open_index(self.conn, backend, int(meta["embedding_dimension"]))
+
+        def commit_batch() -> None:
+            self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             old = meta.get("vector_backend")
-            if old and old != backend and old in BACKENDS:
+            if old and old != backend and old in ("vec", "vss"):
                 old_index = BACKENDS[old](self.conn, new.dimension)
-                if old == "vss" or old == "vec":
-                    old_index.load()
+                old_index.load()
                 old_index.drop()
-            count = new.rebuild()
-            self.set_meta({"vector_backend": backend})
+            # A rebuild that commits in batches is marked, so that a killed one is never mistaken
+            # for a complete index: until "ready", searches scan the embeddings instead.
+            self.set_meta({"vector_backend": backend, "vector_index_state": "building"})
+            count = new.rebuild(commit_batch)
+            self.set_meta({"vector_index_state": "ready"})
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -193,17 +203,22 @@ class KB:
 
     def get_source(self, uri: str) -> StoredSource | None:
         row = self.conn.execute(
-            "SELECT id, uri, content_hash, status, json_extract(metadata, '$._settings') FROM sources WHERE uri = ?",
+            "SELECT id, uri, content_hash, status, json_extract(metadata, '$._settings'), size, mtime, "
+            "(SELECT count(*) FROM chunks WHERE source_id = sources.id) FROM sources WHERE uri = ?",
             (uri,),
         ).fetchone()
         return StoredSource(*row) if row else None
+
+    def touch_source(self, source_id: int, mtime: float) -> None:
+        """Record a new modification time for content that did not change."""
+        self.conn.execute("UPDATE sources SET mtime = ? WHERE id = ?", (mtime, source_id))
 
     def _writable_index(self) -> VectorIndex:
         index = self.index()
         if index.name == "numpy" and self.meta().get("vector_backend") in ("vec", "vss"):
             raise ExtensionUnavailable(
-                f"{self.path} keeps a {self.meta()['vector_backend']} vector index, but its extension cannot be "
-                "loaded here, so it cannot be updated; run `kb reindex` where it can."
+                f"{self.path} keeps a {self.meta()['vector_backend']} vector index that cannot be updated here "
+                "(its extension does not load, or a rebuild was interrupted); run `kb reindex` first."
             )
         return index
 

@@ -8,7 +8,7 @@ care which one a KB uses.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -60,16 +60,32 @@ class VectorIndex(ABC):
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The k nearest chunk ids with their cosine distance, nearest first."""
 
-    def rebuild(self) -> int:
-        """Drop and refill the index from the embeddings table; return the row count."""
+    rebuild_batch: int | None = None
+    """Commit every this many rows while rebuilding (None: one transaction)."""
+
+    def rebuild(self, commit: Callable[[], None] | None = None) -> int:
+        """Drop and refill the index from the embeddings table; return the row count.
+
+        `commit` is called after each `rebuild_batch` rows, for backends that need it.
+        """
         self.drop()
         self.create()
         count = 0
-        cursor = self.conn.execute("SELECT chunk_id, vector FROM embeddings ORDER BY chunk_id")
-        while batch := cursor.fetchmany(2048):
-            ids = [row[0] for row in batch]
-            self.add(ids, np.vstack([from_blob(row[1]) for row in batch]))
+        last_id = 0
+        size = self.rebuild_batch or 2048
+        while True:
+            # Keyset pagination, so that committing between batches does not break a cursor.
+            batch = self.conn.execute(
+                "SELECT chunk_id, vector FROM embeddings WHERE chunk_id > ? ORDER BY chunk_id LIMIT ?",
+                (last_id, size),
+            ).fetchall()
+            if not batch:
+                break
+            self.add([row[0] for row in batch], np.vstack([from_blob(row[1]) for row in batch]))
             count += len(batch)
+            last_id = batch[-1][0]
+            if self.rebuild_batch and commit:
+                commit()
         return count
 
 
@@ -105,11 +121,20 @@ class VecIndex(VectorIndex):
         return [(int(r[0]), float(r[1])) for r in rows]
 
 
+VSS_HEADER = b"v\x01"
+"""sqlite-vss reads a BLOB that starts with these two bytes as its own headed vector format, so a raw
+float32 vector that happens to start with them (1 in 65,536) would lose a float and shift every
+vector after it in the transaction. Sending every vector headed removes the ambiguity."""
+
+
 class VssIndex(VectorIndex):
     """sqlite-vss's `vss0` virtual table (Faiss inside SQLite), named in the user's design card."""
 
     name = "vss"
     table = "chunks_vss"
+    # vss0 keeps a transaction's pending rows in a list it rescans on each insert: filling it in
+    # one transaction is quadratic, so rebuilds commit in batches of this size.
+    rebuild_batch = 2000
 
     def load(self) -> None:
         load_extension(self.conn, "vss")
@@ -120,7 +145,7 @@ class VssIndex(VectorIndex):
     def add(self, ids: Sequence[int], vectors: np.ndarray) -> None:
         self.conn.executemany(
             f"INSERT INTO {self.table}(rowid, embedding) VALUES (?, ?)",
-            [(int(i), to_blob(v)) for i, v in zip(ids, vectors)],
+            [(int(i), VSS_HEADER + to_blob(v)) for i, v in zip(ids, vectors)],
         )
 
     def delete(self, ids: Iterable[int]) -> None:
@@ -129,7 +154,7 @@ class VssIndex(VectorIndex):
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         rows = self.conn.execute(
             f"SELECT rowid, distance FROM {self.table} WHERE vss_search(embedding, ?) LIMIT ?",
-            (to_blob(vector), int(k)),
+            (VSS_HEADER + to_blob(vector), int(k)),
         ).fetchall()
         # vss0's flat index answers squared L2; for unit vectors that is 2 * cosine distance.
         return [(int(r[0]), float(r[1]) / 2.0) for r in rows]
@@ -150,14 +175,26 @@ class NumpyScan(VectorIndex):
     def delete(self, ids: Iterable[int]) -> None:
         pass
 
+    def __init__(self, conn: Any, dimension: int):
+        super().__init__(conn, dimension)
+        self._cache: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+
+    def _matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        # Reading 100k BLOBs costs ~0.6 s; keep the matrix while the embeddings table is unchanged.
+        stamp = self.conn.execute("SELECT count(*), coalesce(max(chunk_id), 0) FROM embeddings").fetchone()
+        if self._cache is None or self._cache[0] != tuple(stamp):
+            rows = self.conn.execute("SELECT chunk_id, vector FROM embeddings").fetchall()
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dimension)
+            self._cache = (tuple(stamp), ids, matrix)
+        return self._cache[1], self._cache[2]
+
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        rows = self.conn.execute("SELECT chunk_id, vector FROM embeddings").fetchall()
-        if not rows:
+        ids, matrix = self._matrix()
+        if not len(ids):
             return []
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), -1)
         distances = 1.0 - matrix @ np.asarray(vector, dtype=np.float32)
-        k = min(k, len(rows))
+        k = min(k, len(ids))
         top = np.argpartition(distances, k - 1)[:k]
         top = top[np.argsort(distances[top], kind="stable")]
         return [(int(ids[i]), float(distances[i])) for i in top]

@@ -29,7 +29,7 @@ class ScriptedLLM(LLM):
         self.answer, self.evidence, self.fail = answer, evidence, fail
         self.calls = []
 
-    def generate(self, messages, *, max_tokens, constraint=None, on_token=None, stop=None):
+    def generate(self, messages, *, max_tokens, constraint=None, on_token=None, stop=None, prefix=""):
         self.calls.append("evidence" if constraint else "answer")
         if self.fail and not constraint:
             raise LLMError("The server went away.")
@@ -172,3 +172,16 @@ def test_question_in_another_language_gets_a_warning(course_db):
         answer = engine.ask("Comment mesure-t-on la pluie au pluviomètre")
         assert answer.warnings
         assert not engine.ask("What is baseflow?").warnings
+
+
+def test_restated_questions_and_prompt_echoes_are_not_claims():
+    raw = ("How long does water stay in the atmosphere [1]? Question: how long does water stay in the atmosphere. "
+           "Water stays in the atmosphere for about 9 days [1].")
+    answer = check_answer("How long does water stay in the atmosphere?", raw, EVIDENCE)
+    assert answer.text == "Water stays in the atmosphere for about 9 days [1]."
+
+
+def test_a_swapped_number_is_not_backed():
+    answer = check_answer("How long does water stay in the atmosphere?",
+                          "Water stays in the atmosphere for about 90 days [1].", EVIDENCE)
+    assert answer.origin == "extract" and "9 days" in answer.text and "90" not in answer.text

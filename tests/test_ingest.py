@@ -154,3 +154,25 @@ def test_limits_are_reported(tmp_path, hash_embedder):
     assert result.reports[0].status == "error" and "too large" in result.reports[0].reason
     result = ingest(tmp_path / "kb.db", big, limits=Limits(max_chars=1000))
     assert result.reports[0].status == "error" and "too much text" in result.reports[0].reason
+
+
+def test_unchanged_by_size_and_mtime_or_by_checksum(tmp_path, course, hash_embedder):
+    db = tmp_path / "kb.db"
+    ingest(db, course)
+    handout = course / "field-guide-measuring-rainfall.md"
+    original = handout.read_bytes()
+    # Touched but not changed: the hash says unchanged, and the new mtime is recorded.
+    handout.write_bytes(original)
+    report = {r.uri.rsplit("/", 1)[-1]: r for r in ingest(db, course).reports}
+    assert report["field-guide-measuring-rainfall.md"].status == "unchanged"
+    with KB.open(db) as kb:
+        assert kb.get_source(handout.resolve().as_uri()).mtime == handout.stat().st_mtime
+    # Same size and mtime but other bytes: only --checksum notices.
+    stat = handout.stat()
+    changed = original.replace(b"gauge", b"GAUGE", 1)
+    handout.write_bytes(changed)
+    import os
+
+    os.utime(handout, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ingest(db, handout).reports[0].status == "unchanged"
+    assert ingest(db, handout, checksum=True).reports[0].status == "ok"

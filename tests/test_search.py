@@ -142,3 +142,40 @@ def test_search_json_contract(course_db):
         assert hit["rank"] == i
         assert set(hit["source"]) == {"uri", "title", "kind"}
     assert hits[0]["heading"].endswith("Tipping-bucket gauge") or "tipping" in hits[0]["text"].lower()
+
+
+def test_vss_vectors_that_look_like_its_header_are_stored_whole(tmp_path):
+    """sqlite-vss treats a BLOB starting b"v\\x01" as headed; kb must not lose a float to that."""
+    from kb.vectors import VssIndex, to_blob
+
+    db = tmp_path / "kb.db"
+    with KB.open(db, create=True) as kb:
+        kb.bind_model("bench/random", 8, True, "vss", {"max_chars": 900, "overlap_chars": 150})
+        rng = np.random.default_rng(0)
+        vectors = rng.normal(size=(50, 8)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        raw = bytearray(to_blob(vectors[10]))
+        raw[:2] = b"v\x01"
+        vectors[10] = np.frombuffer(bytes(raw), dtype="<f4")
+        assert to_blob(vectors[10])[:2] == b"v\x01"
+        index = kb.index()
+        assert isinstance(index, VssIndex)
+        kb.conn.execute("BEGIN")
+        index.add(list(range(1, 51)), vectors)
+        kb.conn.execute("COMMIT")
+        for i in (9, 10, 11, 49):
+            assert index.search(vectors[i] / np.linalg.norm(vectors[i]), 1)[0][0] == i + 1
+
+
+def test_an_interrupted_reindex_is_not_trusted(course_db):
+    with KB.open(course_db) as kb:
+        before = [h.chunk_id for h in Searcher(kb).search("rain shadow", k=5)]
+        kb.set_meta({"vector_index_state": "building"})
+    with KB.open(course_db) as kb:
+        assert type(kb.index()).__name__ == "NumpyScan"
+        assert [h.chunk_id for h in Searcher(kb).search("rain shadow", k=5)] == before
+        with pytest.raises(KBError, match="kb reindex"):
+            kb._writable_index()
+        kb.reindex("vec")
+    with KB.open(course_db) as kb:
+        assert type(kb.index()).__name__ == "VecIndex" and kb.meta()["vector_index_state"] == "ready"
