@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+from collections import Counter
 from typing import Any
 
 from kb.errors import SourceError
@@ -38,8 +40,7 @@ class PdfConnector:
             if count > source.limits.max_pages:
                 raise SourceError(f"too many pages ({count:,}; the limit is {source.limits.max_pages:,})")
             headings = _outline_headings(reader, count)
-            sections = []
-            empty_pages = 0
+            pages: list[str] = []
             chars = 0
             for number, page in enumerate(reader.pages, start=1):
                 try:
@@ -51,6 +52,11 @@ class PdfConnector:
                     raise SourceError(
                         f"too much text (over {source.limits.max_chars:,} characters by page {number})"
                     )
+                pages.append(text)
+            pages = strip_running_lines(pages)
+            sections = []
+            empty_pages = 0
+            for number, text in enumerate(pages, start=1):
                 if not text.strip():
                     empty_pages += 1
                     continue
@@ -66,6 +72,35 @@ class PdfConnector:
         if not sections:
             doc.empty_reason = "no text layer (scanned?)" if count else "the PDF has no pages"
         return doc
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def strip_running_lines(pages: list[str], edge: int = 2) -> list[str]:
+    """Drop running headers and footers: lines at a page's top or bottom that recur on most pages.
+
+    "Course title - page 3" on every page would otherwise sit in every chunk, match every query
+    and be echoed by a small model as if it were an answer. Digits are ignored when comparing.
+    """
+    if len(pages) < 3:
+        return pages
+    counts: Counter[str] = Counter()
+    split = [page.splitlines() for page in pages]
+    for lines in split:
+        stripped = [line.strip() for line in lines if line.strip()]
+        if len(stripped) >= 2 * edge:  # a page of a few lines has no header and footer to tell apart
+            counts.update({_DIGITS.sub("#", line) for line in stripped[:edge] + stripped[-edge:]})
+    running = {line for line, n in counts.items() if n >= max(3, 0.6 * len(pages))}
+    if not running:
+        return pages
+    out = []
+    for lines in split:
+        content = [i for i, line in enumerate(lines) if line.strip()]
+        edges = set(content[:edge] + content[-edge:]) if len(content) >= 2 * edge else set()
+        out.append("\n".join(line for i, line in enumerate(lines)
+                              if not (i in edges and _DIGITS.sub("#", line.strip()) in running)))
+    return out
 
 
 def _metadata(reader: Any) -> dict[str, Any]:

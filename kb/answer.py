@@ -28,6 +28,8 @@ CITED_SUPPORT = 0.7
 """A sentence stands when this share of its words is in one sentence (or pair) of the evidence it cites."""
 UNCITED_SUPPORT = 0.8
 """An uncited sentence needs stronger support to be given a citation by kb."""
+RELEVANCE_SLACK = 0.15
+"""How much less similar to the question (cosine) a kept claim may be than the best one."""
 
 # A model that starts echoing the prompt's scaffolding has finished its answer.
 ANSWER_STOPS = ["\n\n\n", "Question:", "<evidence>", "</evidence>", "\nEvidence", "[INST]"]
@@ -197,9 +199,10 @@ class AnswerEngine:
     def _answer(self, question: str, evidence: list[Evidence], on_token: Callable[[str], None] | None) -> Answer:
         blocks = []
         for piece in evidence:
-            where = _where(piece.hit)
+            # Only the key labels a passage: titles and locators in the prompt were echoed back by
+            # small models as if they were facts.
             text = piece.hit.text if self.settings.fast or piece.summary_origin != "model" else piece.summary
-            blocks.append(f"[{piece.key}] {piece.hit.source.title}{where}\n{text}")
+            blocks.append(f"[{piece.key}]\n{text}")
         messages = [
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": (
@@ -212,9 +215,19 @@ class AnswerEngine:
         ]
         result = self.llm.generate(messages, max_tokens=self.settings.answer_tokens, on_token=on_token,
                                    stop=ANSWER_STOPS)
-        answer = check_answer(question, result.text, evidence)
+        answer = check_answer(question, result.text, evidence, self._score_sentences)
         answer.timings = {"first_token_s": result.first_token_s} if result.first_token_s is not None else {}
         return answer
+
+    def _score_sentences(self, question: str, candidates: list[str]) -> list[float]:
+        """Cosine similarity of each sentence to the question, with the KB's own embedding model."""
+        import numpy as np
+
+        from .search import embed_query
+
+        embedder = self.searcher.embedder
+        query = np.asarray(embed_query(embedder, question), dtype=np.float32)
+        return [float(np.asarray(embed_query(embedder, c), dtype=np.float32) @ query) for c in candidates]
 
     # -- log -------------------------------------------------------------------------------
 
@@ -238,18 +251,38 @@ class AnswerEngine:
             raise
 
 
-def _where(hit: Hit) -> str:
-    from .reports import locator_label
-
-    label = locator_label(hit.locator)
-    return f" ({label})" if label else ""
-
-
 _DECLINE = re.compile(r"\b(does not|doesn't|do not|don't|cannot|can't|no)\b.{0,40}\b(answer|say|mention|contain|provide)",
                       re.I)
 
 
-def check_answer(question: str, raw: str, evidence: list[Evidence]) -> Answer:
+SentenceScorer = Callable[[str, list[str]], list[float]]
+
+
+def extract(question: str, evidence: list[Evidence], score_sentences: SentenceScorer | None = None,
+            limit: int = 2) -> list[tuple[int, str]]:
+    """The evidence sentences that best answer the question, as (key, sentence), in reading order.
+
+    Scored by `score_sentences` (the embedding model's similarity, when the engine has one) plus the
+    words they share with the question; a sentence repeated by overlapping chunks is taken once.
+    """
+    candidates: list[tuple[int, int, str]] = []
+    seen: set[str] = set()
+    for piece in evidence:
+        for position, sentence in enumerate(sentences(piece.hit.text)):
+            if sentence not in seen and len(content_words(sentence)) >= 3:
+                seen.add(sentence)
+                candidates.append((piece.key, position, sentence))
+    if not candidates:
+        return []
+    asked = set(content_words(question))
+    overlap = [len(asked & set(content_words(c[2]))) / max(1, len(asked)) for c in candidates]
+    similarity = score_sentences(question, [c[2] for c in candidates]) if score_sentences else [0.0] * len(candidates)
+    order = sorted(range(len(candidates)), key=lambda i: -(similarity[i] + 0.5 * overlap[i]))[:limit]
+    return [(candidates[i][0], candidates[i][2]) for i in sorted(order, key=lambda i: candidates[i][:2])]
+
+
+def check_answer(question: str, raw: str, evidence: list[Evidence],
+                 score_sentences: SentenceScorer | None = None) -> Answer:
     """Keep the sentences of `raw` that cite kept evidence and are backed by it; else answer extractively.
 
     A sentence citing a key that names no evidence loses that key; a sentence with no valid key is
@@ -259,13 +292,13 @@ def check_answer(question: str, raw: str, evidence: list[Evidence]) -> Answer:
     passages = {e.key: Passage(e.hit.text) for e in evidence}
     asked = set(content_words(question))
     raw_keys = citation_keys(raw)
-    kept: list[str] = []
-    cited: list[int] = []
+    claims: list[tuple[str, list[int]]] = []
     for sentence in sentences(raw):
         claim = strip_citations(sentence)
         words = content_words(claim)
-        # Not a claim: a question, a fragment, or the question said back.
-        if claim.endswith("?") or len(words) < 3 or not [w for w in words if w not in asked]:
+        # Not a claim: a question, a fragment (cut mid-parenthesis), or the question said back.
+        if claim.endswith("?") or len(words) < 3 or not [w for w in words if w not in asked] \
+                or claim.count("(") != claim.count(")"):
             continue
         keys = [k for k in unique(citation_keys(sentence)) if k in by_key]
         backed = [k for k in keys if passages[k].support(claim) >= CITED_SUPPORT]
@@ -273,26 +306,29 @@ def check_answer(question: str, raw: str, evidence: list[Evidence]) -> Answer:
             # Uncited or mis-cited: attach the evidence that backs it best, if any does.
             best = max(by_key, key=lambda k: passages[k].support(claim))
             backed = [best] if passages[best].support(claim) >= UNCITED_SUPPORT else []
-        if not backed or claim in (strip_citations(k) for k in kept):
-            continue
-        kept.append(with_citations(claim, backed))
-        cited.extend(backed)
-        if len(kept) == MAX_ANSWER_SENTENCES:
-            break
-    text = " ".join(kept)
+        if backed and claim not in (c for c, _ in claims):
+            claims.append((claim, backed))
+    chosen = extract(question, evidence, score_sentences)
+    if claims and score_sentences and chosen:
+        # Backed is not enough: the answer must be about the question. Keep the claims nearly as
+        # close to the question as the best one, and only if that one is nearly as close as the
+        # best sentence of the evidence itself (else the model answered something else).
+        similarity = score_sentences(question, [c for c, _ in claims])
+        best_extract = max(score_sentences(question, [sentence for _, sentence in chosen]))
+        top = max(similarity)
+        claims = [] if top < best_extract - RELEVANCE_SLACK else [
+            c for c, sim in zip(claims, similarity) if sim >= top - RELEVANCE_SLACK]
+    claims = claims[:MAX_ANSWER_SENTENCES]
+    text = " ".join(with_citations(claim, keys) for claim, keys in claims)
+    cited = [k for _, keys in claims for k in keys]
     origin = "model"
-    declined = bool(_DECLINE.search(raw)) and not kept
-    if not kept:
+    declined = bool(_DECLINE.search(raw)) and not claims
+    if not claims:
         # The model's text did not hold up (or it declined although retrieval found strong evidence):
         # answer with the evidence's own best sentences.
         origin = "extract"
-        parts = []
-        for piece in evidence[:2]:
-            sentence = best_sentences(question, piece.hit.text, limit=2 if piece.key == 1 else 1, max_chars=350)
-            if sentence:
-                parts.append(with_citations(sentence, [piece.key]))
-                cited.append(piece.key)
-        text = " ".join(parts)
+        text = " ".join(with_citations(sentence, [key]) for key, sentence in chosen)
+        cited = [key for key, _ in chosen]
     cited_evidence = [by_key[k] for k in unique(cited)]
     answer = Answer(question=question, text=text, abstained=False, evidence=evidence, cited=cited_evidence,
                     origin=origin, raw_text=raw, raw_citations=raw_keys)

@@ -20,7 +20,8 @@ DEFAULT_MAX_CHARS = 900
 DEFAULT_OVERLAP_CHARS = 150
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
-_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_CLAUSE_END = re.compile(r"(?<=[;:])\s+")
 _CONTROLS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f\r]")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 
@@ -49,9 +50,12 @@ def _units(text: str, max_chars: int) -> Iterator[tuple[str, bool]]:
             continue
         first = True
         for sentence in _SENTENCE_END.split(paragraph):
-            for piece in _hard_split(sentence, max_chars):
-                yield piece, first
-                first = False
+            # Whole sentences where they fit; an overlong one is cut at clauses, then at words.
+            clauses = [sentence] if len(sentence) <= max_chars else _CLAUSE_END.split(sentence)
+            for clause in clauses:
+                for piece in _hard_split(clause, max_chars):
+                    yield piece, first
+                    first = False
 
 
 def _hard_split(sentence: str, max_chars: int) -> Iterator[str]:

@@ -176,3 +176,15 @@ def test_unchanged_by_size_and_mtime_or_by_checksum(tmp_path, course, hash_embed
     os.utime(handout, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert ingest(db, handout).reports[0].status == "unchanged"
     assert ingest(db, handout, checksum=True).reports[0].status == "ok"
+
+
+def test_running_headers_and_footers_are_dropped():
+    from connectors.pdf import strip_running_lines
+
+    topics = ["Rain", "Snow", "Hail", "Fog", "Dew"]
+    pages = [f"Course notes - page {n}\n{topic}\nWhat {topic.lower()} is.\nCourse notes - page {n}"
+             for n, topic in enumerate(topics, start=1)]
+    cleaned = strip_running_lines(pages)
+    assert all("Course notes" not in page for page in cleaned)
+    assert cleaned[2] == "Hail\nWhat hail is."
+    assert strip_running_lines(pages[:2]) == pages[:2]  # too few pages to tell
