@@ -133,25 +133,28 @@ def test_unreachable_and_silent_servers(real_db):
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     pytest.importorskip("uvicorn")
     from kb.llm import default_model_path
 
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "4096", "--model_alias", "gemma-local"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with log.open("wb") as sink:  # a file, not a pipe: the server logs every request and would block
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "4096", "--model_alias", "gemma-local"],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 180
+    while True:
         try:
-            urllib.request.urlopen(url + "/models", timeout=2).read()
+            urllib.request.urlopen(url + "/models", timeout=5).read()
             break
         except OSError:
-            if proc.poll() is not None:
-                pytest.fail(proc.stderr.read().decode()[-2000:])
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail("llama_cpp.server did not start:\n" + log.read_text()[-3000:])
             time.sleep(0.5)
     yield url
     proc.terminate()
