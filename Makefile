@@ -18,12 +18,17 @@ demo: $(STAMP)
 	$(BIN)/kb search demo/course.db "How long does water stay in the atmosphere?" -k 3
 	@echo
 	$(BIN)/kb search demo/course.db "How big is the funnel of a standard rain gauge?" -k 2
+	@echo
+	$(BIN)/kb ask demo/course.db "How wide is the funnel on the standard UK Met Office rain gauge?"
+	@echo
+	$(BIN)/kb ask demo/course.db "How do I calculate the monthly repayment on a mortgage?"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_foundation.py
+	$(BIN)/python benchmarks/bench_ask.py
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages

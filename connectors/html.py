@@ -13,10 +13,49 @@ from kb.hookspecs import hookimpl
 from kb.types import Document, Locator, Section, SourceFile
 
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-BOILERPLATE = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form", "svg",
-               "button", "select", "iframe", "object")
-BLOCKS = {"p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "table", "tr", "td", "th",
-          "blockquote", "pre", "figure", "figcaption", "br", "hr", "address", "details", "summary", "body"}
+BOILERPLATE = (
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "form",
+    "svg",
+    "button",
+    "select",
+    "iframe",
+    "object",
+)
+BLOCKS = {
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "li",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "table",
+    "tr",
+    "td",
+    "th",
+    "blockquote",
+    "pre",
+    "figure",
+    "figcaption",
+    "br",
+    "hr",
+    "address",
+    "details",
+    "summary",
+    "body",
+}
 
 
 def parse_html(data: bytes) -> Any:
@@ -103,8 +142,13 @@ def html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> D
         if total > max_chars:
             raise SourceError(f"too much text (over {max_chars:,} characters)")
     flush()
-    return Document(uri=uri, kind="html", title=title or first_h1 or fallback_title, sections=sections,
-                    metadata={"lang": root.get("lang")} if root.get("lang") else {})
+    return Document(
+        uri=uri,
+        kind="html",
+        title=title or first_h1 or fallback_title,
+        sections=sections,
+        metadata={"lang": root.get("lang")} if root.get("lang") else {},
+    )
 
 
 def _child_anchor(heading: Any) -> str | None:

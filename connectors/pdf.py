@@ -49,9 +49,7 @@ class PdfConnector:
                     raise SourceError(f"page {number} cannot be read ({type(exc).__name__}: {exc})") from exc
                 chars += len(text)
                 if chars > source.limits.max_chars:
-                    raise SourceError(
-                        f"too much text (over {source.limits.max_chars:,} characters by page {number})"
-                    )
+                    raise SourceError(f"too much text (over {source.limits.max_chars:,} characters by page {number})")
                 pages.append(text)
             pages = strip_running_lines(pages)
             sections = []
@@ -98,8 +96,11 @@ def strip_running_lines(pages: list[str], edge: int = 2) -> list[str]:
     for lines in split:
         content = [i for i, line in enumerate(lines) if line.strip()]
         edges = set(content[:edge] + content[-edge:]) if len(content) >= 2 * edge else set()
-        out.append("\n".join(line for i, line in enumerate(lines)
-                              if not (i in edges and _DIGITS.sub("#", line.strip()) in running)))
+        out.append(
+            "\n".join(
+                line for i, line in enumerate(lines) if not (i in edges and _DIGITS.sub("#", line.strip()) in running)
+            )
+        )
     return out
 
 

@@ -57,7 +57,9 @@ class TextConnector:
         first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
         title = first_line[:120] if 0 < len(first_line) <= 120 else source.path.stem
         return Document(
-            uri=source.uri, kind=self.kind, title=title,
+            uri=source.uri,
+            kind=self.kind,
+            title=title,
             sections=[Section(text=text, locator=Locator())],
             metadata={"encoding": encoding},
         )
@@ -127,7 +129,11 @@ class MarkdownConnector:
             body.append(line)
         flush()
         return Document(
-            uri=source.uri, kind=self.kind, title=title or source.path.stem, sections=sections, metadata=metadata,
+            uri=source.uri,
+            kind=self.kind,
+            title=title or source.path.stem,
+            sections=sections,
+            metadata=metadata,
         )
 
 
@@ -141,7 +147,7 @@ def _front_matter(lines: list[str], metadata: dict[str, str]) -> list[str]:
                 key, _, value = line.partition(":")
                 if key.strip() in ("title", "author") and value.strip():
                     metadata[key.strip()] = value.strip().strip("'\"")
-            return lines[end + 1:]
+            return lines[end + 1 :]
     return lines
 
 

@@ -10,7 +10,7 @@ is used, so all text must stay within latin-1 (plain quotes and hyphens,
 "CO2", "m3").
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fpdf import FPDF
@@ -296,7 +296,7 @@ def build(output: Path = OUTPUT) -> Path:
     pdf.set_subject("Introductory hydrology: the water cycle")
     pdf.set_keywords("hydrology, water cycle, groundwater, precipitation")
     pdf.set_creator("corpora/make_pdf.py (fpdf2)")
-    pdf.set_creation_date(datetime(2024, 1, 1, tzinfo=timezone.utc))
+    pdf.set_creation_date(datetime(2024, 1, 1, tzinfo=UTC))
     pdf.set_margins(20, 20, 20)
     pdf.set_auto_page_break(True, margin=20)
 
@@ -314,9 +314,7 @@ def build(output: Path = OUTPUT) -> Path:
             pdf.ln(2.5)
 
     if pdf.page_no() != len(PAGES):
-        raise SystemExit(
-            f"text overflowed: {pdf.page_no()} pages for {len(PAGES)} topics"
-        )
+        raise SystemExit(f"text overflowed: {pdf.page_no()} pages for {len(PAGES)} topics")
     pdf.output(str(output))
     return output
 

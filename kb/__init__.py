@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 from .answer import AnswerEngine, AskSettings  # noqa: E402
 from .chunker import ChunkingSettings, chunk_document  # noqa: E402
 from .errors import KBError, ModelMismatch, NotAKBFile, SchemaTooNew, SourceError  # noqa: E402
-from .ingest import IngestResult, Ingester, ingest  # noqa: E402
+from .ingest import Ingester, IngestResult, ingest  # noqa: E402
 from .search import Searcher, fts_query, search  # noqa: E402
 from .store import KB  # noqa: E402
 from .types import Answer, Chunk, Document, Evidence, Hit, Limits, Locator, Section, SourceFile, SourceRef, SourceReport  # noqa: E402

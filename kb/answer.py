@@ -11,12 +11,21 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
 
 from .errors import KBError
-from .grounding import (Passage, best_sentences, citation_keys, content_words, coverage, sentences, strip_citations,
-                        unique, with_citations)
+from .grounding import (
+    Passage,
+    best_sentences,
+    citation_keys,
+    content_words,
+    coverage,
+    sentences,
+    strip_citations,
+    unique,
+    with_citations,
+)
 from .llm import LLM
 from .search import Searcher
 from .store import KB, utcnow
@@ -57,15 +66,18 @@ class AskSettings:
     judge: str = "retrieval"
     """"retrieval": code decides what is evidence; "llm": the model may also drop evidence it rates
     below 3 (never add any), for capable models given with --model or --llm-url."""
-    evidence_tokens: int = 80
-    answer_tokens: int = 220
+    evidence_tokens: int = 48
+    """A one-sentence summary; the summary call stops at the sentence's end anyway."""
+    answer_tokens: int = 120
+    """Two or three sentences. Measured on the default model: more tokens only bought rambling
+    (which the checks then cut) at ~30 tokens/s on 2 cores."""
 
 
 def relevance(question: str, hit: Hit) -> float:
     """Relevance 0-10 from the cosine similarity to the question and the share of its words present.
 
     Calibrated on corpora/questions.jsonl with all-MiniLM-L6-v2: every answerable question's best
-    chunk scores >= 3.2 and every unanswerable one's <= 1.8, hence the default threshold 2.5.
+    chunk scores >= 4.3 and every unanswerable one's <= 1.5, hence the default threshold 2.5.
     Questions near the course's subject that it does not answer (C4 photosynthesis, glacial valleys)
     score 3.6-5.6: retrieval alone cannot tell them apart; a capable model's judgement (judge="llm")
     can.
@@ -74,6 +86,14 @@ def relevance(question: str, hit: Hit) -> float:
     covered = coverage(question, f"{hit.locator.heading or ''} {hit.text}")
     raw = 0.75 * similarity + 0.25 * covered
     return round(max(0.0, min(10.0, (raw - 0.15) / 0.55 * 10.0)), 2)
+
+
+_SENTENCE_ENDS = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])?\s")
+
+
+def enough_sentences(text: str) -> bool:
+    """Stop the answer after the sentences the checks would keep: more only costs time."""
+    return len(_SENTENCE_ENDS.findall(text + " ")) >= MAX_ANSWER_SENTENCES
 
 
 def check_question(question: str) -> str:
@@ -96,16 +116,23 @@ def language_warning(question: str) -> str | None:
     letters = "".join(words)
     latin = sum(1 for ch in letters if ch.isascii()) / len(letters)
     if latin < 0.8 or (len(words) >= 4 and not _ENGLISH_HINTS & set(words)):
-        return ("This question does not look English; the default embedding model (all-MiniLM-L6-v2) is "
-                "English-only, so matches may be poor.")
+        return (
+            "This question does not look English; the default embedding model (all-MiniLM-L6-v2) is "
+            "English-only, so matches may be poor."
+        )
     return None
 
 
 class AnswerEngine:
     """Answers questions from one KB; the LLM is created on first need (abstaining needs none)."""
 
-    def __init__(self, kb: KB, llm_factory: Callable[[], LLM], settings: AskSettings | None = None,
-                 searcher: Searcher | None = None):
+    def __init__(
+        self,
+        kb: KB,
+        llm_factory: Callable[[], LLM],
+        settings: AskSettings | None = None,
+        searcher: Searcher | None = None,
+    ):
         self.kb = kb
         self.settings = settings or AskSettings()
         self.searcher = searcher or Searcher(kb)
@@ -133,8 +160,10 @@ class AnswerEngine:
         best = scored[0][0] if scored else 0.0
         kept = [(score, h) for score, h in scored if score >= s.min_score and score >= best - s.keep_margin]
         kept = kept[: s.max_evidence]
-        evidence = [Evidence(key=i, hit=h, score=score, summary=best_sentences(question, h.text))
-                    for i, (score, h) in enumerate(kept, start=1)]
+        evidence = [
+            Evidence(key=i, hit=h, score=score, summary=best_sentences(question, h.text))
+            for i, (score, h) in enumerate(kept, start=1)
+        ]
 
         phase = time.monotonic()
         if evidence and not s.fast:
@@ -142,8 +171,13 @@ class AnswerEngine:
         timings["evidence_s"] = time.monotonic() - phase
 
         if not evidence:
-            answer = Answer(question=question, abstained=True, origin="none", nearest=hits[:3],
-                            text="The knowledge base does not answer this question.")
+            answer = Answer(
+                question=question,
+                abstained=True,
+                origin="none",
+                nearest=hits[:3],
+                text="The knowledge base does not answer this question.",
+            )
         else:
             phase = time.monotonic()
             answer = self._answer(question, evidence, on_token)
@@ -153,6 +187,8 @@ class AnswerEngine:
         if self.load_seconds:
             timings["model_load_s"] = self.load_seconds
         timings["total_s"] = time.monotonic() - started
+        # When the model streamed nothing, the first words the learner sees come at the end.
+        timings.setdefault("first_token_s", timings["total_s"])
         answer.timings = timings
         answer.settings = asdict(s)
         answer.model = self._llm.describe() if self._llm is not None else {}
@@ -171,12 +207,15 @@ class AnswerEngine:
         for piece in evidence:
             messages = [
                 {"role": "system", "content": SYSTEM},
-                {"role": "user", "content": (
-                    f"Question: {question}\n\n<evidence>\n{piece.hit.text}\n</evidence>\n\n"
-                    "Rate from 0 to 10 how well the evidence answers the question, and summarise in one "
-                    "sentence what the evidence says that answers it. Reply as JSON: "
-                    '{"relevance": <0-10>, "summary": "<one sentence>"}\n\nJSON:'
-                )},
+                {
+                    "role": "user",
+                    "content": (
+                        f"Question: {question}\n\n<evidence>\n{piece.hit.text}\n</evidence>\n\n"
+                        "Rate from 0 to 10 how well the evidence answers the question, and summarise in one "
+                        "sentence what the evidence says that answers it. Reply as JSON: "
+                        '{"relevance": <0-10>, "summary": "<one sentence>"}\n\nJSON:'
+                    ),
+                },
             ]
             parsed = self.llm.rate(messages, max_tokens=self.settings.evidence_tokens)
             if parsed is not None:
@@ -205,16 +244,24 @@ class AnswerEngine:
             blocks.append(f"[{piece.key}]\n{text}")
         messages = [
             {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": (
-                "<evidence>\n" + "\n\n".join(blocks) + "\n</evidence>\n\n"
-                f"Question: {question}\n\n"
-                "Answer in two or three sentences using only the evidence. After each sentence write the "
-                "number of the evidence it comes from in brackets, like [1]. If the evidence does not answer "
-                "the question, say so.\n\nAnswer:"
-            )},
+            {
+                "role": "user",
+                "content": (
+                    "<evidence>\n" + "\n\n".join(blocks) + "\n</evidence>\n\n"
+                    f"Question: {question}\n\n"
+                    "Answer in two or three sentences using only the evidence. After each sentence write the "
+                    "number of the evidence it comes from in brackets, like [1]. If the evidence does not answer "
+                    "the question, say so.\n\nAnswer:"
+                ),
+            },
         ]
-        result = self.llm.generate(messages, max_tokens=self.settings.answer_tokens, on_token=on_token,
-                                   stop=ANSWER_STOPS)
+        result = self.llm.generate(
+            messages,
+            max_tokens=self.settings.answer_tokens,
+            on_token=on_token,
+            stop=ANSWER_STOPS,
+            until=enough_sentences,
+        )
         answer = check_answer(question, result.text, evidence, self._score_sentences)
         answer.timings = {"first_token_s": result.first_token_s} if result.first_token_s is not None else {}
         return answer
@@ -240,10 +287,16 @@ class AnswerEngine:
             self.kb.conn.execute(
                 "INSERT INTO answers(asked_at, question, answer, abstained, citations, model, settings, timings) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (utcnow(), answer.question, answer.text, int(answer.abstained),
-                 json.dumps([e.citation() for e in answer.cited], ensure_ascii=False),
-                 json.dumps(answer.model), json.dumps({**answer.settings, "origin": answer.origin}),
-                 json.dumps({k: round(v, 3) for k, v in answer.timings.items()})),
+                (
+                    utcnow(),
+                    answer.question,
+                    answer.text,
+                    int(answer.abstained),
+                    json.dumps([e.citation() for e in answer.cited], ensure_ascii=False),
+                    json.dumps(answer.model),
+                    json.dumps({**answer.settings, "origin": answer.origin}),
+                    json.dumps({k: round(v, 3) for k, v in answer.timings.items()}),
+                ),
             )
             self.kb.conn.execute("COMMIT")
         except BaseException:
@@ -251,15 +304,17 @@ class AnswerEngine:
             raise
 
 
-_DECLINE = re.compile(r"\b(does not|doesn't|do not|don't|cannot|can't|no)\b.{0,40}\b(answer|say|mention|contain|provide)",
-                      re.I)
+_DECLINE = re.compile(
+    r"\b(does not|doesn't|do not|don't|cannot|can't|no)\b.{0,40}\b(answer|say|mention|contain|provide)", re.I
+)
 
 
 SentenceScorer = Callable[[str, list[str]], list[float]]
 
 
-def extract(question: str, evidence: list[Evidence], score_sentences: SentenceScorer | None = None,
-            limit: int = 2) -> list[tuple[int, str]]:
+def extract(
+    question: str, evidence: list[Evidence], score_sentences: SentenceScorer | None = None, limit: int = 2
+) -> list[tuple[int, str]]:
     """The evidence sentences that best answer the question, as (key, sentence), in reading order.
 
     Scored by `score_sentences` (the embedding model's similarity, when the engine has one) plus the
@@ -281,8 +336,9 @@ def extract(question: str, evidence: list[Evidence], score_sentences: SentenceSc
     return [(candidates[i][0], candidates[i][2]) for i in sorted(order, key=lambda i: candidates[i][:2])]
 
 
-def check_answer(question: str, raw: str, evidence: list[Evidence],
-                 score_sentences: SentenceScorer | None = None) -> Answer:
+def check_answer(
+    question: str, raw: str, evidence: list[Evidence], score_sentences: SentenceScorer | None = None
+) -> Answer:
     """Keep the sentences of `raw` that cite kept evidence and are backed by it; else answer extractively.
 
     A sentence citing a key that names no evidence loses that key; a sentence with no valid key is
@@ -297,8 +353,12 @@ def check_answer(question: str, raw: str, evidence: list[Evidence],
         claim = strip_citations(sentence)
         words = content_words(claim)
         # Not a claim: a question, a fragment (cut mid-parenthesis), or the question said back.
-        if claim.endswith("?") or len(words) < 3 or not [w for w in words if w not in asked] \
-                or claim.count("(") != claim.count(")"):
+        if (
+            claim.endswith("?")
+            or len(words) < 3
+            or not [w for w in words if w not in asked]
+            or claim.count("(") != claim.count(")")
+        ):
             continue
         keys = [k for k in unique(citation_keys(sentence)) if k in by_key]
         backed = [k for k in keys if passages[k].support(claim) >= CITED_SUPPORT]
@@ -316,8 +376,11 @@ def check_answer(question: str, raw: str, evidence: list[Evidence],
         similarity = score_sentences(question, [c for c, _ in claims])
         best_extract = max(score_sentences(question, [sentence for _, sentence in chosen]))
         top = max(similarity)
-        claims = [] if top < best_extract - RELEVANCE_SLACK else [
-            c for c, sim in zip(claims, similarity) if sim >= top - RELEVANCE_SLACK]
+        claims = (
+            []
+            if top < best_extract - RELEVANCE_SLACK
+            else [c for c, sim in zip(claims, similarity) if sim >= top - RELEVANCE_SLACK]
+        )
     claims = claims[:MAX_ANSWER_SENTENCES]
     text = " ".join(with_citations(claim, keys) for claim, keys in claims)
     cited = [k for _, keys in claims for k in keys]
@@ -330,7 +393,15 @@ def check_answer(question: str, raw: str, evidence: list[Evidence],
         text = " ".join(with_citations(sentence, [key]) for key, sentence in chosen)
         cited = [key for key, _ in chosen]
     cited_evidence = [by_key[k] for k in unique(cited)]
-    answer = Answer(question=question, text=text, abstained=False, evidence=evidence, cited=cited_evidence,
-                    origin=origin, raw_text=raw, raw_citations=raw_keys)
+    answer = Answer(
+        question=question,
+        text=text,
+        abstained=False,
+        evidence=evidence,
+        cited=cited_evidence,
+        origin=origin,
+        raw_text=raw,
+        raw_citations=raw_keys,
+    )
     answer.settings = {"model_declined": declined}
     return answer

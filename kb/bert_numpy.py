@@ -46,8 +46,11 @@ class NumpyBert:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_seq_length)
         self.tokenizer.no_padding()
-        self.w = {k: v.astype(np.float32) for k, v in load_file(str(folder / "model.safetensors")).items()
-                  if not k.endswith("position_ids")}
+        self.w = {
+            k: v.astype(np.float32)
+            for k, v in load_file(str(folder / "model.safetensors")).items()
+            if not k.endswith("position_ids")
+        }
         self.heads = self.config["num_attention_heads"]
         self.eps = self.config["layer_norm_eps"]
         self.layers = self.config["num_hidden_layers"]
@@ -59,9 +62,11 @@ class NumpyBert:
         encoding = self.tokenizer.encode(text)
         ids = np.asarray(encoding.ids, dtype=np.int64)
         w = self.w
-        x = (w["embeddings.word_embeddings.weight"][ids]
-             + w["embeddings.position_embeddings.weight"][: len(ids)]
-             + w["embeddings.token_type_embeddings.weight"][np.asarray(encoding.type_ids, dtype=np.int64)])
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][: len(ids)]
+            + w["embeddings.token_type_embeddings.weight"][np.asarray(encoding.type_ids, dtype=np.int64)]
+        )
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
         n, hidden = x.shape
         head_dim = hidden // self.heads
@@ -75,8 +80,12 @@ class NumpyBert:
             scores /= scores.sum(-1, keepdims=True)
             context = (scores @ v).transpose(1, 0, 2).reshape(n, hidden)
             attended = self._linear(context, f"{p}.attention.output.dense")
-            x = _layer_norm(attended + x, w[f"{p}.attention.output.LayerNorm.weight"],
-                            w[f"{p}.attention.output.LayerNorm.bias"], self.eps)
+            x = _layer_norm(
+                attended + x,
+                w[f"{p}.attention.output.LayerNorm.weight"],
+                w[f"{p}.attention.output.LayerNorm.bias"],
+                self.eps,
+            )
             inner = _gelu(self._linear(x, f"{p}.intermediate.dense"))
             out = self._linear(inner, f"{p}.output.dense")
             x = _layer_norm(out + x, w[f"{p}.output.LayerNorm.weight"], w[f"{p}.output.LayerNorm.bias"], self.eps)

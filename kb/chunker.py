@@ -11,8 +11,8 @@ context. Everything here is linear in the input, including a 10 MB line with no 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from .types import Chunk, Document, Section
 

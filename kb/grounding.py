@@ -6,7 +6,7 @@ These decide what an answer may claim, so that trust never rests on a small mode
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 from .search import STOPWORDS
 

@@ -9,10 +9,11 @@ import signal
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .chunker import ChunkingSettings, chunk_document
 from .errors import KBError, SourceError
@@ -151,7 +152,7 @@ class Ingester:
         self.checksum = checksum
         self.limits = limits or Limits()
         meta = kb.meta()
-        recorded = {k[len("chunk_"):]: int(v) for k, v in meta.items() if k.startswith("chunk_")}
+        recorded = {k[len("chunk_") :]: int(v) for k, v in meta.items() if k.startswith("chunk_")}
         # A KB keeps the chunking it was created with, so old and new chunks stay comparable.
         self.chunking = ChunkingSettings(**recorded) if recorded else (chunking or ChunkingSettings())
         self.embedder = get_embedder(embedder or meta.get("embedding_model"))
@@ -161,11 +162,14 @@ class Ingester:
                 f"{kb.path} already uses the {recorded_backend} vector index; switch with "
                 f"`kb reindex {kb.path} --vector-backend {vector_backend}`."
             )
-        kb.bind_model(self.embedder.model_id, self.embedder.dimension, self.embedder.normalized,
-                      vector_backend or "vec", self.chunking.as_meta())
-        self.settings_key = json.dumps(
-            {"model": self.embedder.model_id, **self.chunking.as_meta()}, sort_keys=True
+        kb.bind_model(
+            self.embedder.model_id,
+            self.embedder.dimension,
+            self.embedder.normalized,
+            vector_backend or "vec",
+            self.chunking.as_meta(),
         )
+        self.settings_key = json.dumps({"model": self.embedder.model_id, **self.chunking.as_meta()}, sort_keys=True)
 
     def run(self, targets: list[str], progress: Callable[[SourceReport], None] | None = None) -> IngestResult:
         result = IngestResult()
@@ -190,12 +194,17 @@ class Ingester:
             connector_cls = connector_for(path.name)
             if connector_cls is None:
                 if not candidate.explicit:
-                    return SourceReport(uri=uri, status="skipped", reason=f"no connector reads {path.suffix or 'files without a suffix'}")
+                    return SourceReport(
+                        uri=uri,
+                        status="skipped",
+                        reason=f"no connector reads {path.suffix or 'files without a suffix'}",
+                    )
                 raise SourceError(f"no connector reads {path.suffix or 'files without a suffix'} files")
             report.kind = connector_cls.kind
             stored = self.kb.get_source(uri)
-            current = stored is not None and stored.status in ("ok", "empty") \
-                and stored.settings_key == self.settings_key
+            current = (
+                stored is not None and stored.status in ("ok", "empty") and stored.settings_key == self.settings_key
+            )
             if current and not self.checksum:
                 # Same size and modification time as when ingested: unchanged without reading it
                 # (make's and rsync's rule; --checksum compares content hashes instead).
@@ -237,7 +246,8 @@ class Ingester:
                 raise SourceError("not a regular file")
             if info.st_size > self.limits.max_bytes:
                 raise SourceError(
-                    f"file too large ({info.st_size / 2**20:,.1f} MB; the limit is {self.limits.max_bytes / 2**20:,.0f} MB)"
+                    f"file too large ({info.st_size / 2**20:,.1f} MB; "
+                    f"the limit is {self.limits.max_bytes / 2**20:,.0f} MB)"
                 )
             with path.open("rb") as handle:
                 data = handle.read(self.limits.max_bytes + 1)
@@ -256,12 +266,27 @@ class Ingester:
         if not chunks:
             report.status = "empty"
             report.reason = doc.empty_reason or "no text found"
-            self.kb.write_source(doc, status="empty", content_hash=content_hash, size=size, mtime=mtime,
-                                 settings_key=self.settings_key, error=report.reason)
+            self.kb.write_source(
+                doc,
+                status="empty",
+                content_hash=content_hash,
+                size=size,
+                mtime=mtime,
+                settings_key=self.settings_key,
+                error=report.reason,
+            )
             return
         vectors = self.embedder.embed([c.embedding_text() for c in chunks])
-        self.kb.write_source(doc, status="ok", content_hash=content_hash, size=size, mtime=mtime,
-                             settings_key=self.settings_key, chunks=chunks, vectors=vectors)
+        self.kb.write_source(
+            doc,
+            status="ok",
+            content_hash=content_hash,
+            size=size,
+            mtime=mtime,
+            settings_key=self.settings_key,
+            chunks=chunks,
+            vectors=vectors,
+        )
         report.status = "ok"
         report.chunks = len(chunks)
 

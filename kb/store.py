@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -55,7 +55,7 @@ class KB:
     # -- opening --------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False) -> "KB":
+    def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False) -> KB:
         """Open a KB file, creating it when `create` and it does not exist; refuse anything else."""
         path = Path(path)
         exists = path.exists()
@@ -92,7 +92,7 @@ class KB:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "KB":
+    def __enter__(self) -> KB:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -109,7 +109,9 @@ class KB:
             [(k, str(v)) for k, v in values.items()],
         )
 
-    def bind_model(self, model_id: str, dimension: int, normalized: bool, backend: str, chunking: dict[str, int]) -> None:
+    def bind_model(
+        self, model_id: str, dimension: int, normalized: bool, backend: str, chunking: dict[str, int]
+    ) -> None:
         """Record the embedding model on first use; refuse a different one afterwards."""
         meta = self.meta()
         recorded = meta.get("embedding_model")
@@ -258,7 +260,14 @@ class KB:
         try:
             existing = self.get_source(doc.uri)
             values = (
-                doc.kind, doc.title, content_hash, size, mtime, utcnow(), status, error,
+                doc.kind,
+                doc.title,
+                content_hash,
+                size,
+                mtime,
+                utcnow(),
+                status,
+                error,
                 json.dumps(metadata, ensure_ascii=False, default=str),
             )
             if existing:
@@ -271,7 +280,8 @@ class KB:
                 source_id = existing.id
             else:
                 cursor = self.conn.execute(
-                    "INSERT INTO sources(kind, title, content_hash, size, mtime, ingested_at, status, error, metadata, uri) "
+                    "INSERT INTO sources(kind, title, content_hash, size, mtime, ingested_at, status, error, "
+                    "metadata, uri) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*values, doc.uri),
                 )
@@ -282,10 +292,21 @@ class KB:
                 for chunk in chunks:
                     loc = chunk.locator
                     cursor = self.conn.execute(
-                        "INSERT INTO chunks(source_id, ordinal, text, page, slide, start_s, end_s, heading, anchor, link) "
+                        "INSERT INTO chunks(source_id, ordinal, text, page, slide, start_s, end_s, heading, anchor, "
+                        "link) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (source_id, chunk.ordinal, chunk.text, loc.page, loc.slide, loc.start_s, loc.end_s,
-                         loc.heading, loc.anchor, deep_link(doc.uri, doc.kind, loc)),
+                        (
+                            source_id,
+                            chunk.ordinal,
+                            chunk.text,
+                            loc.page,
+                            loc.slide,
+                            loc.start_s,
+                            loc.end_s,
+                            loc.heading,
+                            loc.anchor,
+                            deep_link(doc.uri, doc.kind, loc),
+                        ),
                     )
                     ids.append(cursor.lastrowid)
                 self.conn.executemany(
@@ -293,7 +314,8 @@ class KB:
                     [(i, to_blob(v)) for i, v in zip(ids, vectors)],
                 )
                 self.conn.execute(
-                    "INSERT INTO chunks_fts(rowid, text, heading) SELECT id, text, heading FROM chunks WHERE source_id = ?",
+                    "INSERT INTO chunks_fts(rowid, text, heading) "
+                    "SELECT id, text, heading FROM chunks WHERE source_id = ?",
                     (source_id,),
                 )
                 self._writable_index().add(ids, vectors)
@@ -303,7 +325,9 @@ class KB:
             raise
         return source_id
 
-    def record_failure(self, uri: str, kind: str | None, error: str, *, content_hash: str | None, size: int | None) -> None:
+    def record_failure(
+        self, uri: str, kind: str | None, error: str, *, content_hash: str | None, size: int | None
+    ) -> None:
         """Note a source that could not be read, without touching content already ingested from it."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -342,14 +366,27 @@ class KB:
             for table in ("sources", "chunks", "embeddings", "answers")
         }
         sources = [
-            {"uri": r[0], "title": r[1], "kind": r[2], "status": r[3], "error": r[4], "chunks": r[5], "ingested_at": r[6]}
+            {
+                "uri": r[0],
+                "title": r[1],
+                "kind": r[2],
+                "status": r[3],
+                "error": r[4],
+                "chunks": r[5],
+                "ingested_at": r[6],
+            }
             for r in self.conn.execute(
                 "SELECT uri, title, kind, status, error, "
                 "(SELECT count(*) FROM chunks WHERE source_id = sources.id), ingested_at FROM sources ORDER BY uri"
             )
         ]
-        return {"path": str(self.path), "meta": meta, "counts": counts, "sources": sources,
-                "size_bytes": self.path.stat().st_size}
+        return {
+            "path": str(self.path),
+            "meta": meta,
+            "counts": counts,
+            "sources": sources,
+            "size_bytes": self.path.stat().st_size,
+        }
 
 
 def _check_header(path: Path) -> None:

@@ -185,7 +185,9 @@ class Evidence:
         """The `citations` record of `kb ask --json`."""
         record = self.hit.to_dict()
         return {
-            "key": self.key, "chunk_id": self.hit.chunk_id, "source": record["source"],
+            "key": self.key,
+            "chunk_id": self.hit.chunk_id,
+            "source": record["source"],
             **{k: record[k] for k in ("page", "slide", "start_s", "end_s", "heading", "link")},
         }
 

@@ -8,7 +8,8 @@ care which one a KB uses.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class VectorIndex(ABC):
         self.conn = conn
         self.dimension = dimension
 
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027 - most backends need nothing loaded
         """Make the index usable on this connection (load its SQLite extension)."""
 
     @abstractmethod
@@ -180,13 +181,14 @@ class NumpyScan(VectorIndex):
         self._cache: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
 
     def _matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        # Reading 100k BLOBs costs ~0.6 s; keep the matrix while the embeddings table is unchanged.
-        stamp = self.conn.execute("SELECT count(*), coalesce(max(chunk_id), 0) FROM embeddings").fetchone()
-        if self._cache is None or self._cache[0] != tuple(stamp):
+        # Reading 100k BLOBs costs ~0.6 s: keep the matrix until the file changes. data_version moves
+        # when another connection commits, total_changes when this one writes; both cost nothing.
+        stamp = (self.conn.execute("PRAGMA data_version").fetchone()[0], self.conn.total_changes)
+        if self._cache is None or self._cache[0] != stamp:
             rows = self.conn.execute("SELECT chunk_id, vector FROM embeddings").fetchall()
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dimension)
-            self._cache = (tuple(stamp), ids, matrix)
+            self._cache = (stamp, ids, matrix)
         return self._cache[1], self._cache[2]
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:

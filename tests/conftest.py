@@ -32,6 +32,17 @@ def hash_embedder():
 
 
 @pytest.fixture
+def course_db(tmp_path, hash_embedder) -> Path:
+    """The sample course in a real KB file, embedded by the deterministic test embedder."""
+    from kb import KB, Ingester
+
+    db = tmp_path / "kb.db"
+    with KB.open(db, create=True) as kb:
+        Ingester(kb, embedder=hash_embedder).run([str(COURSE)])
+    return db
+
+
+@pytest.fixture
 def course(tmp_path) -> Path:
     """A private copy of the sample course, safe to modify."""
     target = tmp_path / "course"

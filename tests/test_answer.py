@@ -10,12 +10,10 @@ import json
 
 import pytest
 
-from conftest import COURSE
-from kb import KB, Ingester
+from kb import KB
 from kb.answer import AnswerEngine, AskSettings, check_answer, relevance
 from kb.errors import KBError
 from kb.llm import LLM, Generation, LLMError
-from kb.search import Searcher
 from kb.types import Evidence, Hit, Locator, SourceRef
 
 
@@ -29,7 +27,7 @@ class ScriptedLLM(LLM):
         self.answer, self.evidence, self.fail = answer, evidence, fail
         self.calls = []
 
-    def generate(self, messages, *, max_tokens, constraint=None, on_token=None, stop=None, prefix=""):
+    def generate(self, messages, *, max_tokens, constraint=None, on_token=None, stop=None, prefix="", until=None):
         self.calls.append("evidence" if constraint else "answer")
         if self.fail and not constraint:
             raise LLMError("The server went away.")
@@ -42,10 +40,21 @@ class ScriptedLLM(LLM):
 
 def make_evidence(*texts):
     return [
-        Evidence(key=i, hit=Hit(rank=i, chunk_id=100 + i, score=0.1, text=t,
-                                source=SourceRef("file:///c.pdf", "Notes", "pdf"), locator=Locator(page=i), link=None,
-                                distance=0.3),
-                 score=6.0, summary=t)
+        Evidence(
+            key=i,
+            hit=Hit(
+                rank=i,
+                chunk_id=100 + i,
+                score=0.1,
+                text=t,
+                source=SourceRef("file:///c.pdf", "Notes", "pdf"),
+                locator=Locator(page=i),
+                link=None,
+                distance=0.3,
+            ),
+            score=6.0,
+            summary=t,
+        )
         for i, t in enumerate(texts, start=1)
     ]
 
@@ -57,8 +66,9 @@ EVIDENCE = make_evidence(
 
 
 def test_valid_citations_are_kept():
-    answer = check_answer("How long does water stay in the atmosphere?",
-                          "Water stays in the atmosphere for about 9 days [1].", EVIDENCE)
+    answer = check_answer(
+        "How long does water stay in the atmosphere?", "Water stays in the atmosphere for about 9 days [1].", EVIDENCE
+    )
     assert answer.origin == "model" and not answer.abstained
     assert answer.text == "Water stays in the atmosphere for about 9 days [1]."
     assert [e.key for e in answer.cited] == [1]
@@ -71,8 +81,10 @@ def test_citation_to_missing_evidence_is_dropped_and_the_right_one_attached():
 
 
 def test_unsupported_sentences_are_removed():
-    raw = ("Water stays in the atmosphere for about 9 days [1]. "
-           "The Moon pulls the oceans into two tidal bulges every day [2].")
+    raw = (
+        "Water stays in the atmosphere for about 9 days [1]. "
+        "The Moon pulls the oceans into two tidal bulges every day [2]."
+    )
     answer = check_answer("How long?", raw, EVIDENCE)
     assert "Moon" not in answer.text and answer.text.endswith("[1].")
 
@@ -83,14 +95,6 @@ def test_garbage_falls_back_to_the_evidence_itself():
         assert answer.origin == "extract"
         assert "9 days" in answer.text and "[1]" in answer.text
         assert all(e.key in (1, 2) for e in answer.cited)
-
-
-@pytest.fixture
-def course_db(tmp_path, hash_embedder):
-    db = tmp_path / "kb.db"
-    with KB.open(db, create=True) as kb:
-        Ingester(kb, embedder=hash_embedder).run([str(COURSE)])
-    return db
 
 
 def never():
@@ -175,13 +179,35 @@ def test_question_in_another_language_gets_a_warning(course_db):
 
 
 def test_restated_questions_and_prompt_echoes_are_not_claims():
-    raw = ("How long does water stay in the atmosphere [1]? Question: how long does water stay in the atmosphere. "
-           "Water stays in the atmosphere for about 9 days [1].")
+    raw = (
+        "How long does water stay in the atmosphere [1]? Question: how long does water stay in the atmosphere. "
+        "Water stays in the atmosphere for about 9 days [1]."
+    )
     answer = check_answer("How long does water stay in the atmosphere?", raw, EVIDENCE)
     assert answer.text == "Water stays in the atmosphere for about 9 days [1]."
 
 
 def test_a_swapped_number_is_not_backed():
-    answer = check_answer("How long does water stay in the atmosphere?",
-                          "Water stays in the atmosphere for about 90 days [1].", EVIDENCE)
+    answer = check_answer(
+        "How long does water stay in the atmosphere?", "Water stays in the atmosphere for about 90 days [1].", EVIDENCE
+    )
     assert answer.origin == "extract" and "9 days" in answer.text and "90" not in answer.text
+
+
+def test_generation_stops_after_enough_sentences():
+    from kb.answer import MAX_ANSWER_SENTENCES, enough_sentences
+
+    assert not enough_sentences("One [1]. Two [2].")
+    assert enough_sentences(" ".join(f"Claim {i} [1]." for i in range(MAX_ANSWER_SENTENCES)))
+
+
+def test_a_model_too_large_for_memory_is_refused_before_loading(tmp_path, monkeypatch):
+    import kb.llm
+
+    model = tmp_path / "big.gguf"
+    with model.open("wb") as handle:
+        handle.write(b"GGUF")
+        handle.truncate(64 * 2**20)  # sparse: 64 MB on paper
+    monkeypatch.setattr(kb.llm, "_available_memory", lambda: 16 * 2**20)
+    with pytest.raises(LLMError, match="needs about .* GB of memory"):
+        kb.llm.LlamaCppLLM(model_path=model)

@@ -12,8 +12,8 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import COURSE, ROOT, run_kb
+
 from kb import KB
 
 pytest.importorskip("llama_cpp")
@@ -40,10 +40,13 @@ def ask_json(db, question, *extra):
     return json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize("question, page_or_heading", [
-    ("How wide is the funnel on the standard UK Met Office rain gauge?", "The standard manual gauge"),
-    ("Clay holds a lot of water, so why is it a poor aquifer?", 5),
-])
+@pytest.mark.parametrize(
+    "question, page_or_heading",
+    [
+        ("How wide is the funnel on the standard UK Met Office rain gauge?", "The standard manual gauge"),
+        ("Clay holds a lot of water, so why is it a poor aquifer?", 5),
+    ],
+)
 def test_cited_answer_with_the_default_model(real_db, question, page_or_heading):
     answer = ask_json(real_db, question)
     assert set(answer) >= {"question", "answer", "abstained", "citations", "timings"}
@@ -54,17 +57,22 @@ def test_cited_answer_with_the_default_model(real_db, question, page_or_heading)
         assert citation["chunk_id"] in ids
         assert f"[{citation['key']}]" in answer["answer"]
         assert set(citation) == {"key", "chunk_id", "source", "page", "slide", "start_s", "end_s", "heading", "link"}
-    located = [c["page"] if isinstance(page_or_heading, int) else (c["heading"] or "").rsplit(" > ", 1)[-1]
-               for c in answer["citations"]]
+    located = [
+        c["page"] if isinstance(page_or_heading, int) else (c["heading"] or "").rsplit(" > ", 1)[-1]
+        for c in answer["citations"]
+    ]
     assert page_or_heading in located
     assert answer["model"]["model"] == "gemma-3-270m-q4_k_m.gguf"
     assert {"retrieval_s", "evidence_s", "answer_s", "total_s"} <= set(answer["timings"])
 
 
-@pytest.mark.parametrize("question", [
-    "How does the Moon's gravity create two high tides a day?",
-    "How do I calculate the monthly repayment on a 25-year mortgage?",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How does the Moon's gravity create two high tides a day?",
+        "How do I calculate the monthly repayment on a 25-year mortgage?",
+    ],
+)
 def test_abstains_when_the_course_does_not_answer(real_db, question):
     answer = ask_json(real_db, question)
     assert answer["abstained"] and answer["citations"] == []
@@ -77,6 +85,7 @@ def test_answers_are_logged(real_db):
     assert len(rows) >= 4
     for question, abstained, citations, model in rows:
         assert question and (abstained or json.loads(citations))
+        assert abstained or json.loads(model)["backend"] == "llama-cpp"
 
 
 def test_terminal_output_has_references(real_db):
@@ -101,8 +110,11 @@ def test_eval_on_the_sample_course(real_db):
 def test_bad_models(real_db, tmp_path):
     corrupt = tmp_path / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + os.urandom(4096))
-    for model, message in [(tmp_path / "missing.gguf", "No model file"), (corrupt, "Could not load"),
-                           (ROOT / "README.md", "not a GGUF")]:
+    for model, message in [
+        (tmp_path / "missing.gguf", "No model file"),
+        (corrupt, "Could not load"),
+        (ROOT / "README.md", "not a GGUF"),
+    ]:
         proc = run_kb("ask", str(real_db), "What is baseflow?", "--model", str(model), timeout=120)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
@@ -125,8 +137,15 @@ def test_unreachable_and_silent_servers(real_db):
     accepted = []
     threading.Thread(target=lambda: accepted.append(server.accept()), daemon=True).start()
     started = time.monotonic()
-    proc = run_kb("ask", str(real_db), "What is baseflow?", "--llm-url",
-                  f"http://127.0.0.1:{server.getsockname()[1]}", "--llm-timeout", "3")
+    proc = run_kb(
+        "ask",
+        str(real_db),
+        "What is baseflow?",
+        "--llm-url",
+        f"http://127.0.0.1:{server.getsockname()[1]}",
+        "--llm-timeout",
+        "3",
+    )
     assert time.monotonic() - started < 60
     assert proc.returncode == 1 and "timed out" in proc.stderr.lower(), proc.stderr
     server.close()
@@ -141,9 +160,23 @@ def llama_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
     with log.open("wb") as sink:  # a file, not a pipe: the server logs every request and would block
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "4096", "--model_alias", "gemma-local"],
-            stdout=sink, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(default_model_path()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "4096",
+                "--model_alias",
+                "gemma-local",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 180
@@ -162,10 +195,30 @@ def llama_server(tmp_path_factory):
 
 
 def test_openai_compatible_server(real_db, llama_server):
-    answer = ask_json(real_db, "How much rain does one tip of a tipping-bucket gauge usually record?",
-                      "--llm-url", llama_server, "--llm-model", "gemma-local", "--judge", "retrieval")
+    answer = ask_json(
+        real_db,
+        "How much rain does one tip of a tipping-bucket gauge usually record?",
+        "--llm-url",
+        llama_server,
+        "--llm-model",
+        "gemma-local",
+        "--judge",
+        "retrieval",
+    )
     assert not answer["abstained"] and answer["citations"]
     assert answer["model"]["backend"] == "openai-compatible"
     ids = chunk_ids(real_db)
     assert all(c["chunk_id"] in ids for c in answer["citations"])
     assert answer["timings"]["evidence_s"] > 0  # the evidence calls went to the server too
+
+
+def test_ask_does_not_import_torch(real_db):
+    """A learner's first answer must not wait for sentence-transformers and torch to import."""
+    code = (
+        "import sys; from kb.cli import cli; "
+        "cli(['ask', sys.argv[1], 'What is a perched water table?', '--fast', '--json'], standalone_mode=False); "
+        "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules, 'heavy import'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(real_db)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["citations"]

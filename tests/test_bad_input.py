@@ -11,7 +11,6 @@ import io
 import json
 import os
 import random
-import resource
 import shutil
 import sqlite3 as stdlib_sqlite3
 import subprocess
@@ -21,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import COURSE, TESTS, run_kb
+
 from kb import KB, Ingester, Limits, Searcher
 
 KEPT = "kept the version ingested before"
@@ -64,8 +63,13 @@ def text_pdf(pages: int = 10, lines: int = 20) -> bytes:
     for page in range(1, pages + 1):
         pdf.add_page()
         for line in range(lines):
-            pdf.cell(0, 8, f"Page {page} line {line}: groundwater recharge feeds the aquifer below the basin.",
-                     new_x="LMARGIN", new_y="NEXT")
+            pdf.cell(
+                0,
+                8,
+                f"Page {page} line {line}: groundwater recharge feeds the aquifer below the basin.",
+                new_x="LMARGIN",
+                new_y="NEXT",
+            )
     return bytes(pdf.output())
 
 
@@ -164,8 +168,10 @@ def assert_one_line_refusal(proc: subprocess.CompletedProcess, *phrases: str) ->
 def good_md(tmp_path) -> Path:
     path = tmp_path / "good" / "infiltration.md"
     path.parent.mkdir()
-    path.write_text("# Infiltration\n\nInfiltration is water soaking into the soil. " * 3
-                    + "\n\n## Rates\n\nSandy soils take in water fastest; clay is slowest.\n")
+    path.write_text(
+        "# Infiltration\n\nInfiltration is water soaking into the soil. " * 3
+        + "\n\n## Rates\n\nSandy soils take in water fastest; clay is slowest.\n"
+    )
     return path
 
 
@@ -351,7 +357,8 @@ def test_ten_mb_single_line(tmp_path, hash_embedder, spaces):
     assert report["status"] == "ok" and report["chunks"] > TEN_MB // 900, report
     with KB.open(db) as kb:
         count, longest, total = kb.conn.execute(
-            "SELECT count(*), max(length(text)), sum(length(text)) FROM chunks").fetchone()
+            "SELECT count(*), max(length(text)), sum(length(text)) FROM chunks"
+        ).fetchone()
         assert count == report["chunks"] and longest <= 900 and total >= TEN_MB * 0.95
         assert kb.conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == count
 
@@ -359,13 +366,19 @@ def test_ten_mb_single_line(tmp_path, hash_embedder, spaces):
 def test_ten_mb_single_line_cli_memory_is_bounded(tmp_path):
     path = tmp_path / "one-line.md"
     path.write_text(one_line(TEN_MB, spaces=False))
-    proc = run_kb("ingest", str(tmp_path / "kb.db"), str(path), "--json", "--embedder", "hash",
-                  "--max-chars", "20000000", env_extra=PLUGINS, timeout=120)
+    # The kb process reports its own peak resident set (KiB on Linux) as it exits.
+    code = (
+        "import resource, sys\nfrom kb.cli import cli\ntry:\n    cli(sys.argv[1:])\nfinally:\n"
+        "    sys.stderr.write('MAXRSS=%d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    args = ["ingest", str(tmp_path / "kb.db"), str(path), "--json", "--embedder", "hash", "--max-chars", "20000000"]
+    env = {**os.environ, **PLUGINS, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)["sources"][0]
     assert report["status"] == "ok" and report["chunks"] > TEN_MB // 900
-    # The largest resident set of any child process so far (this one included), in KiB on Linux.
-    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1024 * 1024
+    peak_kib = int(proc.stderr.rsplit("MAXRSS=", 1)[1].split()[0])
+    assert peak_kib < 1024 * 1024
 
 
 # -- missing, unreadable, symlink loops -----------------------------------------------------------
@@ -381,18 +394,38 @@ def test_missing_path_is_an_error_and_the_rest_ingests(tmp_path, hash_embedder, 
     assert reports["no-such-folder"]["reason"] == "no such file or folder"
     assert reports["infiltration.md"]["chunks"] >= 1
 
-    proc = run_kb("ingest", str(tmp_path / "cli.db"), str(missing), str(good_md), "--json", "--embedder", "hash",
-                  env_extra=PLUGINS)
+    proc = run_kb(
+        "ingest",
+        str(tmp_path / "cli.db"),
+        str(missing),
+        str(good_md),
+        "--json",
+        "--embedder",
+        "hash",
+        env_extra=PLUGINS,
+    )
     assert proc.returncode == 1, proc.stderr
     cli = by_name(json.loads(proc.stdout)["sources"])
-    assert cli["no-such-notes.md"]["status"] == "error" and cli["no-such-notes.md"]["reason"] == "no such file or folder"
+    assert (
+        cli["no-such-notes.md"]["status"] == "error" and cli["no-such-notes.md"]["reason"] == "no such file or folder"
+    )
     assert cli["infiltration.md"]["status"] == "ok"
 
 
 def _nobody_can_run_kb(env: dict) -> bool:
     probe = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", "import kb, kb_test_plugins"],
-        env=env, capture_output=True, timeout=60,
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "import kb, kb_test_plugins",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=60,
     )
     return probe.returncode == 0
 
@@ -425,9 +458,25 @@ def test_unreadable_file_and_folder(tmp_path, hash_embedder):
                 if not _nobody_can_run_kb(env):
                     pytest.skip(f"user nobody cannot run {sys.executable} or import kb")
                 proc = subprocess.run(
-                    ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "kb",
-                     "ingest", str(db), str(folder), "--json", "--embedder", "hash"],
-                    env=env, capture_output=True, text=True, timeout=120,
+                    [
+                        "setpriv",
+                        "--reuid=65534",
+                        "--regid=65534",
+                        "--clear-groups",
+                        sys.executable,
+                        "-m",
+                        "kb",
+                        "ingest",
+                        str(db),
+                        str(folder),
+                        "--json",
+                        "--embedder",
+                        "hash",
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
                 )
                 assert proc.returncode == 1, proc.stderr
                 assert "Traceback" not in proc.stderr
@@ -443,8 +492,10 @@ def test_unreadable_file_and_folder(tmp_path, hash_embedder):
         assert reports["locked"]["status"] == "error"
         assert reports["locked"]["reason"] == "cannot list folder (Permission denied)"
         with KB.open(db) as kb:
-            rows = {Path(uri).name: (status, error) for uri, status, error in
-                    kb.conn.execute("SELECT uri, status, error FROM sources")}
+            rows = {
+                Path(uri).name: (status, error)
+                for uri, status, error in kb.conn.execute("SELECT uri, status, error FROM sources")
+            }
         assert rows == {"readable.md": ("ok", None), "secret.md": ("error", "permission denied")}
 
 
@@ -462,8 +513,17 @@ def test_symlink_loops_terminate_and_each_file_is_read_once(tmp_path):
     (root / "gone.md").symlink_to("nowhere.md")  # a dangling link
     db = tmp_path / "kb.db"
     # Listed twice and once through the loop: still each real file once.
-    proc = run_kb("ingest", str(db), str(root), str(root / "a" / "b" / "b"), "--json", "--embedder", "hash",
-                  env_extra=PLUGINS, timeout=60)
+    proc = run_kb(
+        "ingest",
+        str(db),
+        str(root),
+        str(root / "a" / "b" / "b"),
+        "--json",
+        "--embedder",
+        "hash",
+        env_extra=PLUGINS,
+        timeout=60,
+    )
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 1, proc.stderr  # the self-link and the dangling link are errors
     reports = json.loads(proc.stdout)["sources"]
@@ -523,14 +583,13 @@ def test_a_broken_new_version_keeps_what_was_ingested(course, tmp_path, hash_emb
     html.rename(html.with_suffix(".pdf"))
     third = ingest(db, pdf, md, html.with_suffix(".pdf"))
     reports = by_name(third.reports)
-    assert reports["hydrology-lecture-notes.pdf"]["reason"] == \
-        "encrypted PDF: a password is needed to open it; " + KEPT
+    assert reports["hydrology-lecture-notes.pdf"]["reason"] == "encrypted PDF: a password is needed to open it; " + KEPT
     assert reports["field-guide-measuring-rainfall.md"]["reason"] == "no such file or folder"
     assert reports["index.pdf"]["reason"] == "not a PDF file (no %PDF header)"
     after = snapshot(db)
     assert {k: v for k, v in after.items() if k != "sources"} == {k: v for k, v in before.items() if k != "sources"}
     assert after["sources"][: len(before["sources"])] == before["sources"]
-    assert [r[1].rsplit("/", 1)[-1] for r in after["sources"][len(before["sources"]):]] == ["index.pdf"]
+    assert [r[1].rsplit("/", 1)[-1] for r in after["sources"][len(before["sources"]) :]] == ["index.pdf"]
 
     with KB.open(db) as kb:
         hits = Searcher(kb).search("Darcy's law", k=3)
@@ -637,8 +696,7 @@ def test_kb_path_that_is_not_a_kb_file(tmp_path, hash_embedder, kind, good_md):
     _make_not_a_kb(kind, path, tmp_path)
     before = path.read_bytes()
     siblings = sorted(p.name for p in tmp_path.iterdir())
-    for args in (["info"], ["search", "how is rain measured"],
-                 ["ingest", "--embedder", "hash", str(good_md)]):
+    for args in (["info"], ["search", "how is rain measured"], ["ingest", "--embedder", "hash", str(good_md)]):
         command, *rest = args
         proc = run_kb(command, str(path), *rest, env_extra=PLUGINS)
         line = assert_one_line_refusal(proc, str(path), "not a kb file")
@@ -659,8 +717,7 @@ def test_kb_file_from_a_newer_kb(tmp_path, hash_embedder, good_md):
     conn.close()
     before = path.read_bytes()
     siblings = sorted(p.name for p in tmp_path.iterdir())
-    for args in (["info"], ["search", "how is rain measured"],
-                 ["ingest", "--embedder", "hash", str(good_md)]):
+    for args in (["info"], ["search", "how is rain measured"], ["ingest", "--embedder", "hash", str(good_md)]):
         command, *rest = args
         proc = run_kb(command, str(path), *rest, env_extra=PLUGINS)
         line = assert_one_line_refusal(proc, "newer kb", "schema v99", "upgrade kb")

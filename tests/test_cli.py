@@ -7,9 +7,9 @@ import re
 
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT, run_kb
 
 import kb
-from conftest import ROOT, run_kb
 from kb.cli import cli
 
 COMMANDS = sorted(cli.commands)
@@ -35,7 +35,7 @@ def test_readme_help_is_current():
         block = f"<!-- help:{command} -->\n```\n{help_text(command)}```\n<!-- /help:{command} -->"
         pattern = re.compile(rf"<!-- help:{command} -->.*?<!-- /help:{command} -->", re.S)
         if os.environ.get("UPDATE_README"):
-            readme = pattern.sub(lambda _: block, readme)
+            readme = pattern.sub(lambda _, block=block: block, readme)
         else:
             assert block in readme, f"README's help for `kb {command}` is stale: run UPDATE_README=1 pytest {__file__}"
     if os.environ.get("UPDATE_README"):
@@ -58,8 +58,14 @@ def test_errors_are_one_sentence_without_traceback(tmp_path):
 
 def test_info_on_a_fresh_kb(tmp_path):
     db = tmp_path / "kb.db"
-    proc = run_kb("ingest", str(db), str(tmp_path / "nothing-here"), "--embedder", "hash",
-                  env_extra={"KB_PLUGINS": "kb_test_plugins"})
+    proc = run_kb(
+        "ingest",
+        str(db),
+        str(tmp_path / "nothing-here"),
+        "--embedder",
+        "hash",
+        env_extra={"KB_PLUGINS": "kb_test_plugins"},
+    )
     assert proc.returncode == 1 and "no such file or folder" in proc.stdout
     info = run_kb("info", str(db), env_extra={"KB_PLUGINS": "kb_test_plugins"})
     assert info.returncode == 0, info.stderr
@@ -69,14 +75,26 @@ def test_info_on_a_fresh_kb(tmp_path):
 def test_info_does_not_import_the_model(tmp_path):
     """Commands that do not embed stay off sentence-transformers' 8-second import."""
     db = tmp_path / "kb.db"
-    run_kb("ingest", str(db), str(ROOT / "corpora" / "hydrology" / "glossary-web"), "--embedder", "hash",
-           env_extra={"KB_PLUGINS": "kb_test_plugins"})
-    code = ("import sys; from kb.cli import cli; "
-            "cli(['info', sys.argv[1]], standalone_mode=False); "
-            "assert 'sentence_transformers' not in sys.modules and 'torch' not in sys.modules, 'heavy import'")
+    run_kb(
+        "ingest",
+        str(db),
+        str(ROOT / "corpora" / "hydrology" / "glossary-web"),
+        "--embedder",
+        "hash",
+        env_extra={"KB_PLUGINS": "kb_test_plugins"},
+    )
+    code = (
+        "import sys; from kb.cli import cli; "
+        "cli(['info', sys.argv[1]], standalone_mode=False); "
+        "assert 'sentence_transformers' not in sys.modules and 'torch' not in sys.modules, 'heavy import'"
+    )
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT / "tests"), "KB_PLUGINS": "kb_test_plugins"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(db)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "tests"), "KB_PLUGINS": "kb_test_plugins"},
+    )
     assert proc.returncode == 0, proc.stderr

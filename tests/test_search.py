@@ -6,24 +6,32 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import COURSE, run_kb
+
 from kb import KB, Ingester, KBError, ModelMismatch, Searcher, fts_query
 from kb.vectors import NumpyScan
 
-
-@pytest.fixture
-def course_db(tmp_path, hash_embedder):
-    db = tmp_path / "kb.db"
-    with KB.open(db, create=True) as kb:
-        Ingester(kb, embedder=hash_embedder).run([str(COURSE)])
-    return db
-
-
 HOSTILE_QUERIES = [
-    '"', '""', "*", "a*", "NEAR(a b)", "text:rain", "heading : gauge", "^rain", "rain AND OR NOT",
-    "(rain", "rain)", "-rain", "+rain", "rain\"gauge", "{rain}", "rain'; DROP TABLE chunks; --",
-    "\u2603 \U0001f327 pluie", "\x00rain", "NOT", "OR",
+    '"',
+    '""',
+    "*",
+    "a*",
+    "NEAR(a b)",
+    "text:rain",
+    "heading : gauge",
+    "^rain",
+    "rain AND OR NOT",
+    "(rain",
+    "rain)",
+    "-rain",
+    "+rain",
+    'rain"gauge',
+    "{rain}",
+    "rain'; DROP TABLE chunks; --",
+    "\u2603 \U0001f327 pluie",
+    "\x00rain",
+    "NOT",
+    "OR",
 ]
 
 
@@ -101,9 +109,12 @@ def test_vss_replace_source_in_one_transaction(tmp_path, course, hash_embedder):
     with KB.open(db, create=True) as kb:
         Ingester(kb).run([str(course)])
         count = kb.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-        query = np.frombuffer(kb.conn.execute(
-            "SELECT vector FROM embeddings JOIN chunks ON chunks.id = chunk_id WHERE text LIKE '%graupel%'"
-        ).fetchone()[0], dtype="<f4")
+        query = np.frombuffer(
+            kb.conn.execute(
+                "SELECT vector FROM embeddings JOIN chunks ON chunks.id = chunk_id WHERE text LIKE '%graupel%'"
+            ).fetchone()[0],
+            dtype="<f4",
+        )
         nearest = kb.index().search(query, count + 10)
         live = {r[0] for r in kb.conn.execute("SELECT id FROM chunks")}
         # Every indexed vector belongs to a live chunk: old rows were removed from vss0 too.
@@ -116,8 +127,9 @@ def test_model_mismatch_is_refused(course_db):
             Ingester(kb, embedder="test/other-hash-embedder")
     message = str(err.value)
     assert "test/hash-embedder" in message and "test/other-hash-embedder" in message
-    proc = run_kb("ingest", str(course_db), str(COURSE), "--embedder", "other-hash",
-                  env_extra={"KB_PLUGINS": "kb_test_plugins"})
+    proc = run_kb(
+        "ingest", str(course_db), str(COURSE), "--embedder", "other-hash", env_extra={"KB_PLUGINS": "kb_test_plugins"}
+    )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "test/hash-embedder" in proc.stderr and "test/other-hash-embedder" in proc.stderr
@@ -131,14 +143,32 @@ def test_search_refuses_a_model_that_is_not_installed(course_db):
 
 
 def test_search_json_contract(course_db):
-    proc = run_kb("search", str(course_db), "tipping bucket gauge", "-k", "4", "--json",
-                  env_extra={"KB_PLUGINS": "kb_test_plugins"})
+    proc = run_kb(
+        "search",
+        str(course_db),
+        "tipping bucket gauge",
+        "-k",
+        "4",
+        "--json",
+        env_extra={"KB_PLUGINS": "kb_test_plugins"},
+    )
     assert proc.returncode == 0, proc.stderr
     hits = json.loads(proc.stdout)
     assert len(hits) == 4
     for i, hit in enumerate(hits, start=1):
-        assert set(hit) == {"rank", "chunk_id", "score", "text", "source", "page", "slide", "start_s", "end_s",
-                            "heading", "link"}
+        assert set(hit) == {
+            "rank",
+            "chunk_id",
+            "score",
+            "text",
+            "source",
+            "page",
+            "slide",
+            "start_s",
+            "end_s",
+            "heading",
+            "link",
+        }
         assert hit["rank"] == i
         assert set(hit["source"]) == {"uri", "title", "kind"}
     assert hits[0]["heading"].endswith("Tipping-bucket gauge") or "tipping" in hits[0]["text"].lower()
