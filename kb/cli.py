@@ -196,7 +196,16 @@ def ingest(
     with KB.open(db, create=True) as kb:
         ingester = Ingester(kb, embedder=embedder, vector_backend=vector_backend, limits=limits, checksum=checksum)
         with ProgressPrinter(enabled=sys.stderr.isatty() and not as_json) as progress:
-            result = ingester.run(list(sources), progress=progress)
+            try:
+                result = ingester.run(list(sources), progress=progress)
+            except KeyboardInterrupt:
+                # Every source finished before the interrupt is committed; the next run resumes.
+                click.echo(
+                    f"\nInterrupted after {progress.count} sources; they are saved, and running the same "
+                    "command again carries on.",
+                    err=True,
+                )
+                sys.exit(130)
     if as_json:
         _print_json(result.to_dict())
     else:

@@ -112,9 +112,11 @@ class ProgressPrinter:
         return self
 
     def __call__(self, report: SourceReport) -> None:
-        if not self.enabled or report.status == "skipped":
+        if report.status == "skipped":
             return
         self.count += 1
+        if not self.enabled:
+            return
         name = report.uri.rsplit("/", 1)[-1][:50]
         click.echo(f"\r\033[K[{self.count}] {report.status:<9} {name}", file=sys.stderr, nl=False)
 

@@ -61,6 +61,8 @@ class KB:
         exists = path.exists()
         if not exists and not create:
             raise KBError(f"{path} does not exist; build it first with `kb ingest {path} SOURCE...`.")
+        if not exists and not path.parent.is_dir():
+            raise KBError(f"Cannot create {path}: the folder {path.parent} does not exist.")
         if exists:
             _check_header(path)
         try:

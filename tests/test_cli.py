@@ -98,3 +98,37 @@ def test_info_does_not_import_the_model(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT / "tests"), "KB_PLUGINS": "kb_test_plugins"},
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_ingest_into_a_missing_folder_is_one_sentence(tmp_path):
+    proc = run_kb("ingest", str(tmp_path / "no" / "such" / "kb.db"), str(ROOT / "corpora" / "hydrology"))
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_interrupted_ingest_says_what_was_saved(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(300):
+        (folder / f"n{i:03d}.md").write_text(f"# Note {i}\n\n" + "Words about rain and rivers. " * 50)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "KB_PLUGINS": "kb_test_plugins"}
+    db = tmp_path / "kb.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kb", "ingest", str(db), str(folder), "--embedder", "hash"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (db.exists() and db.stat().st_size > 200_000) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Interrupted after" in err and "Traceback" not in err
