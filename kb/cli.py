@@ -353,6 +353,33 @@ def reindex(db: str, vector_backend: str | None) -> None:
     click.echo(f"Rebuilt the {backend} index of {db} from {count:,} embeddings.")
 
 
+@cli.command(name="export")
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@user_errors
+def export_(db: str, out: str, force: bool) -> None:
+    """Write the learner copy of DB to OUT: one compacted file, no vector extension needed.
+
+    The copy keeps every source, chunk and embedding; only the derived vector index is left out,
+    so a stock SQLite and a plain Datasette open it. `kb search` and `kb ask` work on it
+    (they scan the stored vectors), also from read-only media.
+
+    \b
+    Example:
+        kb export course.db course-learner.db
+    """
+    from .export import export
+    from .store import KB
+
+    with KB.open(db, readonly=_readonly(db)) as kb:
+        result = export(kb, out, force=force)
+    click.echo(
+        f"Wrote {result['path']} ({result['size_bytes'] / 2**20:.1f} MB, {result['sources']} sources, "
+        f"{result['chunks']} chunks)."
+    )
+
+
 def _readonly(db: str) -> bool:
     """Open read-only when the file cannot be written (a learner's copy on read-only media)."""
     import os

@@ -160,8 +160,10 @@ class KB:
             backend = meta.get("vector_backend", "numpy")
             index = BACKENDS[backend](self.conn, int(meta["embedding_dimension"]))
             try:
-                index.load()
-                usable = index.exists() and meta.get("vector_index_state", "ready") == "ready"
+                usable = meta.get("vector_index_state", "ready") == "ready"
+                if usable:
+                    index.load()
+                    usable = index.exists()
             except ExtensionUnavailable:
                 usable = False
             if not usable:
