@@ -12,6 +12,8 @@ from kb.errors import SourceError
 from kb.hookspecs import hookimpl
 from kb.types import Document, Locator, Section, SourceFile
 
+MAX_HTML_BYTES = 20 * 2**20
+"""lxml's tree costs ~20x the page in memory: 20 MB of HTML stays under half a gigabyte."""
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 BOILERPLATE = (
     "script",
@@ -172,6 +174,11 @@ class HtmlConnector:
     suffixes = (".html", ".htm", ".xhtml")
 
     def extract(self, source: SourceFile) -> Document:
+        if len(source.data) > MAX_HTML_BYTES:
+            raise SourceError(
+                f"HTML file too large ({len(source.data) / 2**20:,.1f} MB; the limit for HTML is "
+                f"{MAX_HTML_BYTES // 2**20} MB, since parsing takes about 20 times its size in memory)"
+            )
         root = parse_html(source.data)
         return html_document(root, source.uri, source.path.stem, source.limits.max_chars)
 

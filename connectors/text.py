@@ -65,10 +65,12 @@ class TextConnector:
         )
 
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+# Linear-time patterns only: a hostile line must not cost quadratic backtracking.
+_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\n]*\)")
+_LINK = re.compile(r"!?\[([^\[\]\n]*)\]\([^()\n]*\)")
+_YAML_LINE = re.compile(r"^(?:[A-Za-z_][\w-]*[ \t]*:|[ \t]+\S|-[ \t])")
 _EMPHASIS = re.compile(r"(\*\*|__|`)")
 
 
@@ -118,7 +120,7 @@ class MarkdownConnector:
                 continue
             atx = _ATX.match(line)
             if atx:
-                open_heading(len(atx.group(1)), atx.group(2) or "")
+                open_heading(len(atx.group(1)), _without_closing_hashes(atx.group(2) or ""))
                 continue
             following = lines[i + 1] if i + 1 < len(lines) else ""
             if line.strip() and _SETEXT.match(following) and body is not None and not line.startswith(("-", "*", ">")):
@@ -137,12 +139,26 @@ class MarkdownConnector:
         )
 
 
+def _without_closing_hashes(text: str) -> str:
+    """ "Title ##" -> "Title" (CommonMark's optional closing sequence), in linear time."""
+    text = text.rstrip(" \t")
+    stripped = text.rstrip("#")
+    if stripped != text and (not stripped or stripped[-1] in " \t"):
+        return stripped.rstrip(" \t")
+    return text
+
+
 def _front_matter(lines: list[str], metadata: dict[str, str]) -> list[str]:
     """Strip YAML front matter, keeping its title and author."""
     if not lines or lines[0].strip() != "---":
         return lines
     for end in range(1, min(len(lines), 200)):
         if lines[end].strip() in ("---", "..."):
+            block = [line for line in lines[1:end] if line.strip()]
+            # Only YAML-looking blocks ("key: value", indented or "- " continuations): a document that
+            # merely opens with a --- rule keeps its text.
+            if not block or not all(_YAML_LINE.match(line) for line in block):
+                return lines
             for line in lines[1:end]:
                 key, _, value = line.partition(":")
                 if key.strip() in ("title", "author") and value.strip():

@@ -190,13 +190,16 @@ class AnswerEngine:
         # When the model streamed nothing, the first words the learner sees come at the end.
         timings.setdefault("first_token_s", timings["total_s"])
         answer.timings = timings
-        answer.settings = asdict(s)
+        answer.settings = {**asdict(s), **answer.settings}
         answer.model = self._llm.describe() if self._llm is not None else {}
         warning = language_warning(question)
         if warning:
             answer.warnings.append(warning)
         if log:
-            self.log(answer)
+            try:
+                self.log(answer)
+            except Exception as exc:  # a locked or read-only file must not cost the learner the answer
+                answer.warnings.append(f"The answer could not be logged in the KB ({exc}).")
         return answer
 
     # -- evidence --------------------------------------------------------------------------
@@ -328,7 +331,10 @@ def extract(
                 seen.add(sentence)
                 candidates.append((piece.key, position, sentence))
     if not candidates:
-        return []
+        # Only short lines (a formula, a slide title): take the best piece's text as it is.
+        first = evidence[0] if evidence else None
+        text = " ".join(first.hit.text.split())[:400] if first else ""
+        return [(first.key, text)] if text else []
     asked = set(content_words(question))
     overlap = [len(asked & set(content_words(c[2]))) / max(1, len(asked)) for c in candidates]
     similarity = score_sentences(question, [c[2] for c in candidates]) if score_sentences else [0.0] * len(candidates)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .types import Chunk, Document, Section
 
@@ -22,7 +22,9 @@ DEFAULT_OVERLAP_CHARS = 150
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE_END = re.compile(r"(?<=[;:])\s+")
-_CONTROLS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f\r]")
+_CONTROLS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f\r\x80-\x9f]")
+# pypdf decodes CMaps with surrogatepass: a lone surrogate cannot be encoded, stored or tokenised.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 
 
@@ -38,6 +40,7 @@ class ChunkingSettings:
 def clean_text(text: str) -> str:
     """Drop NULs and control characters, unify spaces, keep paragraph breaks."""
     text = _CONTROLS.sub(" ", text.replace("\x00", "").replace("\r\n", "\n"))
+    text = _SURROGATES.sub("\ufffd", text)
     lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
     return "\n".join(lines).strip()
 
@@ -114,13 +117,23 @@ def _join(units: list[tuple[str, bool]]) -> str:
     return "".join(out)
 
 
+def clean_line(text: str | None) -> str | None:
+    """A title or heading on one line, without control characters (terminal escapes included)."""
+    if text is None:
+        return None
+    return " ".join(clean_text(text).split()) or None
+
+
 def chunk_document(doc: Document, settings: ChunkingSettings | None = None) -> list[Chunk]:
     """Every chunk of a document, numbered in reading order."""
     settings = settings or ChunkingSettings()
     chunks: list[Chunk] = []
     for section in doc.sections:
+        locator = section.locator
+        if locator.heading is not None:
+            locator = replace(locator, heading=clean_line(locator.heading))
         for text in chunk_section(section, settings):
-            chunks.append(Chunk(ordinal=len(chunks), text=text, locator=section.locator))
+            chunks.append(Chunk(ordinal=len(chunks), text=text, locator=locator))
     return chunks
 
 

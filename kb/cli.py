@@ -19,10 +19,18 @@ def user_errors(func: Callable) -> Callable:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .db import sqlite3
+
         try:
             return func(*args, **kwargs)
         except KBError as exc:
             raise click.ClickException(str(exc)) from exc
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise click.ClickException(
+                    "The KB file is being written by another process (database is locked); try again when it is done."
+                ) from exc
+            raise click.ClickException(f"SQLite could not complete the operation ({exc}).") from exc
 
     return wrapper
 
@@ -193,6 +201,10 @@ def ingest(
     from .types import Limits
 
     limits = Limits(max_bytes=int(max_mb * 2**20), max_pages=max_pages, max_chars=max_chars, timeout_s=timeout)
+    if embedder:
+        from .plugins import get_embedder
+
+        get_embedder(embedder)  # an unknown name is refused before any file is created
     with KB.open(db, create=True) as kb:
         ingester = Ingester(kb, embedder=embedder, vector_backend=vector_backend, limits=limits, checksum=checksum)
         with ProgressPrinter(enabled=sys.stderr.isatty() and not as_json) as progress:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .chunker import ChunkingSettings, chunk_document
+from .chunker import ChunkingSettings, chunk_document, clean_line
+from .db import sqlite3
 from .errors import KBError, SourceError
 from .plugins import connector_for, get_embedder
 from .store import KB
@@ -157,6 +158,10 @@ class Ingester:
         self.chunking = ChunkingSettings(**recorded) if recorded else (chunking or ChunkingSettings())
         self.embedder = get_embedder(embedder or meta.get("embedding_model"))
         recorded_backend = meta.get("vector_backend")
+        if (vector_backend or recorded_backend) == "vss" and hasattr(self.embedder, "load"):
+            # Import torch before sqlite-vss loads: the reference BLAS that vss brings in, once
+            # loaded globally, made torch's embedding ~25x slower (measured).
+            self.embedder.load()
         if vector_backend and recorded_backend and vector_backend != recorded_backend:
             raise KBError(
                 f"{kb.path} already uses the {recorded_backend} vector index; switch with "
@@ -227,7 +232,14 @@ class Ingester:
                 raise
             except Exception as exc:  # a connector tripping over hostile input must not end the run
                 raise SourceError(f"{connector_cls.kind} connector failed ({type(exc).__name__}: {exc})") from exc
-            self._store(doc, report, content_hash, len(data), info.st_mtime)
+            try:
+                self._store(doc, report, content_hash, len(data), info.st_mtime)
+            except sqlite3.OperationalError:
+                raise  # the KB itself is busy or broken: not this source's fault, stop the run
+            except (MemoryError, RecursionError):
+                raise
+            except Exception as exc:  # text that parsed but cannot be embedded or stored
+                raise SourceError(f"could not be stored ({type(exc).__name__}: {exc})") from exc
         except (SourceError, SourceTimeout) as exc:
             report.status = "error"
             report.reason = str(exc)
@@ -260,6 +272,8 @@ class Ingester:
         return data, info
 
     def _store(self, doc: Document, report: SourceReport, content_hash: str, size: int, mtime: float) -> None:
+        doc.title = clean_line(doc.title) or Path(doc.uri).name
+        doc.metadata = {k: clean_line(v) if isinstance(v, str) else v for k, v in doc.metadata.items()}
         chunks = chunk_document(doc, self.chunking)
         report.kind = doc.kind
         report.pages = doc.metadata.get("pages")

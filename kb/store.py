@@ -48,8 +48,10 @@ class KB:
         self.conn = conn
         self.readonly = readonly
         self._index: VectorIndex | None = None
-        if "vector_backend" in self.meta():
-            # Load the extension now, so SQL on kb.conn can touch the index table too.
+        if self.meta().get("vector_backend") == "vec":
+            # Load sqlite-vec now, so SQL on kb.conn can touch the index table too. sqlite-vss is
+            # loaded only when needed: it drags in a reference BLAS that, loaded before torch,
+            # made embedding 25x slower (see Ingester).
             self.index()
 
     # -- opening --------------------------------------------------------------------------
@@ -122,6 +124,10 @@ class KB:
                 raise KBError(f"Unknown vector backend {backend!r}; choose vec or vss.")
             self.conn.execute("BEGIN IMMEDIATE")
             try:
+                raced = self.meta().get("embedding_model")
+                if raced is not None:  # another kb bound the file between our read and our lock
+                    self.conn.execute("ROLLBACK")
+                    return self.bind_model(model_id, dimension, normalized, backend, chunking)
                 self.set_meta(
                     {
                         "embedding_model": model_id,
@@ -158,7 +164,13 @@ class KB:
         if self._index is None:
             meta = self.meta()
             backend = meta.get("vector_backend", "numpy")
-            index = BACKENDS[backend](self.conn, int(meta["embedding_dimension"]))
+            try:
+                index = BACKENDS[backend](self.conn, int(meta["embedding_dimension"]))
+            except (KeyError, ValueError) as exc:
+                raise NotAKBFile(
+                    f"{self.path} has damaged metadata (vector backend {backend!r}, "
+                    f"dimension {meta.get('embedding_dimension')!r})."
+                ) from exc
             try:
                 usable = meta.get("vector_index_state", "ready") == "ready"
                 if usable:

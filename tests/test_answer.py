@@ -211,3 +211,9 @@ def test_a_model_too_large_for_memory_is_refused_before_loading(tmp_path, monkey
     monkeypatch.setattr(kb.llm, "_available_memory", lambda: 16 * 2**20)
     with pytest.raises(LLMError, match="needs about .* GB of memory"):
         kb.llm.LlamaCppLLM(model_path=model)
+
+
+def test_short_evidence_still_gives_an_answer():
+    evidence = make_evidence("Darcy's law: q = -K dh/dl")
+    answer = check_answer("What is Darcy's law?", "I don't know.", evidence)
+    assert answer.origin == "extract" and "q = -K dh/dl" in answer.text and answer.cited

@@ -734,3 +734,71 @@ def test_random_bytes_named_as_text_are_refused(tmp_path, hash_embedder):
         report = result.reports[0]
         assert report.status == "error", report
         assert report.reason.startswith("binary data, not text")
+
+
+# -- found in review ------------------------------------------------------------------------------
+
+
+def test_lone_surrogates_and_terminal_escapes_are_cleaned(tmp_path, hash_embedder):
+    from kb.chunker import clean_line, clean_text
+
+    assert clean_text("ground\ud800water") == "ground\ufffdwater"
+    assert clean_line("Evil \x1b[2J\x1b]0;owned\x07 Title\x9b") == "Evil [2J ]0;owned Title"
+    path = tmp_path / "evil.md"
+    path.write_text(
+        "# Evil \x1b[2J\x1b]0;owned\x07 Title\n\n## Part \x1b[31mred\n\n" + "Rain falls on the hills. " * 20
+    )
+    report = only(ingest(tmp_path / "kb.db", path))
+    assert report["status"] == "ok"
+    with KB.open(tmp_path / "kb.db") as kb:
+        title, heading = kb.conn.execute(
+            "SELECT sources.title, chunks.heading FROM chunks JOIN sources ON sources.id = chunks.source_id"
+        ).fetchone()
+    assert "\x1b" not in title and "\x07" not in title and "\x1b" not in heading
+
+
+def test_hostile_markdown_lines_stay_linear(tmp_path, hash_embedder):
+    path = tmp_path / "brackets.md"
+    lines = ["[" * 200_000, "[a](" * 50_000, "# a" + " " * 200_000 + "b", "Rain falls on the hills."]
+    path.write_text("\n\n".join(lines))
+    # Quadratic patterns would need hours here; the per-source deadline turns that into an error.
+    report = only(ingest(tmp_path / "kb.db", path, limits=Limits(timeout_s=60)))
+    assert report["status"] == "ok", report
+
+
+def test_a_leading_rule_is_not_front_matter(tmp_path, hash_embedder):
+    path = tmp_path / "rule.md"
+    path.write_text("---\n\nIntroduction to infiltration.\n\n---\n\nMore text about runoff.\n")
+    only(ingest(tmp_path / "kb.db", path))
+    with KB.open(tmp_path / "kb.db") as kb:
+        text = " ".join(r[0] for r in kb.conn.execute("SELECT text FROM chunks"))
+    assert "infiltration" in text and "runoff" in text
+
+
+def test_html_over_its_size_limit(tmp_path, hash_embedder):
+    from connectors.html import MAX_HTML_BYTES
+
+    path = tmp_path / "huge.html"
+    path.write_bytes(b"<html><body>" + b"<i></i>" * (MAX_HTML_BYTES // 7 + 1) + b"</body></html>")
+    report = only(ingest(tmp_path / "kb.db", path))
+    assert report["status"] == "error" and report["reason"].startswith("HTML file too large")
+
+
+def test_a_locked_kb_is_one_sentence(course_db, tmp_path):
+    holder = stdlib_sqlite3.connect(course_db, timeout=1)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        note = tmp_path / "note.md"
+        note.write_text("# Note\n\nSnow is measured as water equivalent.\n")
+        proc = run_kb("ingest", str(course_db), str(note), env_extra=PLUGINS, timeout=120)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "being written by another process" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_unknown_embedder_leaves_no_file(tmp_path, good_md):
+    proc = run_kb("ingest", str(tmp_path / "new.db"), str(good_md), "--embedder", "nope")
+    assert proc.returncode == 1 and "No embedder named 'nope'" in proc.stderr
+    assert not (tmp_path / "new.db").exists()
