@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from .errors import KBError
 from .grounding import (
     Passage,
-    best_sentences,
     citation_keys,
     content_words,
     coverage,
@@ -160,10 +159,7 @@ class AnswerEngine:
         best = scored[0][0] if scored else 0.0
         kept = [(score, h) for score, h in scored if score >= s.min_score and score >= best - s.keep_margin]
         kept = kept[: s.max_evidence]
-        evidence = [
-            Evidence(key=i, hit=h, score=score, summary=best_sentences(question, h.text))
-            for i, (score, h) in enumerate(kept, start=1)
-        ]
+        evidence = [Evidence(key=i, hit=h, score=score) for i, (score, h) in enumerate(kept, start=1)]
 
         phase = time.monotonic()
         if evidence and not s.fast:
@@ -228,7 +224,6 @@ class AnswerEngine:
                 # model's imagination) and it says something about the question.
                 if Passage(piece.hit.text).support(summary) >= CITED_SUPPORT and len(content_words(summary)) >= 3:
                     piece.summary = summary
-                    piece.summary_origin = "model"
             if self.settings.judge == "llm" and piece.llm_score is not None and piece.llm_score < 3:
                 continue
             kept.append(piece)
@@ -243,7 +238,7 @@ class AnswerEngine:
         for piece in evidence:
             # Only the key labels a passage: titles and locators in the prompt were echoed back by
             # small models as if they were facts.
-            text = piece.hit.text if self.settings.fast or piece.summary_origin != "model" else piece.summary
+            text = piece.summary or piece.hit.text
             blocks.append(f"[{piece.key}]\n{text}")
         messages = [
             {"role": "system", "content": SYSTEM},

@@ -11,7 +11,7 @@ context. Everything here is linear in the input, including a 10 MB line with no 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from .types import Chunk, Document, Section
@@ -135,7 +135,3 @@ def chunk_document(doc: Document, settings: ChunkingSettings | None = None) -> l
         for text in chunk_section(section, settings):
             chunks.append(Chunk(ordinal=len(chunks), text=text, locator=locator))
     return chunks
-
-
-def total_chars(sections: Iterable[Section]) -> int:
-    return sum(len(s.text) for s in sections)

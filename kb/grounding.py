@@ -25,12 +25,12 @@ def content_words(text: str) -> list[str]:
     return [stem(w) for w in _WORD.findall(text) if w.lower() not in STOPWORDS and (len(w) > 2 or w.isdigit())]
 
 
-def coverage(text: str, source: str | set[str]) -> float:
-    """Share of `text`'s content words that occur in `source` (1.0 for text with no content words)."""
+def coverage(text: str, source: str) -> float:
+    """Share of `text`'s content words that occur in `source` (0.0 for text with no content words)."""
     words = content_words(text)
     if not words:
         return 0.0
-    vocabulary = source if isinstance(source, set) else set(content_words(source))
+    vocabulary = set(content_words(source))
     return sum(1 for w in words if w in vocabulary) / len(words)
 
 
@@ -40,28 +40,6 @@ def sentences(text: str) -> list[str]:
         paragraph = " ".join(paragraph.split())
         out.extend(s.strip() for s in _SENTENCE.split(paragraph) if s.strip())
     return out
-
-
-def best_sentences(question: str, text: str, limit: int = 2, max_chars: int = 400) -> str:
-    """The sentences of `text` that share most words with the question, in their original order."""
-    candidates = sentences(text)
-    if not candidates:
-        return ""
-    asked = set(content_words(question))
-    scored = sorted(
-        range(len(candidates)),
-        key=lambda i: (-len(asked & set(content_words(candidates[i]))), i),
-    )
-    chosen: list[int] = []
-    size = 0
-    for i in scored:
-        if len(chosen) >= limit:
-            break
-        if chosen and size + len(candidates[i]) > max_chars:
-            continue
-        chosen.append(i)
-        size += len(candidates[i])
-    return " ".join(candidates[i] for i in sorted(chosen))
 
 
 def citation_keys(text: str) -> list[int]:

@@ -209,9 +209,6 @@ class LlamaCppLLM(LLM):
         ).text.strip()
         return parse_rating(json.dumps({"relevance": score, "summary": summary.rstrip(".") + "."}))
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False))
-
     def generate(
         self,
         messages: Messages,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .db import sqlite3
+
 Migration = Callable[[Any], None]
 
 
@@ -82,17 +84,11 @@ def _run_script(conn: Any, script: str) -> None:
         if line.strip().startswith("--"):
             continue
         statement += line
-        if conn_complete(statement):
+        if sqlite3.complete_statement(statement):
             conn.execute(statement)
             statement = ""
     if statement.strip():
         conn.execute(statement)
-
-
-def conn_complete(statement: str) -> bool:
-    from .db import sqlite3
-
-    return sqlite3.complete_statement(statement)
 
 
 MIGRATIONS: list[Migration] = [m001_create_tables]

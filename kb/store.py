@@ -155,10 +155,6 @@ class KB:
     def model_id(self) -> str | None:
         return self.meta().get("embedding_model")
 
-    @property
-    def dimension(self) -> int:
-        return int(self.meta()["embedding_dimension"])
-
     def index(self) -> VectorIndex:
         """The vector index recorded in kb_meta, or a numpy scan where it cannot be used."""
         if self._index is None:
@@ -357,20 +353,6 @@ class KB:
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
-
-    def remove_source(self, uri: str) -> bool:
-        source = self.get_source(uri)
-        if source is None:
-            return False
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            self._delete_source_rows(source.id)
-            self.conn.execute("DELETE FROM sources WHERE id = ?", (source.id,))
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        return True
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -174,10 +174,9 @@ class Evidence:
     hit: Hit
     score: float
     """Relevance 0-10 decided in code from retrieval (cosine similarity and word coverage)."""
-    summary: str
-    """What the chunk says about the question: the model's summary if it held up, else its best sentences."""
-    summary_origin: str = "extract"
-    """"model" when the LLM's summary passed the grounding check, "extract" otherwise."""
+    summary: str = ""
+    """The model's one-sentence summary, kept only if it passed the grounding check; else empty
+    (the answer step is then given the chunk's text)."""
     llm_score: int | None = None
     """The model's own 0-10 relevance, when it gave a valid one."""
 
