@@ -12,7 +12,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,35 @@ class LLM:
 
         `prefix` starts the model's reply; `until(text_so_far)` returning True ends generation early.
         """
+        started = time.monotonic()
+        first = None
+        parts: list[str] = []
+        pieces = self.stream(messages, max_tokens=max_tokens, constraint=constraint, stop=stop, prefix=prefix)
+        try:
+            for piece in pieces:
+                if not piece:
+                    continue
+                if first is None:
+                    first = time.monotonic() - started
+                parts.append(piece)
+                if on_token:
+                    on_token(piece)
+                if until and until("".join(parts)):
+                    break
+        finally:
+            pieces.close()  # ends the backend's generation (llama.cpp stream, HTTP response)
+        return Generation("".join(parts), time.monotonic() - started, first, len(parts))
+
+    def stream(
+        self,
+        messages: Messages,
+        *,
+        max_tokens: int,
+        constraint: Constraint | None,
+        stop: list[str] | None,
+        prefix: str,
+    ) -> Iterator[str]:
+        """The backend's part: the reply's text pieces as the model produces them."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -209,61 +238,33 @@ class LlamaCppLLM(LLM):
         ).text.strip()
         return parse_rating(json.dumps({"relevance": score, "summary": summary.rstrip(".") + "."}))
 
-    def generate(
+    def stream(
         self,
         messages: Messages,
         *,
         max_tokens: int,
-        constraint: Constraint | None = None,
-        on_token: OnToken | None = None,
-        stop: list[str] | None = None,
-        prefix: str = "",
-        until: Until | None = None,
-    ) -> Generation:
+        constraint: Constraint | None,
+        stop: list[str] | None,
+        prefix: str,
+    ) -> Iterator[str]:
         """Stream a completion; `prefix` is put in the model's mouth (the start of its reply)."""
         from llama_cpp import LlamaGrammar
 
         grammar = LlamaGrammar.from_string(constraint.gbnf, verbose=False) if constraint else None
-        started = time.monotonic()
-        first = None
-        parts: list[str] = []
+        options = dict(max_tokens=max_tokens, temperature=0.0, top_k=1, grammar=grammar, stream=True, stop=stop or None)
         try:
             if self.chat and not prefix:
-                stream = self.llama.create_chat_completion(
-                    messages=messages,
-                    max_tokens=max_tokens,
-                    temperature=0.0,
-                    top_k=1,
-                    grammar=grammar,
-                    stream=True,
-                    stop=stop or None,
-                )
+                chunks = self.llama.create_chat_completion(messages=messages, **options)
             else:
-                stream = self.llama.create_completion(
-                    self.render(messages) + prefix,
-                    max_tokens=max_tokens,
-                    temperature=0.0,
-                    top_k=1,
-                    grammar=grammar,
-                    stream=True,
-                    stop=stop or None,
-                )
-            for chunk in stream:
-                choice = chunk["choices"][0]
-                piece = (choice["delta"].get("content") if "delta" in choice else choice.get("text")) or ""
-                if not piece:
-                    continue
-                if first is None:
-                    first = time.monotonic() - started
-                parts.append(piece)
-                if on_token:
-                    on_token(piece)
-                if until and until("".join(parts)):
-                    stream.close()  # stops llama.cpp generating
-                    break
+                chunks = self.llama.create_completion(self.render(messages) + prefix, **options)
+            try:
+                for chunk in chunks:
+                    choice = chunk["choices"][0]
+                    yield (choice["delta"].get("content") if "delta" in choice else choice.get("text")) or ""
+            finally:
+                chunks.close()  # stops llama.cpp generating when the caller has enough
         except ValueError as exc:  # llama.cpp raises ValueError when the prompt exceeds n_ctx
             raise LLMError(f"The model could not take this prompt ({exc}).") from exc
-        return Generation("".join(parts), time.monotonic() - started, first, len(parts))
 
 
 def render_plain(messages: Messages) -> str:
@@ -335,17 +336,15 @@ class OpenAICompatLLM(LLM):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.name, "url": self.endpoint}
 
-    def generate(
+    def stream(
         self,
         messages: Messages,
         *,
         max_tokens: int,
-        constraint: Constraint | None = None,
-        on_token: OnToken | None = None,
-        stop: list[str] | None = None,
-        prefix: str = "",
-        until: Until | None = None,
-    ) -> Generation:
+        constraint: Constraint | None,
+        stop: list[str] | None,
+        prefix: str,
+    ) -> Iterator[str]:
         if prefix:  # a trailing assistant message is continued by llama.cpp's server and most others
             messages = [*messages, {"role": "assistant", "content": prefix}]
         body: dict[str, Any] = {
@@ -370,10 +369,7 @@ class OpenAICompatLLM(LLM):
                 **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
             },
         )
-        started = time.monotonic()
-        deadline = started + self.timeout
-        first = None
-        parts: list[str] = []
+        deadline = time.monotonic() + self.timeout
         try:
             with urllib.request.urlopen(request, timeout=min(self.timeout, 30)) as response:
                 for raw in response:
@@ -389,20 +385,12 @@ class OpenAICompatLLM(LLM):
                         delta = json.loads(payload)["choices"][0].get("delta", {}).get("content") or ""
                     except (ValueError, KeyError, IndexError, TypeError):
                         continue
-                    if delta:
-                        if first is None:
-                            first = time.monotonic() - started
-                        parts.append(delta)
-                        if on_token:
-                            on_token(delta)
-                        if until and until("".join(parts)):
-                            break
+                    yield delta
         except urllib.error.HTTPError as exc:
             raise LLMError(f"The server at {self.endpoint} answered {exc.code} {exc.reason}.") from exc
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise LLMError(f"Could not reach the LLM server at {self.endpoint} ({reason}).") from exc
-        return Generation("".join(parts), time.monotonic() - started, first, len(parts))
 
 
 @hookimpl
