@@ -270,7 +270,7 @@ class AnswerEngine:
 
         from .search import embed_query
 
-        embedder = self.searcher.embedder
+        embedder = self.searcher.embedder  # its embed_query remembers the question from retrieval
         query = np.asarray(embed_query(embedder, question), dtype=np.float32)
         return [float(np.asarray(embed_query(embedder, c), dtype=np.float32) @ query) for c in candidates]
 

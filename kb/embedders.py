@@ -14,6 +14,8 @@ import numpy as np
 from .hookspecs import hookimpl
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+QUERY_CACHE_SIZE = 1024
+"""Query and sentence vectors remembered per embedder (1.5 KB each)."""
 
 
 class SentenceTransformerEmbedder:
@@ -28,6 +30,7 @@ class SentenceTransformerEmbedder:
     def __init__(self) -> None:
         self._model = None
         self._query_model = None
+        self._query_cache: dict[str, np.ndarray] = {}
 
     def model_path(self) -> str:
         try:
@@ -63,14 +66,26 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        """One query vector, through the NumPy encoder unless torch is already loaded (same vector)."""
-        if self._model is not None:
-            return self.embed([text])[0]
-        if self._query_model is None:
-            from .bert_numpy import NumpyBert
+        """One query vector, through the NumPy encoder unless torch is already loaded (same vector).
 
-            self._query_model = NumpyBert(self.model_path())
-        return self._query_model.encode_one(text)
+        Remembered: `kb ask` embeds the question for retrieval and again, with the evidence's
+        sentences, when it checks an answer; `kb eval` asks the same texts in both modes.
+        """
+        vector = self._query_cache.get(text)
+        if vector is None:
+            if self._model is not None:
+                vector = self.embed([text])[0]
+            else:
+                if self._query_model is None:
+                    from .bert_numpy import NumpyBert
+
+                    self._query_model = NumpyBert(self.model_path())
+                vector = self._query_model.encode_one(text)
+            if len(self._query_cache) >= QUERY_CACHE_SIZE:
+                self._query_cache.pop(next(iter(self._query_cache)))
+            vector.flags.writeable = False  # shared between callers
+            self._query_cache[text] = vector
+        return vector
 
 
 @hookimpl
