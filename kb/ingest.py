@@ -277,32 +277,21 @@ class Ingester:
         chunks = chunk_document(doc, self.chunking)
         report.kind = doc.kind
         report.pages = doc.metadata.get("pages")
-        if not chunks:
-            report.status = "empty"
-            report.reason = doc.empty_reason or "no text found"
-            self.kb.write_source(
-                doc,
-                status="empty",
-                content_hash=content_hash,
-                size=size,
-                mtime=mtime,
-                settings_key=self.settings_key,
-                error=report.reason,
-            )
-            return
-        vectors = self.embedder.embed([c.embedding_text() for c in chunks])
+        status, reason = ("ok", None) if chunks else ("empty", doc.empty_reason or "no text found")
+        vectors = self.embedder.embed([c.embedding_text() for c in chunks]) if chunks else None
         self.kb.write_source(
             doc,
-            status="ok",
+            status=status,
             content_hash=content_hash,
             size=size,
             mtime=mtime,
             settings_key=self.settings_key,
             chunks=chunks,
             vectors=vectors,
+            error=reason,
         )
-        report.status = "ok"
-        report.chunks = len(chunks)
+        # Only once the source is committed does the report say so.
+        report.status, report.reason, report.chunks = status, reason, len(chunks)
 
     def _record_failure(self, report: SourceReport, path: Path) -> None:
         if not path.is_file():
