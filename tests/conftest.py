@@ -11,6 +11,8 @@ import pytest
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 COURSE = ROOT / "corpora" / "hydrology"
+TEST_PLUGINS = {"KB_PLUGINS": "kb_test_plugins"}
+"""env_extra for run_kb: the subprocess loads the deterministic test embedder."""
 
 sys.path.insert(0, str(TESTS))
 # Nothing may reach the network at run time; the real models come from installed packages.

@@ -20,14 +20,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TESTS, run_kb
+from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb
 
 from kb import KB, Ingester, Limits, Searcher
 
 KEPT = "kept the version ingested before"
 NO_TEXT_LAYER = "no text layer (scanned?)"
 TEN_MB = 10 * 2**20
-PLUGINS = {"KB_PLUGINS": "kb_test_plugins"}
+PLUGINS = TEST_PLUGINS
 
 
 # -- helpers --------------------------------------------------------------------------------------

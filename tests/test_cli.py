@@ -7,7 +7,7 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, run_kb
+from conftest import ROOT, TEST_PLUGINS, run_kb
 
 import kb
 from kb.cli import cli
@@ -64,10 +64,10 @@ def test_info_on_a_fresh_kb(tmp_path):
         str(tmp_path / "nothing-here"),
         "--embedder",
         "hash",
-        env_extra={"KB_PLUGINS": "kb_test_plugins"},
+        env_extra=TEST_PLUGINS,
     )
     assert proc.returncode == 1 and "no such file or folder" in proc.stdout
-    info = run_kb("info", str(db), env_extra={"KB_PLUGINS": "kb_test_plugins"})
+    info = run_kb("info", str(db), env_extra=TEST_PLUGINS)
     assert info.returncode == 0, info.stderr
     assert "test/hash-embedder" in info.stdout and "0 sources" in info.stdout
 
@@ -81,7 +81,7 @@ def test_info_does_not_import_the_model(tmp_path):
         str(ROOT / "corpora" / "hydrology" / "glossary-web"),
         "--embedder",
         "hash",
-        env_extra={"KB_PLUGINS": "kb_test_plugins"},
+        env_extra=TEST_PLUGINS,
     )
     code = (
         "import sys; from kb.cli import cli; "

@@ -7,11 +7,11 @@ import os
 import sqlite3 as stdlib_sqlite3
 import stat
 
-from conftest import run_kb
+from conftest import TEST_PLUGINS, run_kb
 
 from kb import KB
 
-PLUGINS = {"KB_PLUGINS": "kb_test_plugins"}
+PLUGINS = TEST_PLUGINS
 
 
 def test_learner_copy_is_one_plain_file(course_db, tmp_path):

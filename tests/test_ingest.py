@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import COURSE, run_kb
+from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb import KB, Ingester, Limits
 
@@ -154,7 +154,7 @@ def test_cli_ingest_json_report_and_exit_code(tmp_path):
         "--json",
         "--embedder",
         "hash",
-        env_extra={"KB_PLUGINS": "kb_test_plugins"},
+        env_extra=TEST_PLUGINS,
     )
     assert proc.returncode == 1, proc.stderr
     report = json.loads(proc.stdout)
@@ -163,7 +163,7 @@ def test_cli_ingest_json_report_and_exit_code(tmp_path):
     assert by_name["junk.pdf"]["status"] == "error"
     assert "not a PDF" in by_name["junk.pdf"]["reason"]
     assert report["totals"]["error"] == 1
-    ok = run_kb("ingest", str(db), str(COURSE / "glossary-web"), env_extra={"KB_PLUGINS": "kb_test_plugins"})
+    ok = run_kb("ingest", str(db), str(COURSE / "glossary-web"), env_extra=TEST_PLUGINS)
     assert ok.returncode == 0 and "unchanged" in ok.stdout
 
 
