@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from .db import transaction
 from .errors import KBError
 from .grounding import (
     Passage,
@@ -280,8 +281,7 @@ class AnswerEngine:
         """Record the answer in the KB's answers table, whole or not at all."""
         if self.kb.readonly:
             return
-        self.kb.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.kb.conn):
             self.kb.conn.execute(
                 "INSERT INTO answers(asked_at, question, answer, abstained, citations, model, settings, timings) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -296,10 +296,6 @@ class AnswerEngine:
                     json.dumps({k: round(v, 3) for k, v in answer.timings.items()}),
                 ),
             )
-            self.kb.conn.execute("COMMIT")
-        except BaseException:
-            self.kb.conn.execute("ROLLBACK")
-            raise
 
 
 _DECLINE = re.compile(

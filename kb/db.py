@@ -7,6 +7,8 @@ pysqlite3-binary wheel can, and carries a recent SQLite. Prefer it; explain when
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +68,20 @@ def load_extension(conn: Any, name: str) -> None:
     finally:
         # SQL in the file must never be able to call load_extension() itself.
         conn.enable_load_extension(False)
+
+
+@contextmanager
+def transaction(conn: Any) -> Iterator[Any]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception, Ctrl-C included.
+
+    The ROLLBACK runs only while a transaction is open: an interrupt can land just before BEGIN
+    took effect or just after COMMIT did, and a failing ROLLBACK would hide the real exception.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .db import sqlite3
+from .db import sqlite3, transaction
 
 Migration = Callable[[Any], None]
 
@@ -98,16 +98,11 @@ SCHEMA_VERSION = len(MIGRATIONS)
 def migrate(conn: Any, current: int) -> int:
     """Run the migrations after `current`, each in its own transaction; return the new version."""
     for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             migration(conn)
             conn.execute(
                 "INSERT INTO kb_meta(key, value) VALUES ('schema_version', ?) "
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (str(number),),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     return SCHEMA_VERSION

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .db import connect, sqlite3
+from .db import connect, sqlite3, transaction
 from .errors import ExtensionUnavailable, KBError, ModelMismatch, NotAKBFile, SchemaTooNew
 from .links import deep_link
 from .migrations import SCHEMA_VERSION, migrate
@@ -117,34 +117,26 @@ class KB:
         self, model_id: str, dimension: int, normalized: bool, backend: str, chunking: dict[str, int]
     ) -> None:
         """Record the embedding model on first use; refuse a different one afterwards."""
-        meta = self.meta()
-        recorded = meta.get("embedding_model")
+        recorded = self.meta().get("embedding_model")
         if recorded is None:
             if backend not in BACKENDS or backend == "numpy":
                 raise KBError(f"Unknown vector backend {backend!r}; choose vec or vss.")
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                raced = self.meta().get("embedding_model")
-                if raced is not None:  # another kb bound the file between our read and our lock
-                    self.conn.execute("ROLLBACK")
-                    return self.bind_model(model_id, dimension, normalized, backend, chunking)
-                self.set_meta(
-                    {
-                        "embedding_model": model_id,
-                        "embedding_dimension": dimension,
-                        "embedding_normalized": int(normalized),
-                        "vector_backend": backend,
-                        **{f"chunk_{k}": v for k, v in chunking.items()},
-                    }
-                )
-                index = open_index(self.conn, backend, dimension)
-                index.create()
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self._index = index
-            return
+            with transaction(self.conn):
+                # Read again under the write lock: another kb may have bound the file meanwhile.
+                recorded = self.meta().get("embedding_model")
+                if recorded is None:
+                    self.set_meta(
+                        {
+                            "embedding_model": model_id,
+                            "embedding_dimension": dimension,
+                            "embedding_normalized": int(normalized),
+                            "vector_backend": backend,
+                            **{f"chunk_{k}": v for k, v in chunking.items()},
+                        }
+                    )
+                    self._index = open_index(self.conn, backend, dimension)
+                    self._index.create()
+                    return
         if recorded != model_id:
             raise ModelMismatch(
                 f"{self.path} was built with the embedding model {recorded}, not {model_id}; "
@@ -194,8 +186,7 @@ class KB:
             self.conn.execute("COMMIT")
             self.conn.execute("BEGIN IMMEDIATE")
 
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             old = meta.get("vector_backend")
             if old and old != backend and old in ("vec", "vss"):
                 old_index = BACKENDS[old](self.conn, new.dimension)
@@ -206,10 +197,6 @@ class KB:
             self.set_meta({"vector_backend": backend, "vector_index_state": "building"})
             count = new.rebuild(commit_batch)
             self.set_meta({"vector_index_state": "ready"})
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         self._index = new
         return count
 
@@ -268,8 +255,7 @@ class KB:
         """Replace everything kb holds for `doc.uri` in one transaction; return the source id."""
         metadata = dict(doc.metadata)
         metadata["_settings"] = settings_key
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             existing = self.get_source(doc.uri)
             values = (
                 doc.kind,
@@ -331,28 +317,19 @@ class KB:
                     (source_id,),
                 )
                 self._writable_index().add(ids, vectors)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return source_id
 
     def record_failure(
         self, uri: str, kind: str | None, error: str, *, content_hash: str | None, size: int | None
     ) -> None:
         """Note a source that could not be read, without touching content already ingested from it."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn):
             if self.get_source(uri) is None:
                 self.conn.execute(
                     "INSERT INTO sources(uri, kind, title, content_hash, size, ingested_at, status, error) "
                     "VALUES (?, ?, ?, ?, ?, ?, 'error', ?)",
                     (uri, kind, Path(uri).name, content_hash, size, utcnow(), error),
                 )
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
 
     # -- reading ----------------------------------------------------------------------------
 
