@@ -8,7 +8,21 @@ from .errors import KBError, ModelMismatch, NotAKBFile, SchemaTooNew, SourceErro
 from .ingest import Ingester, IngestResult, ingest  # noqa: E402
 from .search import Searcher, fts_query, search  # noqa: E402
 from .store import KB  # noqa: E402
-from .types import Answer, Chunk, Document, Evidence, Hit, Limits, Locator, Section, SourceFile, SourceRef, SourceReport  # noqa: E402
+from .types import (  # noqa: E402
+    Answer,
+    Chunk,
+    Document,
+    Evidence,
+    FetchContext,
+    Fetched,
+    Hit,
+    Limits,
+    Locator,
+    Section,
+    SourceFile,
+    SourceRef,
+    SourceReport,
+)
 
 __all__ = [
     "KB",
@@ -16,6 +30,8 @@ __all__ = [
     "AnswerEngine",
     "AskSettings",
     "Evidence",
+    "FetchContext",
+    "Fetched",
     "Chunk",
     "ChunkingSettings",
     "Document",

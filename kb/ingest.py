@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import stat
 import threading
@@ -18,11 +19,14 @@ from typing import Any
 from .chunker import ChunkingSettings, chunk_document, clean_line
 from .db import sqlite3
 from .errors import KBError, SourceError
-from .plugins import connector_for, get_embedder
-from .store import KB
-from .types import Document, Limits, SourceFile, SourceReport
+from .plugins import connector_for, fetcher_for, get_embedder
+from .store import KB, utcnow
+from .types import Document, FetchContext, Fetched, Limits, SourceFile, SourceReport
 
 SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".ipynb_checkpoints"}
+
+
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Candidate:
     explicit: bool
     """Named on the command line (an unknown type is then an error, not silently skipped)."""
     problem: str | None = None
+    url: str | None = None
+    """Set instead of a real path for a URL target: a fetcher brings it in."""
 
 
 @dataclass
@@ -59,6 +65,9 @@ def discover(targets: list[str]) -> Iterator[Candidate]:
     seen: set[tuple[int, int]] = set()
     walked: set[tuple[int, int]] = set()  # folders walked, shared so a second target never re-walks one
     for target in targets:
+        if URL_SCHEME.match(target):
+            yield Candidate(Path(target), True, url=target)
+            continue
         path = Path(target).expanduser()
         if not os.path.lexists(path):
             yield Candidate(path, True, "no such file or folder")
@@ -148,10 +157,13 @@ class Ingester:
         limits: Limits | None = None,
         chunking: ChunkingSettings | None = None,
         checksum: bool = False,
+        options: dict[str, Any] | None = None,
     ):
         self.kb = kb
         self.checksum = checksum
         self.limits = limits or Limits()
+        # Connector and fetcher options by name (crawl, max_depth, transcriber, ...), from the command line.
+        self.options = dict(options or {})
         meta = kb.meta()
         recorded = {k[len("chunk_") :]: int(v) for k, v in meta.items() if k.startswith("chunk_")}
         # A KB keeps the chunking it was created with, so old and new chunks stay comparable.
@@ -179,12 +191,105 @@ class Ingester:
     def run(self, targets: list[str], progress: Callable[[SourceReport], None] | None = None) -> IngestResult:
         result = IngestResult()
         for candidate in discover(targets):
-            report = self.ingest_one(candidate)
-            if report is not None:
-                result.reports.append(report)
-                if progress:
-                    progress(report)
+            reports = self.ingest_url(candidate.url) if candidate.url else [self.ingest_one(candidate)]
+            for report in reports:
+                if report is not None:
+                    result.reports.append(report)
+                    if progress:
+                        progress(report)
         return result
+
+    def ingest_url(self, url: str) -> Iterator[SourceReport]:
+        """Fetch a URL through the fetcher that claims it; one report per source it yields (a crawl yields many)."""
+        fetcher_cls = fetcher_for(url)
+        if fetcher_cls is None:
+            yield SourceReport(uri=url, status="error", reason="no fetcher reads this kind of URL")
+            return
+        context = FetchContext(
+            limits=self.limits,
+            options=self.options,
+            previous=self._previous_metadata,
+            readable=lambda name: connector_for(name) is not None,
+        )
+        fetched_items = fetcher_cls().fetch(url, context)
+        while True:
+            started = time.monotonic()
+            try:
+                fetched = next(fetched_items)
+            except StopIteration:
+                return
+            except (SourceError, SourceTimeout) as exc:
+                report = SourceReport(uri=url, status="error", reason=str(exc))
+                self._record_failure(report)
+                yield report
+                return
+            except Exception as exc:  # a fetcher tripping over a hostile server must not end the run
+                report = SourceReport(uri=url, status="error", reason=f"{type(exc).__name__}: {exc}")
+                self._record_failure(report)
+                yield report
+                return
+            report = self.ingest_fetched(fetched)
+            report.seconds += time.monotonic() - started
+            yield report
+
+    def _previous_metadata(self, uri: str) -> dict[str, Any] | None:
+        stored = self.kb.get_source(uri)
+        if stored is None or stored.status not in ("ok", "empty") or stored.settings_key != self.settings_key:
+            return None
+        return stored.metadata
+
+    def ingest_fetched(self, fetched: Fetched) -> SourceReport:
+        """Read one fetched source (or note why it could not be fetched)."""
+        started = time.monotonic()
+        report = SourceReport(uri=fetched.uri, status="error")
+        try:
+            if fetched.error:
+                raise SourceError(fetched.error)
+            stored = self.kb.get_source(fetched.uri)
+            current = (
+                stored is not None and stored.status in ("ok", "empty") and stored.settings_key == self.settings_key
+            )
+            connector_cls = connector_for(fetched.name or fetched.uri)
+            if connector_cls is None:
+                raise SourceError(f"no connector reads {Path(fetched.name).suffix or 'this type of'} content")
+            report.kind = connector_cls.kind
+            if fetched.not_modified and current:
+                report.status, report.chunks = "unchanged", stored.chunks
+                return report
+            path = Path(fetched.path) if fetched.path is not None else None
+            if fetched.data is not None:
+                data = fetched.data
+                content_hash, size = hashlib.sha256(data).hexdigest(), len(data)
+            elif path is not None:
+                data, content_hash, size, _ = self._read_for(connector_cls, path)
+            else:
+                raise SourceError("the fetcher returned no content")
+            if current and stored.content_hash == content_hash:
+                report.status, report.chunks = "unchanged", stored.chunks
+                return report
+            source = SourceFile(
+                uri=fetched.uri,
+                path=path,
+                data=data,
+                limits=self.limits,
+                options=self.options,
+                name=fetched.name,
+            )
+            doc = self._extract(connector_cls, source)
+            if fetched.title:
+                doc.title = fetched.title
+            doc.metadata = {**doc.metadata, **fetched.metadata}
+            self._store_guarded(doc, report, content_hash, size, None, fetched_at=utcnow())
+        except (SourceError, SourceTimeout) as exc:
+            report.status = "error"
+            report.reason = str(exc)
+            self._record_failure(report)
+        except (MemoryError, RecursionError) as exc:
+            report.status = "error"
+            report.reason = f"too large or too deeply nested to read ({type(exc).__name__})"
+            self._record_failure(report)
+        report.seconds = time.monotonic() - started
+        return report
 
     def ingest_one(self, candidate: Candidate) -> SourceReport | None:
         started = time.monotonic()
@@ -217,29 +322,15 @@ class Ingester:
                 if info.st_size == stored.size and info.st_mtime == stored.mtime:
                     report.status, report.chunks = "unchanged", stored.chunks
                     return report
-            data, info = self._read(path)
-            content_hash = hashlib.sha256(data).hexdigest()
+            data, content_hash, size, mtime = self._read_for(connector_cls, path)
             if current and stored.content_hash == content_hash:
-                if stored.mtime != info.st_mtime:
-                    self.kb.touch_source(stored.id, info.st_mtime)
+                if stored.mtime != mtime:
+                    self.kb.touch_source(stored.id, mtime)
                 report.status, report.chunks = "unchanged", stored.chunks
                 return report
-            source = SourceFile(uri=uri, path=path, data=data, limits=self.limits)
-            try:
-                with deadline(self.limits.timeout_s):
-                    doc = connector_cls().extract(source)
-            except (SourceError, MemoryError, RecursionError):
-                raise
-            except Exception as exc:  # a connector tripping over hostile input must not end the run
-                raise SourceError(f"{connector_cls.kind} connector failed ({type(exc).__name__}: {exc})") from exc
-            try:
-                self._store(doc, report, content_hash, len(data), info.st_mtime)
-            except sqlite3.OperationalError:
-                raise  # the KB itself is busy or broken: not this source's fault, stop the run
-            except (MemoryError, RecursionError):
-                raise
-            except Exception as exc:  # text that parsed but cannot be embedded or stored
-                raise SourceError(f"could not be stored ({type(exc).__name__}: {exc})") from exc
+            source = SourceFile(uri=uri, path=path, data=data, limits=self.limits, options=self.options, name=path.name)
+            doc = self._extract(connector_cls, source)
+            self._store_guarded(doc, report, content_hash, size, mtime)
         except (SourceError, SourceTimeout) as exc:
             report.status = "error"
             report.reason = str(exc)
@@ -250,6 +341,65 @@ class Ingester:
             self._record_failure(report, path)
         report.seconds = time.monotonic() - started
         return report
+
+    def _extract(self, connector_cls: Any, source: SourceFile) -> Document:
+        try:
+            with deadline(self.limits.timeout_s):
+                return connector_cls().extract(source)
+        except (SourceError, MemoryError, RecursionError):
+            raise
+        except Exception as exc:  # a connector tripping over hostile input must not end the run
+            raise SourceError(f"{connector_cls.kind} connector failed ({type(exc).__name__}: {exc})") from exc
+
+    def _store_guarded(
+        self,
+        doc: Document,
+        report: SourceReport,
+        content_hash: str,
+        size: int,
+        mtime: float | None,
+        fetched_at: str | None = None,
+    ) -> None:
+        try:
+            self._store(doc, report, content_hash, size, mtime, fetched_at)
+        except sqlite3.OperationalError:
+            raise  # the KB itself is busy or broken: not this source's fault, stop the run
+        except (MemoryError, RecursionError):
+            raise
+        except Exception as exc:  # text that parsed but cannot be embedded or stored
+            raise SourceError(f"could not be stored ({type(exc).__name__}: {exc})") from exc
+
+    def _read_for(self, connector_cls: Any, path: Path) -> tuple[bytes, str, int, float]:
+        """The file's bytes (empty for a connector that reads the path itself), SHA-256, size and
+        the modification time seen before reading (so a write during the read shows up next run)."""
+        if getattr(connector_cls, "reads_path", False):
+            # Media files can be far larger than what is sensible to hold in memory: hash as a stream.
+            limit = getattr(connector_cls, "max_bytes", None) or self.limits.max_bytes
+            size, digest, mtime = self._hash_file(path, limit)
+            return b"", digest, size, mtime
+        data, info = self._read(path)
+        return data, hashlib.sha256(data).hexdigest(), len(data), info.st_mtime
+
+    def _hash_file(self, path: Path, limit: int) -> tuple[int, str, float]:
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                raise SourceError("not a regular file")
+            if info.st_size > limit:
+                raise SourceError(
+                    f"file too large ({info.st_size / 2**20:,.1f} MB; the limit is {limit / 2**20:,.0f} MB)"
+                )
+            digest = hashlib.sha256()
+            size = 0
+            with path.open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    size += len(block)
+                    digest.update(block)
+        except PermissionError as exc:
+            raise SourceError("permission denied") from exc
+        except OSError as exc:
+            raise SourceError(f"cannot read ({exc.strerror or exc})") from exc
+        return size, digest.hexdigest(), info.st_mtime
 
     def _read(self, path: Path) -> tuple[bytes, os.stat_result]:
         try:
@@ -271,7 +421,15 @@ class Ingester:
             raise SourceError("file grew past the size limit while being read")
         return data, info
 
-    def _store(self, doc: Document, report: SourceReport, content_hash: str, size: int, mtime: float) -> None:
+    def _store(
+        self,
+        doc: Document,
+        report: SourceReport,
+        content_hash: str,
+        size: int,
+        mtime: float | None,
+        fetched_at: str | None = None,
+    ) -> None:
         doc.title = clean_line(doc.title) or Path(doc.uri).name
         doc.metadata = {k: clean_line(v) if isinstance(v, str) else v for k, v in doc.metadata.items()}
         chunks = chunk_document(doc, self.chunking)
@@ -289,12 +447,13 @@ class Ingester:
             chunks=chunks,
             vectors=vectors,
             error=reason,
+            fetched_at=fetched_at,
         )
         # Only once the source is committed does the report say so.
         report.status, report.reason, report.chunks = status, reason, len(chunks)
 
-    def _record_failure(self, report: SourceReport, path: Path) -> None:
-        if not path.is_file():
+    def _record_failure(self, report: SourceReport, path: Path | None = None) -> None:
+        if path is not None and not path.is_file():
             return  # a missing path or a broken link leaves nothing to record
         stored = self.kb.get_source(report.uri)
         if stored is not None and stored.status in ("ok", "empty"):

@@ -85,6 +85,20 @@ def connector_for(name: str) -> Any | None:
     return None
 
 
+def fetchers() -> list[Any]:
+    """Fetcher classes for URLs, the one to ask first first (highest priority; later plugins win ties)."""
+    found = _collect("register_fetchers")
+    return sorted(found, key=lambda f: -getattr(f, "priority", 0))
+
+
+def fetcher_for(url: str) -> Any | None:
+    """The first fetcher that claims `url`; None when none does."""
+    for fetcher in fetchers():
+        if fetcher.claims(url):
+            return fetcher
+    return None
+
+
 def embedders() -> dict[str, Any]:
     """Embedder classes keyed by model id and by each alias."""
     table: dict[str, Any] = {}

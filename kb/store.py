@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class StoredSource:
     size: int | None = None
     mtime: float | None = None
     chunks: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class KB:
@@ -205,10 +206,16 @@ class KB:
     def get_source(self, uri: str) -> StoredSource | None:
         row = self.conn.execute(
             "SELECT id, uri, content_hash, status, json_extract(metadata, '$._settings'), size, mtime, "
-            "(SELECT count(*) FROM chunks WHERE source_id = sources.id) FROM sources WHERE uri = ?",
+            "(SELECT count(*) FROM chunks WHERE source_id = sources.id), metadata FROM sources WHERE uri = ?",
             (uri,),
         ).fetchone()
-        return StoredSource(*row) if row else None
+        if row is None:
+            return None
+        try:
+            metadata = json.loads(row[8]) if row[8] else {}
+        except ValueError:
+            metadata = {}
+        return StoredSource(*row[:8], metadata=metadata if isinstance(metadata, dict) else {})
 
     def touch_source(self, source_id: int, mtime: float) -> None:
         """Record a new modification time for content that did not change."""
@@ -251,6 +258,7 @@ class KB:
         chunks: Sequence[Chunk] = (),
         vectors: np.ndarray | None = None,
         error: str | None = None,
+        fetched_at: str | None = None,
     ) -> int:
         """Replace everything kb holds for `doc.uri` in one transaction; return the source id."""
         metadata = dict(doc.metadata)
@@ -267,20 +275,21 @@ class KB:
                 status,
                 error,
                 json.dumps(metadata, ensure_ascii=False, default=str),
+                fetched_at,
             )
             if existing:
                 self._delete_source_rows(existing.id)
                 self.conn.execute(
                     "UPDATE sources SET kind=?, title=?, content_hash=?, size=?, mtime=?, ingested_at=?, "
-                    "status=?, error=?, metadata=? WHERE id = ?",
+                    "status=?, error=?, metadata=?, fetched_at=? WHERE id = ?",
                     (*values, existing.id),
                 )
                 source_id = existing.id
             else:
                 cursor = self.conn.execute(
                     "INSERT INTO sources(kind, title, content_hash, size, mtime, ingested_at, status, error, "
-                    "metadata, uri) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "metadata, fetched_at, uri) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (*values, doc.uri),
                 )
                 source_id = cursor.lastrowid

@@ -156,13 +156,54 @@ class Limits:
 
 @dataclass
 class SourceFile:
-    """What a connector is handed: one local source, already read and hashed by the engine."""
+    """What a connector is handed: one source, already read and hashed by the engine."""
 
     uri: str
     path: Any
-    """pathlib.Path of the file."""
+    """pathlib.Path of the file (for a fetched source, the fetcher's local copy, or None)."""
     data: bytes
+    """The file's bytes; empty for connectors with `reads_path = True`, which open `path` themselves."""
     limits: Limits = field(default_factory=Limits)
+    options: dict[str, Any] = field(default_factory=dict)
+    """Connector options from the command line (`kb ingest --transcriber ...`), by option name."""
+    name: str = ""
+    """File name whose suffix chose the connector (a fetched page's is made from its media type)."""
+
+
+@dataclass
+class Fetched:
+    """One remote source a fetcher brought in (or could not), for the engine to hand to a connector."""
+
+    uri: str
+    """The source's identity: its URL, after redirects."""
+    name: str = ""
+    """A file name whose suffix picks the connector: "index.html", "notes.pdf", "dQw4w9WgXcQ.mp4"."""
+    data: bytes | None = None
+    """The content, when small enough to hold in memory."""
+    path: Any = None
+    """pathlib.Path of a local copy instead (a downloaded video), when `data` is None."""
+    title: str | None = None
+    """A better title than the connector can find (a video's title from its page)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Stored with the source: etag, last_modified, uploader, duration, licence, ..."""
+    not_modified: bool = False
+    """The server said the copy ingested before is current (HTTP 304): nothing to read."""
+    error: str | None = None
+    """Why this URL could not be fetched; the run goes on with the next one."""
+
+
+@dataclass
+class FetchContext:
+    """What a fetcher is handed besides the URL."""
+
+    limits: Limits
+    options: dict[str, Any]
+    """Fetcher options from the command line (crawl, max_depth, max_pages, allow_private, ...)."""
+    previous: Any
+    """previous(uri) -> the metadata dict stored with that source last time, or None (for ETag and
+    Last-Modified revalidation)."""
+    readable: Any
+    """readable(name) -> True when some connector reads a file of that name (a crawl skips the rest)."""
 
 
 @dataclass
