@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# sqlite-vss links against these system libraries (Debian package names).
-DEBS := libblas3 liblapack3 libgomp1
+# Debian packages: sqlite-vss links against libblas3, liblapack3 and libgomp1; openai-whisper and
+# yt-dlp call ffmpeg; unstructured converts epub/odt/rtf/rst/org through pandoc and sniffs types with
+# libmagic; the tests speak audio with espeak-ng and drive chromium.
+DEBS := libblas3 liblapack3 libgomp1 ffmpeg pandoc libmagic1 espeak-ng chromium
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -40,7 +42,7 @@ $(STAMP): pyproject.toml
 system-packages:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-		if ! command -v apt-get >/dev/null; then echo "Install these system libraries for sqlite-vss:$$missing"; \
+		if ! command -v apt-get >/dev/null; then echo "Install these Debian packages (or your system's equivalents):$$missing"; \
 		elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
 		else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing; fi; \
 	fi

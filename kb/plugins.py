@@ -17,6 +17,11 @@ DEFAULT_PLUGINS = (
     "connectors.pdf",
     "connectors.text",
     "connectors.html",
+    "connectors.slides",
+    "connectors.word",
+    "connectors.documents",
+    "connectors.web",
+    "connectors.media",
     "kb.embedders",
     "kb.llm",
 )
