@@ -1,11 +1,16 @@
-"""Local HTML files: the main text (no menus, scripts or footers) with heading paths and anchors.
+"""HTML files and fetched web pages: the main text (no menus, scripts or footers) with heading paths
+and anchors.
 
 Walks the tree with lxml's iterwalk, never recursively, so 100,000 nested tags cost time in
-proportion to their number and no stack.
+proportion to their number and no stack. lxml's HTML parser never reads a DTD: entities declared
+in a page (billion laughs, external entities) are not expanded, and nothing is fetched.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kb.errors import SourceError
@@ -15,22 +20,25 @@ from kb.types import Document, Locator, Section, SourceFile
 MAX_HTML_BYTES = 20 * 2**20
 """lxml's tree costs ~20x the page in memory: 20 MB of HTML stays under half a gigabyte."""
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-BOILERPLATE = (
-    "script",
-    "style",
-    "noscript",
-    "template",
-    "nav",
-    "header",
-    "footer",
-    "aside",
-    "form",
-    "svg",
-    "button",
-    "select",
-    "iframe",
-    "object",
+NOT_TEXT = frozenset(
+    ("script", "style", "noscript", "template", "svg", "button", "select", "iframe", "object", "canvas", "dialog")
 )
+"""Never text a reader wants: dropped wherever they are."""
+PAGE_CHROME = frozenset(("nav", "aside", "header", "footer"))
+"""Site menus, sidebars, banners and footers; a <header> or <footer> inside an <article> or <main>
+belongs to that content (it often holds the article's own title) and is kept."""
+CHROME_ROLES = frozenset(("navigation", "banner", "contentinfo", "complementary", "search", "menu", "menubar"))
+# A class or id token naming site furniture: "site-nav", "navbar", "cookie-banner", "footer-links".
+# Token-wise, so "canvas" or "navigable" never match.
+CHROME_NAMES = re.compile(
+    r"(?:^|[-_])(?:nav|navbar|navigation|menu|menubar|breadcrumbs?|footer|cookies?|consent|gdpr|sidebar|"
+    r"skip-?links?|share|social)(?:[-_]|$)",
+    re.IGNORECASE,
+)
+CONTENT = frozenset(("main", "article"))
+MAX_CHROME_SHARE = 0.5
+"""An element marked as furniture by class, id, role or <form> is kept when it holds more than this
+share of the page's text: it is then a wrapper around the content, not a menu."""
 BLOCKS = {
     "p",
     "div",
@@ -67,13 +75,20 @@ def parse_html(data: bytes) -> Any:
     if not data.strip():
         raise SourceError("empty file")
     try:
-        # huge_tree lifts libxml2's depth limit; iterwalk below keeps the walk itself flat.
+        # huge_tree raises libxml2's depth limit from 256 to 2,048 levels; iterwalk keeps the walk flat.
         parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True, huge_tree=True, no_network=True)
         root = lxml.html.document_fromstring(data, parser=parser)
     except (etree.ParserError, ValueError) as exc:
         raise SourceError(f"not readable as HTML ({exc})") from exc
     if root is None:
         raise SourceError("not readable as HTML")
+    limit = next((e.message for e in parser.error_log if e.type_name == "ERR_RESOURCE_LIMIT"), None)
+    if limit:
+        # libxml2 stops at a limit and keeps only what came before: say so rather than ingest a
+        # silently truncated page.
+        if "depth" in limit.lower():
+            raise SourceError("HTML nested too deeply to read (over 2,048 levels; the rest would be lost)")
+        raise SourceError(f"HTML too large for the parser ({limit.strip()})")
     return root
 
 
@@ -83,10 +98,7 @@ def html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> D
 
     title_el = root.find(".//title")
     title = " ".join(title_el.text_content().split()) if title_el is not None else ""
-    for tag in BOILERPLATE:
-        for element in list(root.iter(tag)):
-            if element.getparent() is not None:
-                element.drop_tree()
+    strip_boilerplate(root)
     main = _main_element(root)
 
     sections: list[Section] = []
@@ -153,6 +165,82 @@ def html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> D
     )
 
 
+@dataclass
+class _Open:
+    """An element being walked: the text seen inside it so far, and whether it may be dropped."""
+
+    element: Any
+    chars: int
+    furniture: str | None
+    """"always" (semantic chrome), "guarded" (class/id/role/form: kept if it wraps the content) or None."""
+    wraps_content: bool = False
+
+
+def strip_boilerplate(root: Any) -> None:
+    """Drop scripts, menus, banners, sidebars, cookie notices and footers, in one flat pass."""
+    from lxml import etree
+
+    drop: list[Any] = []
+    guarded: list[_Open] = []
+    stack: list[_Open] = []
+    open_furniture: list[_Open] = []
+    in_content = 0
+    total = 0
+    walker = etree.iterwalk(root, events=("start", "end"))
+    for event, element in walker:
+        tag = element.tag if isinstance(element.tag, str) else ""
+        if event == "start":
+            if tag in NOT_TEXT:
+                drop.append(element)
+                walker.skip_subtree()
+                stack.append(_Open(element, 0, None))
+                continue
+            furniture = _furniture(element, tag, in_content)
+            entry = _Open(element, len(element.text or ""), furniture)
+            stack.append(entry)
+            if furniture:
+                open_furniture.append(entry)
+            if tag in CONTENT or element.get("role") == "main":
+                in_content += 1
+                # Every open furniture element wraps this content; those marked before already had
+                # their ancestors marked, so the walk down stops there (linear for deep nesting).
+                for outer in reversed(open_furniture):
+                    if outer.wraps_content:
+                        break
+                    outer.wraps_content = True
+            continue
+        entry = stack.pop()
+        if tag in CONTENT or element.get("role") == "main":
+            in_content -= 1
+        if entry.furniture:
+            open_furniture.pop()
+            if entry.furniture == "always" and not entry.wraps_content:
+                drop.append(element)
+            elif not entry.wraps_content:
+                guarded.append(entry)
+        if stack:
+            stack[-1].chars += entry.chars + len(element.tail or "")
+        else:
+            total = entry.chars
+    drop.extend(e.element for e in guarded if e.chars <= total * MAX_CHROME_SHARE)
+    for element in drop:
+        if element.getparent() is not None:
+            element.drop_tree()
+
+
+def _furniture(element: Any, tag: str, in_content: int) -> str | None:
+    if tag in ("nav", "aside") or (tag in ("header", "footer") and not in_content):
+        return "always"
+    if tag in ("html", "body", "main", "article", "header", "footer"):
+        return None
+    if tag == "form" or (element.get("role") or "").strip().lower() in CHROME_ROLES:
+        return "guarded"
+    names = f"{element.get('class') or ''} {element.get('id') or ''}"
+    if names.strip() and any(CHROME_NAMES.search(token) for token in names.split()):
+        return "guarded"
+    return None
+
+
 def _child_anchor(heading: Any) -> str | None:
     for child in heading.iter("a"):
         if child.get("id") or child.get("name"):
@@ -180,7 +268,9 @@ class HtmlConnector:
                 f"{MAX_HTML_BYTES // 2**20} MB, since parsing takes about 20 times its size in memory)"
             )
         root = parse_html(source.data)
-        return html_document(root, source.uri, source.path.stem, source.limits.max_chars)
+        # A fetched page has no local path: its name ("floods.html") stands in.
+        fallback = Path(source.path).stem if source.path is not None else Path(source.name or "page").stem
+        return html_document(root, source.uri, fallback, source.limits.max_chars)
 
 
 @hookimpl
