@@ -1,11 +1,12 @@
-"""Other document formats through unstructured: EPUB, OpenDocument text, RTF, reStructuredText,
-Org and e-mail (.eml).
+"""Other document formats through unstructured: EPUB, OpenDocument text, RTF, reStructuredText and Org.
 
 unstructured partitions these by converting them to HTML with pandoc and partitioning that HTML.
 kb runs the Debian pandoc itself (bounded in time and memory, `--sandbox` so an `include`
-directive cannot read local files) and hands the HTML to unstructured's `partition_html`; .eml
-goes to `partition_email`. Title elements become the heading path; page numbers, where a format
-has them, become the page locator.
+directive cannot read local files) and hands the HTML to unstructured's `partition_html`
+(what unstructured's own partition_epub/odt/rtf/rst/org do, minus the pypandoc wrapper, which
+is not installed and cannot bound pandoc's time or memory). E-mail (.eml) is left out: unstructured's
+partition_email needs python-dateutil, which is not installed. Title elements become the heading
+path; page numbers, where a format has them, become the page locator.
 
 Offline by construction (DESIGN.md): unstructured 0.27 imports spaCy and, at the first text it
 classifies, downloads and installs `en_core_web_sm` (unstructured.nlp.tokenize._get_nlp ->
@@ -87,7 +88,7 @@ def _refuse_download() -> None:
 
 class UnstructuredConnector:
     kind = "unstructured"
-    suffixes = (*PANDOC_FORMATS, ".eml")
+    suffixes = tuple(PANDOC_FORMATS)
 
     def extract(self, source: SourceFile) -> Document:
         suffix = Path(source.name or (source.path.name if source.path else "")).suffix.lower()
@@ -98,19 +99,12 @@ class UnstructuredConnector:
             check_archive(source.data, label, required=(required,), forbid_doctype=forbid_doctype)
             if suffix == ".odt":
                 _refuse_encrypted_odf(source.data)
-        if suffix == ".eml":
-            elements = _partition_email(source.data)
-            fmt = "eml"
-        else:
-            fmt = PANDOC_FORMATS[suffix]
-            html = _pandoc_html(source.data, fmt, source.limits)
-            if len(html) > MAX_HTML_FACTOR * source.limits.max_chars:
-                raise SourceError(f"too much text (pandoc made {len(html):,} characters of HTML)")
-            elements = _partition_html(html)
-        title, sections = _sections(elements, source.limits.max_chars)
-        metadata = _element_metadata(elements)
-        if suffix == ".epub":
-            metadata.update(_epub_metadata(source.data))
+        fmt = PANDOC_FORMATS[suffix]
+        html = _pandoc_html(source.data, fmt, source.limits)
+        if len(html) > MAX_HTML_FACTOR * source.limits.max_chars:
+            raise SourceError(f"too much text (pandoc made {len(html):,} characters of HTML)")
+        title, sections = _sections(_partition_html(html), source.limits.max_chars)
+        metadata = _epub_metadata(source.data) if suffix == ".epub" else {}
         doc = Document(
             uri=source.uri,
             kind=fmt,
@@ -193,18 +187,6 @@ def _partition_html(html: str) -> list[Any]:
     return partition_html(text=html)
 
 
-def _partition_email(data: bytes) -> list[Any]:
-    import io
-
-    load_unstructured()
-    from unstructured.partition.email import partition_email
-
-    try:
-        return partition_email(file=io.BytesIO(data), process_attachments=False)
-    except (ValueError, LookupError) as exc:
-        raise SourceError(f"not readable as an e-mail message ({exc})") from exc
-
-
 def _sections(elements: list[Any], max_chars: int) -> tuple[str | None, list[Section]]:
     """Group elements into sections: Title elements open headings, page numbers split sections."""
     sections: list[Section] = []
@@ -266,19 +248,6 @@ def _table_rows(html: str) -> str:
         if any(cells):
             rows.append(" | ".join(cells))
     return "\n\n".join(rows)
-
-
-def _element_metadata(elements: list[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for element in elements:
-        meta = element.metadata
-        sender = getattr(meta, "sent_from", None)
-        if sender and "author" not in out:
-            out["author"] = ", ".join(sender)
-        subject = getattr(meta, "subject", None)
-        if subject and "title" not in out:
-            out["title"] = subject
-    return out
 
 
 @hookimpl
