@@ -36,6 +36,8 @@ def connect(path: str | Path, *, readonly: bool = False) -> Any:
     # A file someone sent you may hold hostile views or triggers: do not let its schema call
     # functions with side effects.
     conn.execute("PRAGMA trusted_schema = OFF")
+    # Check each b-tree cell's size as pages are read: a crafted or damaged page is an error, not a crash.
+    conn.execute("PRAGMA cell_size_check = ON")
     conn.execute("PRAGMA busy_timeout = 5000")
     return conn
 
