@@ -1,1 +1,1 @@
-"""Datasette plugins for KB files (the browsing and ask pages arrive with the Datasette issue)."""
+"""Datasette plugins for KB files: kb_plugin (ask and search pages, links, descriptions, stored queries)."""

@@ -444,6 +444,34 @@ def export_(db: str, out: str, force: bool) -> None:
     )
 
 
+@cli.command()
+@click.argument("dbs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 for the whole network)."
+)
+@click.option("-p", "--port", type=click.IntRange(1, 65535), default=8001, show_default=True, help="Port to listen on.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the ask page in a web browser.")
+@llm_options
+@user_errors
+def serve(dbs: tuple[str, ...], host: str, port: int, open_browser: bool, **llm: Any) -> None:
+    """Browse, search and ask DB files in a web browser (Datasette with kb's plugin), read-only.
+
+    Each file gets an ask page (/-/kb/NAME) that answers with citations linking to the passage's
+    row and to the source's page, slide, heading or time; its tables and stored keyword, semantic
+    and hybrid searches are browsable too. Every file is checked first; a damaged, altered or
+    non-kb file is refused. The --model/--llm-url options choose the LLM as for `kb ask`.
+
+    \b
+    Example:
+        kb serve course-learner.db
+        kb serve course.db other-course.db --port 8080 --open
+    """
+    from .serve import serve as run
+
+    llm["model"] = llm.pop("model_path")
+    run(list(dbs), host=host, port=port, open_browser=open_browser, **llm)
+
+
 def _readonly(db: str) -> bool:
     """Open read-only when the file cannot be written (a learner's copy on read-only media)."""
     import os

@@ -1,0 +1,99 @@
+"""kb's Datasette plugin: ask and search KB files in the browser, and browse them with working deep links.
+
+Registered through the `datasette` entry point (pyproject.toml), so a plain `datasette course.db`
+uses it too; `kb serve` starts Datasette with it. Each hook is a line or two over the modules:
+status (which files are KBs, connection setup), catalog (descriptions, stored queries), cells
+(links in tables), pages (the ask page) and engine (kb's answer engine off the event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from datasette import hookimpl
+
+from . import catalog, cells, pages
+from .status import KB, REFUSED, database_status, file_status, lock_extension_loading, prepare
+
+
+@hookimpl
+def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
+    # Whatever else runs, SQL sent to Datasette must never load an extension.
+    lock_extension_loading(conn)
+    if database == "_memory" and datasette.crossdb:
+        conn.execute("PRAGMA trusted_schema = OFF")  # KB files get attached to it
+    prepare(conn, database_status(datasette, database))
+
+
+@hookimpl
+def startup(datasette: Any) -> Any:
+    async def check_files() -> None:
+        """Check every file once (the quick check reads it whole) and take out the refused ones.
+
+        A damaged file makes every Datasette page fail, not just its own, so it is not served.
+        """
+        loop = asyncio.get_running_loop()
+        taken = pages.refused.setdefault(datasette, {})
+        for name, db in list(datasette.databases.items()):
+            if db.is_memory or not db.path:
+                continue
+            status = await loop.run_in_executor(None, file_status, db.path)
+            if status.kind == REFUSED:
+                datasette.remove_database(name)
+                taken[name] = status.reason
+                print(f"kb: not serving {name}: {status.reason}", file=sys.stderr)
+
+    return check_files
+
+
+@hookimpl
+def register_routes() -> list[tuple[str, Any]]:
+    return [
+        (r"^/-/kb(\.(?P<format>json))?$", pages.kb_index),
+        (r"^/-/kb/(?P<database>[^/]+?)(\.(?P<format>json))?$", pages.kb_page),
+    ]
+
+
+@hookimpl
+def get_metadata(datasette: Any, key: str, database: str | None, table: str | None) -> dict[str, Any]:
+    merged: dict[str, Any] = {"databases": {}}
+    for name in list(datasette.databases):
+        status = database_status(datasette, name)
+        if status is not None and status.kind == KB:
+            block = catalog.database_metadata(name, status, pages.ask_url(datasette, name))
+            merged["databases"].update(block["databases"])
+    return merged
+
+
+@hookimpl
+def canned_queries(datasette: Any, database: str, actor: Any) -> dict[str, Any] | None:
+    status = database_status(datasette, database)
+    return catalog.canned_queries(status) if status is not None and status.kind == KB else None
+
+
+@hookimpl
+def render_cell(row: Any, value: Any, column: str, table: str | None, database: str, datasette: Any) -> Any:
+    status = database_status(datasette, database)
+    if status is None or status.kind != KB:
+        return None
+    return cells.render(row, value, column, table, database, datasette)
+
+
+@hookimpl
+def database_actions(datasette: Any, actor: Any, database: str, request: Any) -> list[dict[str, str]] | None:
+    status = database_status(datasette, database)
+    if status is None or status.kind != KB:
+        return None
+    return [{"href": pages.ask_url(datasette, database), "label": "Ask this course a question"}]
+
+
+@hookimpl
+def menu_links(datasette: Any, actor: Any, request: Any) -> list[dict[str, str]]:
+    links = []
+    for name in list(datasette.databases):
+        status = database_status(datasette, name)
+        if status is not None and status.kind == KB:
+            links.append({"href": pages.ask_url(datasette, name), "label": f"Ask {name}"})
+    return links

@@ -1,0 +1,166 @@
+"""What a KB says about itself in Datasette: table and column descriptions, and stored search queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from markupsafe import escape
+
+from .status import Status
+
+TABLES: dict[str, dict[str, Any]] = {
+    "kb_meta": {
+        "description": "What this KB file is: schema version, embedding model and dimension, chunking "
+        "settings and vector index. kb reads it to open the file with the model it was built with.",
+    },
+    "sources": {
+        "description": "One row per ingested source (file, web page or recording), with its status.",
+        "label_column": "title",
+        "facets": ["kind", "status"],
+        "columns": {
+            "uri": "Where the source came from: a file:// path or the web address.",
+            "kind": "The connector that read it (pdf, slides, markdown, html, media, ...).",
+            "title": "The title found in the source.",
+            "content_hash": "SHA-256 of the content: an unchanged source is skipped on the next ingest.",
+            "size": "Size in bytes.",
+            "mtime": "The file's modification time (seconds since 1970) when it was read.",
+            "fetched_at": "When a web source was fetched.",
+            "ingested_at": "When kb last wrote this source.",
+            "status": "ok, empty (nothing to index) or error.",
+            "error": "Why the source could not be read, when status is error.",
+            "metadata": "JSON: author, duration, licence and other details the connector found.",
+        },
+    },
+    "chunks": {
+        "description": "The passages kb searches and cites, each with where it is in its source. "
+        "Click a page, slide or time to open the source there.",
+        "facets": ["source_id"],
+        "columns": {
+            "source_id": "The source this passage comes from.",
+            "ordinal": "Position of the passage within its source.",
+            "text": "The passage.",
+            "page": "PDF page (1-based).",
+            "slide": "Slide number (1-based).",
+            "start_s": "Start time in a recording (shown as mm:ss).",
+            "end_s": "End time in a recording.",
+            "heading": 'Heading path, "Part > Section".',
+            "anchor": "HTML id of the nearest heading in a web page.",
+            "link": "The deep link a citation opens: page, slide, heading anchor or time.",
+        },
+    },
+    "embeddings": {
+        "description": "One vector per chunk: little-endian float32 BLOBs from the model named in kb_meta. "
+        "The vector index is rebuilt from these.",
+        "columns": {"vector": "The embedding as float32 bytes (4 per dimension)."},
+    },
+    "chunks_fts": {
+        "description": "Full-text index (SQLite FTS5, porter stemming) over chunk text and headings; "
+        "the keyword half of kb's search.",
+    },
+    "answers": {
+        "description": "Every kb ask answered from this file: question, answer, cited chunks, model, settings "
+        "and timings (kb serve opens files read-only and logs nothing).",
+        "columns": {
+            "abstained": "1 when the KB did not answer the question.",
+            "citations": "JSON list of the cited chunks with their deep links.",
+        },
+    },
+    "chunk_sources": {
+        "description": "Each chunk with its source's title and deep link, for browsing and faceting.",
+        "facets": ["source_title"],
+    },
+    "chunks_vec": {
+        "description": "The vector index (sqlite-vec vec0), derived from embeddings; kb reindex rebuilds it.",
+    },
+    "chunks_vss": {
+        "description": "The vector index (sqlite-vss vss0), derived from embeddings; kb reindex rebuilds it.",
+    },
+}
+
+# What a chunk row shows in the search queries below, and where it is.
+HIT_COLUMNS = (
+    "cs.chunk_id, cs.source_title, cs.page, cs.slide, cs.start_s, cs.heading, cs.link, substr(cs.text, 1, 300) AS text"
+)
+
+KEYWORD_SQL = f"""select {HIT_COLUMNS}, round(bm25(chunks_fts, 1.0, 0.5), 3) as bm25
+from chunks_fts join chunk_sources cs on cs.chunk_id = chunks_fts.rowid
+where chunks_fts match kb_fts_query(:query)
+order by bm25(chunks_fts, 1.0, 0.5)
+limit 20"""
+
+SEMANTIC_SCAN_SQL = f"""select {HIT_COLUMNS}, round(kb_distance(e.vector, q.vector), 4) as distance
+from (select kb_embed(:query) as vector) as q, embeddings e
+join chunk_sources cs on cs.chunk_id = e.chunk_id
+order by distance
+limit 20"""
+
+SEMANTIC_VEC_SQL = f"""select {HIT_COLUMNS}, round(v.distance, 4) as distance
+from chunks_vec v join chunk_sources cs on cs.chunk_id = v.rowid
+where v.embedding match kb_embed(:query) and k = 20
+order by v.distance"""
+
+HYBRID_SQL = f"""with q as (select kb_embed(:query) as vector),
+keyword as (
+  select rowid as chunk_id, row_number() over (order by bm25(chunks_fts, 1.0, 0.5)) as r
+  from chunks_fts where chunks_fts match kb_fts_query(:query)
+  order by bm25(chunks_fts, 1.0, 0.5) limit 50
+),
+semantic as (
+  select e.chunk_id, row_number() over (order by kb_distance(e.vector, q.vector), e.chunk_id) as r
+  from embeddings e, q
+  order by r limit 50
+),
+fused as (
+  select chunk_id, sum(1.0 / (60 + r)) as score
+  from (select * from keyword union all select * from semantic)
+  group by chunk_id
+)
+select {HIT_COLUMNS}, round(fused.score, 5) as score
+from fused join chunk_sources cs on cs.chunk_id = fused.chunk_id
+order by fused.score desc, cs.chunk_id
+limit 20"""
+
+
+def database_metadata(name: str, status: Status, ask_url: str) -> dict[str, Any]:
+    """The metadata block of one KB database."""
+    meta = status.meta
+    model = meta.get("embedding_model", "no model yet")
+    description = (
+        f'<p><strong><a href="{escape(ask_url)}">Ask this course a question</a></strong> and get an answer '
+        "that cites its sources, or search it.</p>"
+        f"<p>A kb file: {status.counts.get('sources', 0):,} sources, {status.counts.get('chunks', 0):,} "
+        f"passages, embedded with {escape(model)}. The stored queries below search it by keyword (BM25), "
+        "by meaning (embeddings) or both, as <code>kb search</code> does.</p>"
+    )
+    tables = {table: dict(info) for table, info in TABLES.items()}
+    # sqlite-vec's and sqlite-vss's own tables: Datasette hides FTS5's by itself, not these.
+    for shadow in ("info", "chunks", "rowids", "vector_chunks00", "index", "data"):
+        tables[f"chunks_vec_{shadow}"] = {"hidden": True}
+        tables[f"chunks_vss_{shadow}"] = {"hidden": True}
+    return {"databases": {name: {"description_html": description, "tables": tables}}}
+
+
+def canned_queries(status: Status) -> dict[str, dict[str, Any]]:
+    """Stored queries for keyword, semantic and hybrid search of one KB."""
+    semantic = SEMANTIC_VEC_SQL if status.vector_extension == "vec" else SEMANTIC_SCAN_SQL
+    return {
+        "keyword_search": {
+            "title": "Keyword search (FTS5, BM25)",
+            "description": "Passages containing the words of the query, best BM25 score first "
+            "(a heading match counts half). Every word is quoted, so FTS5 operators are plain text.",
+            "sql": KEYWORD_SQL,
+        },
+        "semantic_search": {
+            "title": "Semantic search (embeddings)",
+            "description": "Passages nearest in meaning to the query: the query is embedded with the KB's own "
+            "model (kb_embed) and compared by cosine distance to every stored vector"
+            + (" through the sqlite-vec index." if status.vector_extension == "vec" else " (kb_distance)."),
+            "sql": semantic,
+        },
+        "hybrid_search": {
+            "title": "Hybrid search (BM25 + embeddings, as kb search)",
+            "description": "The 50 best passages by keyword and the 50 nearest by meaning, fused by reciprocal "
+            "rank (score = sum of 1 / (60 + rank)): kb search's ranking, in SQL.",
+            "sql": HYBRID_SQL,
+        },
+    }

@@ -1,0 +1,196 @@
+"""The ask page of each KB database (/-/kb/DB), its JSON (/-/kb/DB.json) and the list of KBs (/-/kb)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import weakref
+from typing import Any
+
+from datasette.utils import tilde_decode, tilde_encode
+from datasette.utils.asgi import Response
+
+from kb.errors import KBError
+from kb.llm import LLMError
+
+from .cells import locator_label, safe_url
+from .engine import Busy, workers
+from .status import KB, Status, database_status
+
+MAX_CHARS = 2000
+"""Longest question or query the page takes (kb ask's own limit)."""
+MAX_K = 50
+MODES = ("ask", "search")
+
+refused: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+"""Per Datasette instance: databases the plugin took out at startup, with the reason."""
+
+
+class PageError(Exception):
+    """A request the page answers with one sentence and an HTTP status."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def ask_url(datasette: Any, database: str) -> str:
+    return datasette.urls.path(f"/-/kb/{tilde_encode(database)}")
+
+
+async def kb_index(datasette: Any, request: Any) -> Response:
+    """Every KB served, with its ask page, and every file the plugin refused, with why."""
+    await datasette.ensure_permissions(request.actor, ["view-instance"])
+    loop = asyncio.get_running_loop()
+    kbs = []
+    for name in list(datasette.databases):
+        status = await loop.run_in_executor(None, database_status, datasette, name)
+        if status is not None and status.kind == KB:
+            kbs.append({"database": name, "ask_url": ask_url(datasette, name), **status.counts})
+    data = {"kbs": kbs, "refused": [{"database": n, "reason": r} for n, r in refused.get(datasette, {}).items()]}
+    if request.url_vars.get("format") == "json":
+        return Response.json(data)
+    return Response.html(await datasette.render_template("kb_index.html", data, request=request))
+
+
+async def kb_page(datasette: Any, request: Any) -> Response:
+    """Ask a question (mode=ask) or list passages (mode=search) of one KB, as HTML or JSON."""
+    route = tilde_decode(request.url_vars["database"])
+    as_json = request.url_vars.get("format") == "json"
+    context: dict[str, Any] = {"database": route, "max_chars": MAX_CHARS, "max_k": MAX_K}
+    code = 200
+    try:
+        name, status = await _kb_database(datasette, request, route)
+        context.update(_base_context(datasette, name, status))
+        q, mode, k = _read_args(request)
+        context.update(q=q, mode=mode, k=k)
+        if not q.strip() and as_json:
+            raise PageError("The question is empty.")
+        if q.strip():
+            path = datasette.databases[name].path
+            if mode == "ask":
+                answer = await workers.ask(path, q, datasette.plugin_config("kb") or {})
+                context.update(_answer_context(datasette, name, answer))
+            else:
+                hits = await workers.search(path, q, k)
+                context["hits"] = [_hit_view(datasette, name, h) for h in hits]
+                context["json"] = {"query": " ".join(q.split()), "hits": [_hit_json(datasette, name, h) for h in hits]}
+    except PageError as exc:
+        context["error"], code = str(exc), exc.status
+    except (Busy, LLMError) as exc:
+        context["error"], code = str(exc), 503  # not the learner's mistake: try again later
+    except KBError as exc:
+        context["error"], code = str(exc), 413 if "too long" in str(exc) else 400
+    if as_json:
+        body = {"ok": code == 200, "database": context["database"], "mode": context.get("mode")}
+        body.update(context.get("json") or {})
+        if "error" in context:
+            body["error"] = context["error"]
+        return Response.json(body, status=code)
+    html = await datasette.render_template("kb_ask.html", context, request=request)
+    return Response.html(html, status=code)
+
+
+async def _kb_database(datasette: Any, request: Any, route: str) -> tuple[str, Status]:
+    reason = refused.get(datasette, {}).get(route)
+    if reason:
+        raise PageError(reason, 400)
+    try:
+        db = datasette.get_database(route=route)
+    except KeyError:
+        raise PageError(f"There is no database named {route!r} here.", 404)
+    await datasette.ensure_permissions(request.actor, [("view-database", db.name), "view-instance"])
+    # Cached after startup; the first check of a big file reads it whole, so not on the event loop.
+    status = await asyncio.get_running_loop().run_in_executor(None, database_status, datasette, db.name)
+    if status is None or status.kind != KB:
+        raise PageError(status.reason if status and status.reason else f"{db.name} is not a kb file.", 404)
+    return db.name, status
+
+
+def _read_args(request: Any) -> tuple[str, str, int]:
+    q = request.args.get("q") or ""
+    mode = request.args.get("mode") or "ask"
+    if mode not in MODES:
+        raise PageError("mode must be ask or search.")
+    raw_k = request.args.get("k") or "10"
+    if not raw_k.isdigit() or not 1 <= int(raw_k) <= MAX_K:
+        raise PageError(f"k must be a whole number from 1 to {MAX_K}.")
+    if len(q) > MAX_CHARS:
+        # Bounded before any work: the text is not echoed back into the form either.
+        raise PageError(f"The question is too long ({len(q):,} characters; the limit is {MAX_CHARS:,}).", 413)
+    return q, mode, int(raw_k)
+
+
+def _base_context(datasette: Any, name: str, status: Status) -> dict[str, Any]:
+    return {
+        "database": name,
+        "database_url": datasette.urls.database(name),
+        "ask_url": ask_url(datasette, name),
+        "counts": status.counts,
+        "model": status.meta.get("embedding_model"),
+        "tables": [{"name": t, "url": datasette.urls.table(name, t)} for t in ("sources", "chunks", "chunk_sources")],
+        "queries": [
+            {"name": title, "url": datasette.urls.query(name, query)}
+            for query, title in (
+                ("keyword_search", "keyword"),
+                ("semantic_search", "semantic"),
+                ("hybrid_search", "hybrid"),
+            )
+        ],
+    }
+
+
+_CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
+
+
+def answer_parts(text: str) -> list[dict[str, Any]]:
+    """The answer as text runs and citation markers, so the template links [n] without marking text safe."""
+    parts: list[dict[str, Any]] = []
+    position = 0
+    for match in _CITE.finditer(text):
+        if match.start() > position:
+            parts.append({"text": text[position : match.start()]})
+        parts.append({"cites": [int(k) for k in re.findall(r"\d+", match.group(1))]})
+        position = match.end()
+    if position < len(text):
+        parts.append({"text": text[position:]})
+    return parts
+
+
+def _answer_context(datasette: Any, name: str, answer: Any) -> dict[str, Any]:
+    data = answer.to_dict()
+    for citation in data["citations"]:
+        citation["row_url"] = datasette.urls.row(name, "chunks", str(citation["chunk_id"]))
+    for hit in data["nearest"]:
+        hit["row_url"] = datasette.urls.row(name, "chunks", str(hit["chunk_id"]))
+    citations = [{**_hit_view(datasette, name, e.hit), "key": e.key, "origin": answer.origin} for e in answer.cited]
+    return {
+        "answer": {
+            "parts": answer_parts(answer.text),
+            "abstained": answer.abstained,
+            "citations": citations,
+            "nearest": [_hit_view(datasette, name, h) for h in answer.nearest] if answer.abstained else [],
+            "warnings": answer.warnings,
+            "seconds": round(answer.timings.get("total_s", 0.0), 1),
+            "origin": answer.origin,
+        },
+        "json": data,
+    }
+
+
+def _hit_view(datasette: Any, name: str, hit: Any) -> dict[str, Any]:
+    loc = hit.locator
+    text = " ".join(hit.text.split())
+    return {
+        "chunk_id": hit.chunk_id,
+        "title": hit.source.title or hit.source.uri,
+        "where": locator_label(loc.page, loc.slide, loc.start_s, loc.heading),
+        "heading": loc.heading,
+        "text": text if len(text) <= 400 else text[:400].rsplit(" ", 1)[0] + " …",
+        "link": safe_url(hit.link),
+        "row_url": datasette.urls.row(name, "chunks", str(hit.chunk_id)),
+    }
+
+
+def _hit_json(datasette: Any, name: str, hit: Any) -> dict[str, Any]:
+    return {**hit.to_dict(), "row_url": datasette.urls.row(name, "chunks", str(hit.chunk_id))}

@@ -1,0 +1,170 @@
+"""Which of Datasette's databases are KB files, checked once per file version, and what their connections get.
+
+A file with a `kb_meta` table is treated as a KB: it must pass kb's own checks (header, size,
+schema against the migrations, SQLite's quick check) before the plugin loads an extension into its
+connections or answers from it. Other SQLite files are left to Datasette as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KB = "kb"
+OTHER = "other"
+REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the plugin found in one database file."""
+
+    kind: str
+    """KB, OTHER (an SQLite file that is not a KB) or REFUSED (damaged, altered or unreadable)."""
+    reason: str = ""
+    """For REFUSED: the one sentence shown to the user."""
+    meta: dict[str, str] = field(default_factory=dict)
+    """The KB's kb_meta table."""
+    vector_extension: str | None = None
+    """"vec" or "vss" when the KB's vector index table is present, complete and its extension loads."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Rows in sources and chunks, for the ask page."""
+
+
+_cache: dict[str, tuple[tuple[int, int, int], Status]] = {}
+_lock = threading.Lock()
+
+
+def file_status(path: str | Path) -> Status:
+    """The status of the file at `path`, computed once per file version (size, mtime, inode)."""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        return Status(REFUSED, f"{path} cannot be read ({exc.strerror}).")
+    key = os.path.realpath(path)
+    stamp = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    # One check at a time: each is cheap except the quick check of a big file, which should run once.
+    with _lock:
+        cached = _cache.get(key)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, _check(Path(path)))
+            _cache[key] = cached
+        return cached[1]
+
+
+def _check(path: Path) -> Status:
+    from kb.db import connect, sqlite3
+    from kb.errors import KBError
+    from kb.store import KB as KBFile
+    from kb.store import check_header
+
+    try:
+        check_header(path)
+    except KBError as exc:
+        return Status(REFUSED, str(exc))
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            looks_like_kb = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kb_meta'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return Status(REFUSED, f"{path} is damaged or not an SQLite database ({exc}).")
+    if not looks_like_kb:
+        return Status(OTHER)
+    try:
+        with KBFile.open(path, readonly=True, integrity=True) as kb:
+            meta = kb.meta()
+            index = kb.index() if "embedding_dimension" in meta else None
+            extension = index.name if index is not None and index.name in ("vec", "vss") else None
+            counts = {t: kb.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("sources", "chunks")}
+    except KBError as exc:
+        return Status(REFUSED, str(exc))
+    except sqlite3.DatabaseError as exc:
+        return Status(REFUSED, f"{path} is damaged ({exc}); ask for a new copy.")
+    return Status(KB, meta=meta, vector_extension=extension, counts=counts)
+
+
+def database_status(datasette: Any, database: str) -> Status | None:
+    """The status of a Datasette database by name; None for in-memory databases."""
+    db = datasette.databases.get(database)
+    if db is None or db.is_memory or not db.path:
+        return None
+    return file_status(db.path)
+
+
+def prepare(conn: Any, status: Status | None) -> None:
+    """Set up one of Datasette's connections: defensive settings, the vector extension, kb's SQL functions."""
+    if status is None or status.kind == OTHER:
+        return
+    # As kb itself opens KB files: views and triggers in the file may not call functions with side effects.
+    conn.execute("PRAGMA trusted_schema = OFF")
+    if status.kind != KB:
+        return
+    if status.vector_extension:
+        from kb.db import load_extension
+        from kb.errors import ExtensionUnavailable
+
+        try:
+            load_extension(conn, status.vector_extension)  # locks extension loading again afterwards
+        except ExtensionUnavailable:
+            pass  # the pages work without it; the semantic query scans the stored vectors instead
+    model = status.meta.get("embedding_model")
+    conn.create_function("kb_embed", 1, lambda text: _embed(model, text), deterministic=True)
+    conn.create_function("kb_distance", 2, cosine_distance, deterministic=True)
+    conn.create_function("kb_fts_query", 1, _fts_query, deterministic=True)
+
+
+def lock_extension_loading(conn: Any) -> None:
+    """Make `select load_extension(...)` answer "not authorized" on this connection."""
+    if hasattr(conn, "enable_load_extension"):
+        conn.enable_load_extension(False)
+
+
+_embedders: dict[str, Any] = {}
+_embedders_lock = threading.Lock()
+
+
+def embedder_for(model: str) -> Any:
+    """One embedder per model for the whole process (its query path is NumPy: no torch import)."""
+    with _embedders_lock:
+        if model not in _embedders:
+            from kb.plugins import get_embedder
+
+            _embedders[model] = get_embedder(model)
+        return _embedders[model]
+
+
+def _embed(model: str | None, text: Any) -> bytes | None:
+    from kb.search import MAX_QUERY_CHARS, embed_query
+    from kb.vectors import to_blob
+
+    if model is None or text is None:
+        return None
+    text = str(text)
+    if len(text) > MAX_QUERY_CHARS:
+        raise ValueError(f"kb_embed() takes at most {MAX_QUERY_CHARS:,} characters")
+    return to_blob(embed_query(embedder_for(model), text))
+
+
+def cosine_distance(a: Any, b: Any) -> float | None:
+    """1 - cosine similarity of two float32 BLOBs (kb stores unit vectors); NULL when they do not match."""
+    if not isinstance(a, bytes) or not isinstance(b, bytes) or len(a) != len(b) or not a or len(a) % 4:
+        return None
+    x = np.frombuffer(a, dtype="<f4")
+    y = np.frombuffer(b, dtype="<f4")
+    return float(1.0 - x @ y)
+
+
+def _fts_query(text: Any) -> str:
+    from kb.search import fts_query
+
+    # An FTS5 query that matches nothing, rather than a syntax error, when no word is left.
+    return (fts_query(str(text)) if text is not None else None) or '""'
