@@ -144,16 +144,14 @@ def resolve(host: str, port: int, timeout_s: float) -> list[str]:
     return list(dict.fromkeys(addresses))
 
 
-def pick_address(host: str, addresses: list[str], allow_private: bool) -> str:
-    """The first address kb may connect to, or Refused naming why none qualifies."""
+def allowed_addresses(host: str, addresses: list[str], allow_private: bool) -> list[str]:
+    """The addresses kb may connect to, in the resolver's order, or Refused naming why none qualifies."""
     if allow_private:
-        return addresses[0]
-    problems = []
-    for ip in addresses:
-        problem = address_problem(ip)
-        if problem is None:
-            return ip
-        problems.append(problem)
+        return addresses
+    problems = [address_problem(ip) for ip in addresses]
+    allowed = [ip for ip, problem in zip(addresses, problems) if problem is None]
+    if allowed:
+        return allowed
     named = "" if host in addresses else f"{host} resolves to "
     raise Refused(f"refused: {named}{problems[0]}; pass --allow-private to fetch it")
 
@@ -204,30 +202,53 @@ def without_fragment(url: str) -> str:
 # -- connections pinned to the checked address --------------------------------------------------
 
 
+def _connect(ips: list[str], port: int, deadline: float) -> socket.socket:
+    """A TCP connection to the first checked address that answers (an IPv6 one may be unreachable)."""
+    error: OSError | None = None
+    for ip in ips:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        try:
+            return socket.create_connection((ip, port), remaining)
+        except OSError as exc:
+            error = exc
+    raise error or TimeoutError("no time left to connect")
+
+
 class _PinnedHTTP(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, ip: str, timeout: float):
-        super().__init__(host, port, timeout=timeout)
-        self._ip = ip
+    def __init__(self, host: str, port: int, ips: list[str], deadline: float):
+        super().__init__(host, port, timeout=max(deadline - time.monotonic(), 0.001))
+        self._ips, self._deadline = ips, deadline
+        self.pinned: socket.socket | None = None
+        """The socket, kept for the watchdog: http.client drops `sock` once the response owns it."""
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = self.pinned = _connect(self._ips, self.port, self._deadline)
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, ip: str, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._ip = ip
+    def __init__(self, host: str, port: int, ips: list[str], deadline: float):
+        super().__init__(
+            host, port, timeout=max(deadline - time.monotonic(), 0.001), context=ssl.create_default_context()
+        )
+        self._ips, self._deadline = ips, deadline
+        self.pinned: socket.socket | None = None
 
     def connect(self) -> None:
-        sock = socket.create_connection((self._ip, self.port), self.timeout)
-        # The certificate is checked against the name the user gave, not the address.
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        raw = _connect(self._ips, self.port, self._deadline)
+        # The certificate is checked against the name the user gave, not the address. The handshake
+        # runs once `pinned` is set, so the watchdog covers it as well as the socket timeout does.
+        self.sock = self.pinned = self._context.wrap_socket(
+            raw, server_hostname=self.host, do_handshake_on_connect=False
+        )
+        self.pinned.do_handshake()
 
 
 class _Watchdog:
     """Shuts the connection's socket at the deadline, which unblocks any read in progress."""
 
-    def __init__(self, conn: http.client.HTTPConnection, seconds: float):
+    def __init__(self, conn: _PinnedHTTP | _PinnedHTTPS, seconds: float):
         self.conn = conn
         self.fired = False
         self.timer = threading.Timer(max(seconds, 0.0), self._fire)
@@ -235,10 +256,12 @@ class _Watchdog:
 
     def _fire(self) -> None:
         self.fired = True
-        sock = self.conn.sock
+        sock = self.conn.pinned
         if sock is not None:
             try:
-                sock.shutdown(socket.SHUT_RDWR)
+                # The plain socket's shutdown, also under TLS: it only cuts the connection, so the
+                # blocked read returns at once in the thread doing it.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
             except OSError:
                 pass
 
@@ -310,6 +333,8 @@ class _Decoder:
 
 
 def _mb(n: float) -> str:
+    if n < 2**20:
+        return f"{max(n / 1024, 1):,.0f} KB"
     return f"{n / 2**20:,.1f} MB" if n < 10 * 2**20 else f"{n / 2**20:,.0f} MB"
 
 
@@ -351,7 +376,7 @@ def fetch(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(policy)
-        ip = pick_address(target.host, resolve(target.host, target.port, remaining), policy.allow_private)
+        ips = allowed_addresses(target.host, resolve(target.host, target.port, remaining), policy.allow_private)
         headers = {
             "User-Agent": USER_AGENT,
             "Accept": accept,
@@ -359,7 +384,7 @@ def fetch(
             "Connection": "close",
             **(conditional(current) if conditional else {}),
         }
-        status, response_headers, body = _request(target, ip, headers, deadline, policy, check_body)
+        status, response_headers, body = _request(target, ips, headers, deadline, policy, check_body)
         if status in REDIRECTS and "location" in response_headers:
             if len(redirects) >= policy.max_redirects:
                 raise FetchError(f"more than {policy.max_redirects} redirects")
@@ -382,7 +407,7 @@ def _timeout(policy: Policy) -> FetchError:
 
 def _request(
     target: Target,
-    ip: str,
+    ips: list[str],
     headers: dict[str, str],
     deadline: float,
     policy: Policy,
@@ -390,7 +415,7 @@ def _request(
 ) -> tuple[int, dict[str, str], bytes]:
     remaining = max(deadline - time.monotonic(), 0.001)
     cls = _PinnedHTTPS if target.scheme == "https" else _PinnedHTTP
-    conn = cls(target.host, target.port, ip, timeout=remaining)
+    conn = cls(target.host, target.port, ips, deadline)
     try:
         with _Watchdog(conn, remaining) as watchdog:
             try:
@@ -398,15 +423,18 @@ def _request(
                 response = conn.getresponse()
                 response_headers = {k.lower(): v for k, v in response.getheaders()}
                 status = response.status
-                if status in REDIRECTS or status == 304 or not 200 <= status < 300:
-                    return status, response_headers, b""
-                return status, response_headers, _read_body(response, response_headers, policy, check_body)
+                body = b""
+                if 200 <= status < 300:
+                    body = _read_body(response, response_headers, policy, check_body)
             except FetchError:
                 raise
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 if watchdog.fired or time.monotonic() >= deadline:
                     raise _timeout(policy) from exc
                 raise FetchError(_network_reason(target, exc)) from exc
+            if watchdog.fired:  # the cut connection looked like the end of the page or its headers
+                raise _timeout(policy)
+            return status, response_headers, body
     finally:
         conn.close()
 

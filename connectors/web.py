@@ -107,7 +107,7 @@ def fetch_page(url: str, context: FetchContext, *, want_links: bool) -> tuple[Fe
         if not meta:
             return Fetched(uri=final, error="the server answered 304 Not Modified to a plain request"), []
         name = file_name(final, meta.get("content_type", ""), b"", context.readable)
-        return Fetched(uri=final, name=name, not_modified=True, metadata=meta), list(meta.get("links", []))
+        return Fetched(uri=final, name=name, not_modified=True), list(meta.get("links", []))
     name = file_name(final, response.content_type, response.body, context.readable)
     data = _as_utf8(response) if name.endswith((".html", ".xhtml", ".txt", ".md")) else response.body
     metadata: dict[str, Any] = {
@@ -261,6 +261,8 @@ def crawl(start: str, context: FetchContext) -> Iterator[Fetched]:
         if fetched.uri in done:  # two links that redirect to one page
             continue
         done.add(fetched.uri)
+        if depth > 0 and fetched.name and not context.readable(fetched.name):
+            continue  # a link that turned out to be an image or an archive: not part of the course text
         yield fetched
         if prefix is None:
             # The prefix comes from where the start URL landed (http://site/course -> /course/).

@@ -10,6 +10,9 @@ import email.utils
 import hashlib
 import json
 import mimetypes
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from conftest import COURSE, TEST_PLUGINS, run_kb
 from kb import KB, Ingester, Limits
 
 ROBOTS = b"User-agent: *\nDisallow: /website/staff-notes.html\n"
+GOOD_PAGE = "/website/floods.html"
 SITE_PAGES = ("course.html", "floods.html", "water-quality.html", "further-reading.html")
 """The pages a crawl from course.html reaches; staff-notes.html is disallowed by ROBOTS."""
 
@@ -31,8 +35,9 @@ class Site:
     """A web server in a thread on 127.0.0.1 serving a folder (with ETag and Last-Modified), a robots.txt,
     and routes a test adds; it records every request it gets."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tls: tuple[Path, Path] | None = None):
         self.root = root
+        self.scheme = "https" if tls else "http"
         self.robots: tuple[int, bytes] = (200, ROBOTS)
         self.routes: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
         self.requests: list[tuple[str, dict[str, str], int]] = []
@@ -76,6 +81,11 @@ class Site:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.server.handle_error = lambda *args: None  # a client refusing the certificate is expected
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def record(self, path: str, handler: BaseHTTPRequestHandler, status: int) -> None:
@@ -104,8 +114,8 @@ class Site:
             kind += "; charset=utf-8"
         handler.answer(200, body, kind, headers)
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.server.server_address[1]}{path}"
 
     def paths(self, status: int | None = None) -> list[str]:
         with self._lock:
@@ -254,6 +264,54 @@ def test_real_default_embedder_on_one_page(tmp_path, site):
     assert top["link"] == f"{url}#biological-monitoring" and top["heading"] == "Water quality > Biological monitoring"
 
 
+def test_the_charset_the_server_names_wins(tmp_path, site, hash_embedder):
+    page = (
+        b'<html><head><meta charset="utf-8"><title>Caf\xe9 hydrology</title></head>'
+        b"<body><h1 id='top'>Na\xefve flow</h1><p>R\xe9sum\xe9 of the s\xe9ance.</p></body></html>"
+    )
+    site.routes["/latin1.html"] = lambda h: h.answer(200, page, "text/html; charset=iso-8859-1")
+    db = tmp_path / "kb.db"
+    [report] = ingest(db, site.url("/latin1.html")).reports
+    assert report.status == "ok", report
+    assert rows(db, "SELECT title FROM sources") == [("Café hydrology",)]
+    assert rows(db, "SELECT heading, text FROM chunks") == [("Naïve flow", "Résumé of the séance.")]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"))
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_https_checks_the_certificate_for_the_name_asked(tmp_path, certificate, hash_embedder, monkeypatch):
+    with Site(COURSE, tls=certificate) as site:
+        [refused] = ingest(tmp_path / "a.db", site.url(GOOD_PAGE)).reports
+        assert refused.status == "error"
+        assert refused.reason.startswith("the TLS certificate of 127.0.0.1 did not verify (self"), refused
+        # Trusted, the same certificate works both by address and by name (SNI and the
+        # certificate check use the name; the connection goes to the address checked).
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+        result = ingest(tmp_path / "b.db", site.url(GOOD_PAGE), site.url(GOOD_PAGE, host="localhost"))
+        assert [(r.uri, r.status) for r in result.reports] == [
+            (site.url(GOOD_PAGE), "ok"),
+            (site.url(GOOD_PAGE, host="localhost"), "ok"),
+        ]
+        assert site.paths(200) == [GOOD_PAGE, GOOD_PAGE]
+
+
 # -- crawling --------------------------------------------------------------------------------------
 
 
@@ -286,6 +344,15 @@ def test_crawl_follows_the_prefix_honours_robots_and_limits(tmp_path, site, hash
     site.requests.clear()
     only_start = ingest(tmp_path / "zero.db", start, crawl=True, max_depth=0)
     assert [page_name(r.uri) for r in only_start.reports] == ["course.html"]
+
+    # Starting on a page robots.txt disallows says so, and fetches nothing else.
+    site.requests.clear()
+    [closed] = ingest(tmp_path / "closed.db", site.url("/website/staff-notes.html"), crawl=True).reports
+    assert (closed.status, closed.reason) == (
+        "error",
+        f"{site.url('')}/robots.txt does not allow crawlers to fetch this page",
+    )
+    assert site.paths() == ["/robots.txt"]
 
 
 def test_crawl_from_the_command_line_and_without_robots_txt(tmp_path, site):
