@@ -99,6 +99,8 @@ class UnstructuredConnector:
             check_archive(source.data, label, required=(required,), forbid_doctype=forbid_doctype)
             if suffix == ".odt":
                 _refuse_encrypted_odf(source.data)
+            else:
+                _refuse_drm_epub(source.data)
         fmt = PANDOC_FORMATS[suffix]
         html = _pandoc_html(source.data, fmt, source.limits)
         if len(html) > MAX_HTML_FACTOR * source.limits.max_chars:
@@ -128,6 +130,25 @@ def _refuse_encrypted_odf(data: bytes) -> None:
             return
     if b"encryption-data" in manifest:
         raise SourceError("password-protected (encrypted) OpenDocument file: save an unprotected copy")
+
+
+FONT_OBFUSCATION = (b"http://www.idpf.org/2008/embedding", b"http://ns.adobe.com/pdf/enc#RC")
+"""Algorithms that only scramble embedded fonts: the text of such a book is readable."""
+
+
+def _refuse_drm_epub(data: bytes) -> None:
+    import io
+    import re
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        try:
+            listing = archive.read("META-INF/encryption.xml")
+        except KeyError:
+            return
+    algorithms = re.findall(rb'Algorithm\s*=\s*["\']([^"\']+)["\']', listing)
+    if any(a not in FONT_OBFUSCATION for a in algorithms if b"xmldsig" not in a):
+        raise SourceError("DRM-protected (encrypted) EPUB: its text cannot be read")
 
 
 def _epub_metadata(data: bytes) -> dict[str, str]:

@@ -84,7 +84,7 @@ def check_archive(
         raise SourceError("empty file")
     refuse_ole(data, label)
     if not data.startswith(b"PK"):
-        raise SourceError(f"not a {label} file (not a zip archive)")
+        raise SourceError(f"not {_a(label)} {label} file (not a zip archive)")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = archive.infolist()
@@ -95,10 +95,15 @@ def check_archive(
         names = {entry.filename for entry in entries}
         missing = [name for name in required if name not in names]
         if missing:
-            raise SourceError(f"not a {label} file (the archive has no {missing[0]})")
+            raise SourceError(f"not {_a(label)} {label} file (the archive has no {missing[0]})")
         for entry in entries:
             if entry.filename.lower().endswith(XML_SUFFIXES) and not entry.is_dir():
                 _scan_xml(archive, entry, label, forbid_doctype)
+
+
+def _a(label: str) -> str:
+    """The article before a format's name: "a .docx", "an EPUB", "an OpenDocument"."""
+    return "an" if label[:1] in "AEIOU" else "a"
 
 
 def _check_entries(entries: list[zipfile.ZipInfo], label: str, limits: ZipLimits) -> None:

@@ -346,3 +346,32 @@ def test_password_protected_office_files(tmp_path, hash_embedder, good_md):
         "password-protected (encrypted) OpenDocument file: save an unprotected copy"
     )
     assert found["snowmelt.md"]["status"] == "ok"
+
+
+ENCRYPTION_XML = (
+    '<?xml version="1.0"?><encryption xmlns="urn:oasis:names:tc:opendocument:xmlns:container" '
+    'xmlns:enc="http://www.w3.org/2001/04/xmlenc#"><enc:EncryptedData>'
+    '<enc:EncryptionMethod Algorithm="{algorithm}"/><enc:CipherData><enc:CipherReference URI="{uri}"/>'
+    "</enc:CipherData></enc:EncryptedData></encryption>"
+)
+
+
+def test_drm_protected_epub_is_refused_and_font_obfuscation_is_not(tmp_path, hash_embedder):
+    book = tmp_path / "book.md"
+    book.write_text("# Ice\n\nPlain text about ice sheets.\n")
+    epub = tmp_path / "plain.epub"
+    subprocess.run(["pandoc", str(book), "-o", str(epub), "--metadata", "title=Ice"], check=True, capture_output=True)
+    with zipfile.ZipFile(epub) as archive:
+        chapter = next(n for n in archive.namelist() if n.endswith(".xhtml") and "ch0" in n)
+    for name, algorithm in (
+        ("drm.epub", "http://www.w3.org/2001/04/xmlenc#aes128-cbc"),
+        ("fonts.epub", "http://www.idpf.org/2008/embedding"),
+    ):
+        listing = ENCRYPTION_XML.format(algorithm=algorithm, uri=chapter).encode()
+        with zipfile.ZipFile(tmp_path / name, "w", zipfile.ZIP_DEFLATED) as target, zipfile.ZipFile(epub) as source:
+            for entry in source.infolist():
+                target.writestr(entry, source.read(entry))
+            target.writestr("META-INF/encryption.xml", listing)
+    found = reports(ingest(tmp_path / "kb.db", tmp_path / "drm.epub", tmp_path / "fonts.epub"))
+    assert found["drm.epub"]["reason"] == "DRM-protected (encrypted) EPUB: its text cannot be read"
+    assert found["fonts.epub"]["status"] == "ok"
