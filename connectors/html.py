@@ -27,7 +27,9 @@ NOT_TEXT = frozenset(
 PAGE_CHROME = frozenset(("nav", "aside", "header", "footer"))
 """Site menus, sidebars, banners and footers; a <header> or <footer> inside an <article> or <main>
 belongs to that content (it often holds the article's own title) and is kept."""
-CHROME_ROLES = frozenset(("navigation", "banner", "contentinfo", "complementary", "search", "menu", "menubar"))
+CHROME_ROLES = frozenset(
+    ("navigation", "banner", "contentinfo", "complementary", "search", "menu", "menubar", "dialog", "alertdialog")
+)
 # A class or id token naming site furniture: "site-nav", "navbar", "cookie-banner", "footer-links".
 # Token-wise, so "canvas" or "navigable" never match.
 CHROME_NAMES = re.compile(
@@ -229,9 +231,10 @@ def strip_boilerplate(root: Any) -> None:
 
 
 def _furniture(element: Any, tag: str, in_content: int) -> str | None:
-    if tag in ("nav", "aside") or (tag in ("header", "footer") and not in_content):
-        return "always"
-    if tag in ("html", "body", "main", "article", "header", "footer"):
+    """ "always", "guarded" or None (see `_Open.furniture`)."""
+    if tag in PAGE_CHROME:
+        return None if in_content and tag in ("header", "footer") else "always"
+    if tag in ("html", "body") or tag in CONTENT:
         return None
     if tag == "form" or (element.get("role") or "").strip().lower() in CHROME_ROLES:
         return "guarded"

@@ -482,7 +482,8 @@ def _network_reason(target: Target, exc: BaseException) -> str:
     if isinstance(exc, http.client.IncompleteRead):
         return "the connection closed before the whole page arrived"
     if isinstance(exc, http.client.HTTPException):
-        return f"the server at {where} sent a malformed HTTP response ({type(exc).__name__})"
+        detail = str(exc)[:200] or type(exc).__name__
+        return f"the server at {where} sent a malformed HTTP response ({detail})"
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"{where} did not answer in time"
     return f"cannot fetch from {where} ({getattr(exc, 'strerror', None) or exc})"

@@ -132,9 +132,9 @@ def _body_check(policy: Policy) -> Callable[[str, int | None], int]:
                 f"is a media file ({content_type}), which the web fetcher does not download; media URLs "
                 "that end in a media suffix (.mp4, .mp3, ...) or come from a video site are read by the media fetcher"
             )
-        if major == "text" or content_type in HTML_TYPES or content_type in GENERIC_TYPES:
+        if major == "text" or content_type in HTML_TYPES:
             return min(policy.max_bytes, PAGE_MAX_BYTES)
-        return policy.max_bytes
+        return policy.max_bytes  # documents, and untyped bodies (often a PDF from a course platform)
 
     return check
 

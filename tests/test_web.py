@@ -277,6 +277,29 @@ def test_the_charset_the_server_names_wins(tmp_path, site, hash_embedder):
     assert rows(db, "SELECT heading, text FROM chunks") == [("Naïve flow", "Résumé of the séance.")]
 
 
+def test_a_page_without_main_loses_its_furniture_by_class_id_and_role(tmp_path, site, hash_embedder):
+    # Old-style markup: everything in one <form> (as ASP.NET pages are), menus and footers as divs.
+    page = b"""<html><head><title>Gauging stations</title></head><body><form id="aspnetForm">
+      <div id="top-menu"><a href="/">Home</a> <a href="/news">News</a></div>
+      <div role="navigation"><a href="/a">Site map</a></div>
+      <div class="content"><h2 id="stations">Gauging stations</h2>
+        <p>A gauging station records the water level of a river every fifteen minutes.</p>
+        <div class="share-buttons">Share this page</div>
+        <h3 id="rating">Rating curves</h3><p>A rating curve turns the recorded level into a discharge.</p>
+      </div>
+      <div class="cookie-consent">We use cookies to improve this site.</div>
+      <div id="site-footer">Copyright the river trust</div></form></body></html>"""
+    site.routes["/stations.html"] = lambda h: h.answer(200, page, "text/html")
+    db = tmp_path / "kb.db"
+    [report] = ingest(db, site.url("/stations.html")).reports
+    assert report.status == "ok", report
+    got = rows(db, "SELECT heading, anchor, text FROM chunks ORDER BY ordinal")
+    assert got == [
+        ("Gauging stations", "stations", "A gauging station records the water level of a river every fifteen minutes."),
+        ("Gauging stations > Rating curves", "rating", "A rating curve turns the recorded level into a discharge."),
+    ]
+
+
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory) -> tuple[Path, Path]:
     return self_signed_certificate(tmp_path_factory.mktemp("tls"))
