@@ -32,7 +32,7 @@ from kb.errors import SourceError
 from kb.hookspecs import hookimpl
 from kb.types import Document, Locator, Section, SourceFile
 
-from .office_safety import check_archive
+from .office_safety import check_archive, fallback_title
 
 PANDOC_FORMATS = {".epub": "epub", ".odt": "odt", ".rtf": "rtf", ".rst": "rst", ".org": "org"}
 ZIP_FORMATS = {
@@ -110,7 +110,7 @@ class UnstructuredConnector:
         doc = Document(
             uri=source.uri,
             kind=fmt,
-            title=metadata.pop("title", None) or title or (source.path.stem if source.path else source.uri),
+            title=metadata.pop("title", None) or title or fallback_title(source),
             sections=sections,
             metadata=metadata,
         )

@@ -14,6 +14,8 @@ import io
 import zipfile
 import zlib
 from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
 
 from kb.errors import SourceError
 
@@ -39,6 +41,12 @@ class ZipLimits:
 
 
 DEFAULT_ZIP_LIMITS = ZipLimits()
+
+
+def fallback_title(source: Any) -> str:
+    """A title when the document names none: the file name's stem (a fetched source has no path)."""
+    name = source.name or (source.path.name if source.path is not None else "") or source.uri.rstrip("/")
+    return PurePosixPath(name.rsplit("/", 1)[-1]).stem or source.uri
 
 
 def refuse_ole(data: bytes, label: str) -> None:

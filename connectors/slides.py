@@ -20,7 +20,7 @@ from kb.errors import SourceError
 from kb.hookspecs import hookimpl
 from kb.types import Document, Locator, Section, SourceFile
 
-from .office_safety import check_archive
+from .office_safety import check_archive, fallback_title
 
 DIAGRAM_URI = "http://schemas.openxmlformats.org/drawingml/2006/diagram"
 NS = {
@@ -73,7 +73,7 @@ class SlidesConnector:
             raise
         except (KeyError, ValueError, AttributeError, TypeError) as exc:
             raise SourceError(f"damaged PowerPoint deck ({type(exc).__name__}: {exc})") from exc
-        title = metadata.pop("title", None) or first_title or source.path.stem
+        title = metadata.pop("title", None) or first_title or fallback_title(source)
         metadata.update({"slides": len(slides), "hidden_slides": hidden, "slides_with_notes": with_notes})
         doc = Document(uri=source.uri, kind=self.kind, title=title, sections=sections, metadata=metadata)
         if not sections:

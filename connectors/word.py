@@ -18,7 +18,7 @@ from kb.errors import SourceError
 from kb.hookspecs import hookimpl
 from kb.types import Document, Locator, Section, SourceFile
 
-from .office_safety import check_archive
+from .office_safety import check_archive, fallback_title
 
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
@@ -254,7 +254,7 @@ class WordConnector:
             raise
         except (KeyError, ValueError, AttributeError, TypeError) as exc:
             raise SourceError(f"damaged Word document ({type(exc).__name__}: {exc})") from exc
-        title = metadata.pop("title", None) or first_heading or source.path.stem
+        title = metadata.pop("title", None) or first_heading or fallback_title(source)
         doc = Document(uri=source.uri, kind=self.kind, title=title, sections=sections, metadata=metadata)
         if not sections:
             doc.empty_reason = "the document has no text"

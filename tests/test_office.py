@@ -151,6 +151,25 @@ def test_made_deck_groups_tables_and_untitled_slides(tmp_path, hash_embedder):
     assert source_row(db, "made.pptx")["title"] == "Nested groups"
 
 
+def test_fetched_deck_and_handout_link_to_their_url(tmp_path, hash_embedder):
+    """A deck or handout brought in by a fetcher has no local path: the URL is its identity and link."""
+    from kb import Fetched
+
+    with KB.open(tmp_path / "kb.db", create=True) as kb:
+        ingester = Ingester(kb, embedder=hash_embedder)
+        deck = ingester.ingest_fetched(
+            Fetched(uri="https://example.org/t/deck.pptx", name="deck.pptx", data=made_deck())
+        )
+        handout = ingester.ingest_fetched(
+            Fetched(uri="https://example.org/t/notes.docx", name="notes.docx", data=made_docx())
+        )
+        assert deck.status == "ok" and handout.status == "ok", (deck, handout)
+        hits = Searcher(kb).search("inner box outer box", k=1)
+        assert hits[0].link == "https://example.org/t/deck.pptx#slide=1"
+        titles = dict(kb.conn.execute("SELECT uri, title FROM sources").fetchall())
+    assert titles == {"https://example.org/t/deck.pptx": "Nested groups", "https://example.org/t/notes.docx": "Rivers"}
+
+
 # -- the sample course's Word handout -------------------------------------------------------------
 
 
