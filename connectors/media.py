@@ -1,1 +1,263 @@
-"""Placeholder: filled in by the connector work of issues 4 and 5."""
+"""Recorded lectures: local audio and video files, and video URLs through yt-dlp.
+
+A recording is probed with PyAV first (audio track, duration, title), so a video without sound, a
+corrupt file or a 24-hour recording is refused in milliseconds, before anything is decoded. Its
+text comes from captions when it has them (a sidecar "lecture.vtt"/"lecture.en.vtt"), else from a
+speech model (connectors/transcribe.py). Sections hold whole sentences or caption cues, each with
+its start and end second and the recording's title as heading, and stay within the chunker's size,
+so every chunk starts and ends where a sentence does and its times are exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kb.chunker import DEFAULT_MAX_CHARS
+from kb.errors import SourceError
+from kb.hookspecs import hookimpl
+from kb.types import Document, Locator, Section, SourceFile
+
+from .captions import CaptionsConnector, Segment, read_caption_file, sidecar_captions
+from .transcribe import SAMPLE_RATE, cache_path, choose_model, load_cached, save_cached, transcribe
+
+MEDIA_SUFFIXES = (
+    ".wav", ".mp3", ".m4a", ".ogg", ".oga", ".opus", ".flac", ".aac",
+    ".mp4", ".m4v", ".mov", ".webm", ".mkv",
+)  # fmt: skip
+DEFAULT_MAX_DURATION_S = 4 * 3600.0
+"""Longest recording read (option max_duration_s): a day-long stream is refused from its header."""
+SOFT_SECTION_CHARS = 450
+"""A section closes at the first sentence end past this size: about 30 s of speech, so a citation
+opens the recording near the sentence it cites."""
+HARD_SECTION_CHARS = DEFAULT_MAX_CHARS
+"""Never more than the chunker's size, so the chunker keeps each section as one chunk."""
+# A truncated file decodes to less audio than its header declares; VBR MP3s without a Xing header
+# misstate their length a little, so only a clear shortfall counts.
+TRUNCATED_FRACTION = 0.9
+TRUNCATED_MIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the container says about a recording, read without decoding it."""
+
+    duration: float | None
+    title: str | None
+    codec: str
+    tags: dict[str, str]
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def probe(path: Path) -> Probe:
+    """Audio track, duration and tags from the container header (PyAV); decodes nothing."""
+    import av
+
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise SourceError(f"not a readable audio or video file: corrupt or truncated ({_av_reason(exc)})") from exc
+    with container:
+        if not container.streams.audio:
+            kinds = sorted({s.type for s in container.streams})
+            found = f" (it has only {', '.join(kinds)})" if kinds else ""
+            raise SourceError(f"no audio track{found}: nothing to transcribe")
+        stream = container.streams.audio[0]
+        # The audio track's own length: a video track (a still image) can run on past the sound.
+        duration = None
+        if stream.duration and stream.time_base:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None and container.duration > 0:
+            duration = container.duration / 1_000_000  # AV_TIME_BASE
+        tags = {str(k).lower(): str(v) for k, v in {**container.metadata, **stream.metadata}.items()}
+        codec = stream.codec_context.name if stream.codec_context else "unknown"
+    title = (tags.get("title") or "").strip() or None
+    return Probe(duration=duration, title=title, codec=codec, tags=tags)
+
+
+def _av_reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc).split(": '", 1)[0]
+
+
+def decode_audio(path: Path, max_seconds: float, declared: float | None) -> Any:
+    """16 kHz mono float32 samples, as faster-whisper's decode_audio makes them, but checked:
+    stops past `max_seconds` (a header can lie about the length) and refuses a file that decodes
+    to clearly less audio than it declares (truncated) or to none at all (corrupt)."""
+    import av
+    import numpy as np
+
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    buffer = io.BytesIO()
+    limit = int(max_seconds * SAMPLE_RATE)
+    samples = 0
+    damaged = 0
+    failure: str | None = None
+
+    def take(frames: Iterable[Any]) -> None:
+        nonlocal samples
+        for out in frames:
+            array = out.to_ndarray()
+            buffer.write(array.tobytes())
+            samples += array.shape[-1]
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = container.streams.audio[0]
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    damaged += 1
+                    continue
+                for frame in frames:
+                    frame.pts = None  # gaps in timestamps must not stop the resampler
+                    take(resampler.resample(frame))
+                if samples > limit:
+                    raise SourceError(f"longer than the {format_duration(max_seconds)} limit for one recording")
+            take(resampler.resample(None))
+    except av.error.FFmpegError as exc:
+        failure = _av_reason(exc)
+    decoded = samples / SAMPLE_RATE
+    if samples == 0:
+        raise SourceError(f"corrupt audio: nothing could be decoded{f' ({failure})' if failure else ''}")
+    if declared and decoded < declared * TRUNCATED_FRACTION and declared - decoded > TRUNCATED_MIN_S:
+        raise SourceError(
+            f"truncated or damaged: the audio stops at {format_duration(decoded)} "
+            f"of the {format_duration(declared)} the file declares"
+        )
+    if failure and damaged:
+        raise SourceError(f"corrupt audio: {damaged} damaged packets, then {failure}")
+    audio = np.frombuffer(buffer.getbuffer(), dtype=np.int16).astype(np.float32) / 32768.0
+    return audio
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def group_segments(segments: list[Segment], title: str | None) -> list[Section]:
+    """Consecutive sentences (or cues) into sections no larger than one chunk, each with its times."""
+    sections: list[Section] = []
+    current: list[Segment] = []
+    size = 0
+
+    def close() -> None:
+        nonlocal size
+        if current:
+            text = " ".join(s.text for s in current)
+            locator = Locator(start_s=current[0].start, end_s=max(s.end for s in current), heading=title)
+            sections.append(Section(text=text, locator=locator))
+        current.clear()
+        size = 0
+
+    for segment in segments:
+        extra = len(segment.text) + (1 if current else 0)
+        if current and size + extra > HARD_SECTION_CHARS:
+            close()
+            extra = len(segment.text)
+        current.append(segment)
+        size += extra
+        if size >= SOFT_SECTION_CHARS:
+            close()
+    close()
+    return sections
+
+
+class MediaConnector:
+    """Audio and video files: captions when a sidecar file has them, else a speech model."""
+
+    kind = "media"
+    suffixes = MEDIA_SUFFIXES
+    reads_path = True  # the engine hashes the file as a stream instead of reading it into memory
+    max_bytes = 4 * 2**30
+
+    def extract(self, source: SourceFile) -> Document:
+        started = time.monotonic()
+        path = Path(source.path)
+        max_duration = float(source.options.get("max_duration_s") or DEFAULT_MAX_DURATION_S)
+        info = probe(path)
+        if info.duration is not None and info.duration > max_duration:
+            limit = format_duration(max_duration)
+            raise SourceError(f"{format_duration(info.duration)} long, over the {limit} limit for one recording")
+        title = info.title or path.stem
+        metadata: dict[str, Any] = {"audio_codec": info.codec}
+        if info.duration is not None:
+            metadata["duration"] = round(info.duration, 3)
+        for key in ("artist", "author", "copyright", "license"):
+            if info.tags.get(key):
+                metadata[{"artist": "author", "copyright": "licence", "license": "licence"}.get(key, key)] = info.tags[
+                    key
+                ]
+
+        captions = sidecar_captions(path) if source.uri.startswith("file:") else None
+        if captions is not None:
+            segments = read_caption_file(captions, source.limits.max_chars, source.limits.max_bytes)
+            metadata.update(transcript_origin="captions", captions_file=captions.name)
+        else:
+            segments, extra = self._transcribe(source, path, info, max_duration, started)
+            metadata.update(extra)
+        doc = Document(
+            uri=source.uri,
+            kind=self.kind,
+            title=title,
+            sections=group_segments(segments, title),
+            metadata=metadata,
+        )
+        if not doc.sections:
+            doc.empty_reason = "no speech recognised" if captions is None else f"{captions.name} has no cues"
+        return doc
+
+    def _transcribe(
+        self, source: SourceFile, path: Path, info: Probe, max_duration: float, started: float
+    ) -> tuple[list[Segment], dict[str, Any]]:
+        model = choose_model(source.options)
+        cached_at = cache_path(sha256_file(path), model)
+        transcript = load_cached(cached_at)
+        if transcript is None:
+            audio = decode_audio(path, max_duration, info.duration)
+            duration = len(audio) / SAMPLE_RATE
+            timeout = source.limits.timeout_s
+            transcript = transcribe(audio, duration, model, finish_by=started + timeout if timeout > 0 else None)
+            save_cached(cached_at, transcript, cached_at.name.split("-", 1)[0])
+        chars = sum(len(s.text) for s in transcript.segments)
+        if chars > source.limits.max_chars:
+            raise SourceError(f"too much text (over {source.limits.max_chars:,} characters of transcript)")
+        extra = {
+            "transcript_origin": transcript.origin,
+            "transcript_cached": transcript.cached,
+        }
+        if transcript.language:
+            extra["language"] = transcript.language
+        return transcript.segments, extra
+
+
+@hookimpl
+def register_connectors(register):
+    register(MediaConnector)
+    register(CaptionsConnector)
+
+
+@hookimpl
+def register_fetchers(register):
+    from .ytdlp import YtDlpFetcher
+
+    register(YtDlpFetcher)
