@@ -367,9 +367,12 @@ def test_ten_mb_single_line_cli_memory_is_bounded(tmp_path):
     path = tmp_path / "one-line.md"
     path.write_text(one_line(TEN_MB, spaces=False))
     # The kb process reports its own peak resident set (KiB on Linux) as it exits.
+    # VmHWM, not ru_maxrss: Linux carries the parent's (pytest's, with models loaded) peak into
+    # ru_maxrss across fork and exec, so it would read the test process's size.
     code = (
-        "import resource, sys\nfrom kb.cli import cli\ntry:\n    cli(sys.argv[1:])\nfinally:\n"
-        "    sys.stderr.write('MAXRSS=%d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "import re, sys\nfrom kb.cli import cli\ntry:\n    cli(sys.argv[1:])\nfinally:\n"
+        "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+        "    sys.stderr.write('MAXRSS=%s\\n' % hwm)\n"
     )
     args = ["ingest", str(tmp_path / "kb.db"), str(path), "--json", "--embedder", "hash", "--max-chars", "20000000"]
     env = {**os.environ, **PLUGINS, "PYTHONPATH": str(Path(__file__).parent)}
@@ -550,7 +553,7 @@ def test_a_broken_new_version_keeps_what_was_ingested(course, tmp_path, hash_emb
     notes.write_text("Baseflow is the part of streamflow fed by groundwater.\n")
     db = tmp_path / "kb.db"
     first = ingest(db, course)
-    assert {r.status for r in first.reports} == {"ok"} and len(first.reports) == 4, first.to_dict()
+    assert {r.status for r in first.reports} == {"ok"} and "notes.txt" in by_name(first.reports), first.to_dict()
     before = snapshot(db)
     assert before["chunks"] and len(before["embeddings"]) == len(before["chunks"]) == before["chunks_vec"]
 

@@ -61,22 +61,20 @@ def test_chunks_never_span_pages(tmp_path, hash_embedder):
 def test_reingest_skips_unchanged_and_replaces_changed(tmp_path, course, hash_embedder):
     db = tmp_path / "kb.db"
     first = ingest(db, course)
-    assert first.totals()["ok"] == 3
+    sources = len(first.reports)
+    assert sources >= 3 and first.totals()["ok"] == sources, first.to_dict()
     with KB.open(db) as kb:
         ids_before = {r[0] for r in kb.conn.execute("SELECT id FROM chunks")}
     second = ingest(db, course)
-    assert second.totals().get("unchanged") == 3 and second.totals()["chunks"] == 0
+    assert second.totals().get("unchanged") == sources and second.totals()["chunks"] == 0
     handout = course / "field-guide-measuring-rainfall.md"
     handout.write_text(handout.read_text() + "\n\n## Snow\n\nSnowfall is melted and measured as water equivalent.\n")
     third = ingest(db, course)
     statuses = {r.uri.rsplit("/", 1)[-1]: r.status for r in third.reports}
-    assert statuses == {
-        "field-guide-measuring-rainfall.md": "ok",
-        "hydrology-lecture-notes.pdf": "unchanged",
-        "index.html": "unchanged",
-    }
+    assert statuses.pop("field-guide-measuring-rainfall.md") == "ok"
+    assert set(statuses.values()) == {"unchanged"} and len(statuses) == sources - 1
     with KB.open(db) as kb:
-        assert kb.conn.execute("SELECT count(*) FROM sources").fetchone()[0] == 3
+        assert kb.conn.execute("SELECT count(*) FROM sources").fetchone()[0] == sources
         ids_after = {r[0] for r in kb.conn.execute("SELECT id FROM chunks")}
         # Chunk ids are never reused: the answers log may cite old ones.
         assert not (ids_after - ids_before) & ids_before
