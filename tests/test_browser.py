@@ -155,6 +155,13 @@ def test_a_learner_asks_in_chromium_and_follows_a_citation(server, tmp_path):
     assert status == 200 and data["ok"] and data["citations"]
     for citation in data["citations"]:
         assert get(server + citation["row_url"])[0] == 200
+    # A question the course does not answer: said so, with the nearest passages (no model needed).
+    off_topic = urlencode({"q": "How do I calculate the monthly repayment on a 25-year mortgage?"})
+    abstained = json.loads(get(f"{ask_page}.json?{off_topic}")[1])
+    assert abstained["abstained"] and abstained["citations"] == [] and abstained["nearest"]
+    assert all(get(server + hit["row_url"])[0] == 200 for hit in abstained["nearest"])
+    html = get(f"{ask_page}?{off_topic}")[1].decode()
+    assert "No answer in this course" in html and html.count('class="kb-row-link"') == len(abstained["nearest"])
     print(
         f"ask page load {load_s:.2f} s; first answer in the browser {answer_s:.1f} s (model load included); "
         f"warm answer through the plugin {warm_s:.1f} s ({data['timings']})"

@@ -15,7 +15,7 @@ from typing import Any
 from datasette import hookimpl
 
 from . import catalog, cells, pages
-from .status import KB, REFUSED, database_status, file_status, lock_extension_loading, prepare
+from .status import KB, REFUSED, database_status, file_status, known_status, lock_extension_loading, prepare
 
 
 @hookimpl
@@ -60,7 +60,7 @@ def register_routes() -> list[tuple[str, Any]]:
 def get_metadata(datasette: Any, key: str, database: str | None, table: str | None) -> dict[str, Any]:
     merged: dict[str, Any] = {"databases": {}}
     for name in list(datasette.databases):
-        status = database_status(datasette, name)
+        status = known_status(datasette, name)
         if status is not None and status.kind == KB:
             block = catalog.database_metadata(name, status, pages.ask_url(datasette, name))
             merged["databases"].update(block["databases"])
@@ -69,13 +69,13 @@ def get_metadata(datasette: Any, key: str, database: str | None, table: str | No
 
 @hookimpl
 def canned_queries(datasette: Any, database: str, actor: Any) -> dict[str, Any] | None:
-    status = database_status(datasette, database)
+    status = known_status(datasette, database)
     return catalog.canned_queries(status) if status is not None and status.kind == KB else None
 
 
 @hookimpl
 def render_cell(row: Any, value: Any, column: str, table: str | None, database: str, datasette: Any) -> Any:
-    status = database_status(datasette, database)
+    status = known_status(datasette, database)
     if status is None or status.kind != KB:
         return None
     return cells.render(row, value, column, table, database, datasette)
@@ -83,7 +83,7 @@ def render_cell(row: Any, value: Any, column: str, table: str | None, database: 
 
 @hookimpl
 def database_actions(datasette: Any, actor: Any, database: str, request: Any) -> list[dict[str, str]] | None:
-    status = database_status(datasette, database)
+    status = known_status(datasette, database)
     if status is None or status.kind != KB:
         return None
     return [{"href": pages.ask_url(datasette, database), "label": "Ask this course a question"}]
@@ -93,7 +93,7 @@ def database_actions(datasette: Any, actor: Any, database: str, request: Any) ->
 def menu_links(datasette: Any, actor: Any, request: Any) -> list[dict[str, str]]:
     links = []
     for name in list(datasette.databases):
-        status = database_status(datasette, name)
+        status = known_status(datasette, name)
         if status is not None and status.kind == KB:
             links.append({"href": pages.ask_url(datasette, name), "label": f"Ask {name}"})
     return links

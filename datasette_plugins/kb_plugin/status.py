@@ -93,11 +93,27 @@ def _check(path: Path) -> Status:
 
 
 def database_status(datasette: Any, database: str) -> Status | None:
-    """The status of a Datasette database by name; None for in-memory databases."""
+    """The status of a Datasette database by name, checked now if its file changed; None for in-memory ones.
+
+    May read the whole file: call it from a worker thread (Datasette's connection threads, an executor).
+    """
     db = datasette.databases.get(database)
     if db is None or db.is_memory or not db.path:
         return None
     return file_status(db.path)
+
+
+def known_status(datasette: Any, database: str) -> Status | None:
+    """The last status found for a database, without touching its file: for hooks on the event loop.
+
+    The startup hook checks every file first; a file rewritten since keeps its last status here
+    until a connection or the ask page checks it again.
+    """
+    db = datasette.databases.get(database)
+    if db is None or db.is_memory or not db.path:
+        return None
+    cached = _cache.get(os.path.realpath(db.path))
+    return cached[1] if cached is not None else None
 
 
 def prepare(conn: Any, status: Status | None) -> None:
