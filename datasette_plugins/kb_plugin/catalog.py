@@ -99,16 +99,26 @@ from chunks_vec v join chunk_sources cs on cs.chunk_id = v.rowid
 where v.embedding match kb_embed(:query) and k = 20
 order by v.distance"""
 
-HYBRID_SQL = f"""with q as (select kb_embed(:query) as vector),
+# The 50 nearest chunks as (chunk_id, distance), by scanning every stored vector or through vec0.
+# (Materialized: vec0 refuses a KNN query that SQLite flattens into the window's ORDER BY.)
+NEAREST_SCAN = """select e.chunk_id, kb_distance(e.vector, q.vector) as d from embeddings e, q
+  order by d, e.chunk_id limit 50"""
+NEAREST_VEC = """select rowid as chunk_id, distance as d from chunks_vec
+  where embedding match kb_embed(:query) and k = 50 order by distance"""
+
+
+def hybrid_sql(nearest: str) -> str:
+    return f"""with q as (select kb_embed(:query) as vector),
 keyword as (
   select rowid as chunk_id, row_number() over (order by bm25(chunks_fts, 1.0, 0.5)) as r
   from chunks_fts where chunks_fts match kb_fts_query(:query)
   order by bm25(chunks_fts, 1.0, 0.5) limit 50
 ),
+nearest as materialized (
+  {nearest}
+),
 semantic as (
-  select e.chunk_id, row_number() over (order by kb_distance(e.vector, q.vector), e.chunk_id) as r
-  from embeddings e, q
-  order by r limit 50
+  select chunk_id, row_number() over (order by d, chunk_id) as r from nearest
 ),
 fused as (
   select chunk_id, sum(1.0 / (60 + r)) as score
@@ -161,6 +171,6 @@ def canned_queries(status: Status) -> dict[str, dict[str, Any]]:
             "title": "Hybrid search (BM25 + embeddings, as kb search)",
             "description": "The 50 best passages by keyword and the 50 nearest by meaning, fused by reciprocal "
             "rank (score = sum of 1 / (60 + rank)): kb search's ranking, in SQL.",
-            "sql": HYBRID_SQL,
+            "sql": hybrid_sql(NEAREST_VEC if status.vector_extension == "vec" else NEAREST_SCAN),
         },
     }
