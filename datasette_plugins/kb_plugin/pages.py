@@ -58,6 +58,8 @@ async def kb_page(datasette: Any, request: Any) -> Response:
     route = tilde_decode(request.url_vars["database"])
     as_json = request.url_vars.get("format") == "json"
     context: dict[str, Any] = {"database": route, "max_chars": MAX_CHARS, "max_k": MAX_K}
+    if request.args.get("mode", "ask") in MODES:
+        context["mode"] = request.args.get("mode", "ask")
     code = 200
     try:
         name, status = await _kb_database(datasette, request, route)
