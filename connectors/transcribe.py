@@ -1,11 +1,11 @@
 """Speech to text for recordings without captions: faster-whisper (default) or openai-whisper.
 
 Both backends are handed the same 16 kHz mono samples (decoded once with PyAV by the media
-connector), ask for word timestamps, and return sentences with their times, so chunks can end
-where sentences end. Transcripts are cached on disk by the media's SHA-256 and the model's
-identity: re-ingesting the same recording (another KB, another path or URL, new chunking) never
-runs the model again. The heavy imports stay inside functions so `kb search` and `kb ask` never
-load them.
+connector) and return sentences with their times, so chunks can end where sentences end
+(faster-whisper's word timestamps split its segments at sentence ends). Transcripts are cached on
+disk by the media's SHA-256 and the model's identity: re-ingesting the same recording (another KB,
+another path or URL, new chunking) never runs the model again. The heavy imports stay inside
+functions so `kb search` and `kb ask` never load them.
 """
 
 from __future__ import annotations
@@ -222,11 +222,11 @@ def _openai_whisper_words(audio: Any, model: ModelChoice) -> tuple[list[list[tup
     language = None if whisper_model.is_multilingual else "en"
     # A NumPy array, not a path: openai-whisper would otherwise run the ffmpeg binary to decode,
     # and both backends should hear exactly the same samples from the same checked decoder.
-    result = whisper_model.transcribe(audio, language=language, fp16=False, word_timestamps=True, verbose=None)
-    out = []
-    for segment in result.get("segments", []):
-        words = [(w["start"], w["end"], w["word"]) for w in segment.get("words") or []]
-        out.append(words or [(segment["start"], segment["end"], segment["text"])])
+    # Segment times, not word times: openai-whisper aligns words with a checkpoint's alignment heads,
+    # which load_model knows only for the official model names; for any other .pt file it guesses
+    # (every head of the upper half), and a word run it aligns to a single instant is dropped whole.
+    result = whisper_model.transcribe(audio, language=language, fp16=False, verbose=None)
+    out = [[(segment["start"], segment["end"], segment["text"])] for segment in result.get("segments", [])]
     return out, result.get("language")
 
 
