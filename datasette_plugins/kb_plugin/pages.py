@@ -10,6 +10,7 @@ from typing import Any
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Response
 
+from kb.answer import MAX_QUESTION_CHARS
 from kb.errors import KBError
 from kb.llm import LLMError
 
@@ -17,8 +18,8 @@ from .cells import locator_label, safe_url
 from .engine import Busy, workers
 from .status import KB, Status, database_status
 
-MAX_CHARS = 2000
-"""Longest question or query the page takes (kb ask's own limit)."""
+MAX_CHARS = MAX_QUESTION_CHARS
+"""Longest question or query the page takes: kb ask's own limit."""
 MAX_K = 50
 MODES = ("ask", "search")
 
