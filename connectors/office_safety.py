@@ -1,4 +1,4 @@
-"""Checks on zip-based documents (.pptx, .docx, .epub, .odt) made before any parser sees them.
+"""Checks on zip-based documents (.pptx, .docx, .xlsx, .epub, .odt) made before any parser sees them.
 
 A hostile archive is refused here with one clear reason: a zip bomb (too many entries, too much
 uncompressed data, an entry that expands implausibly), a damaged or truncated archive, a
@@ -56,7 +56,7 @@ def refuse_ole(data: bytes, label: str) -> None:
     if _has_ole_stream(data, "EncryptedPackage"):
         raise SourceError(f"password-protected (encrypted) Office file: save an unprotected copy of the {label}")
     raise SourceError(
-        f"an old binary Office file (Word 97-2003 .doc or PowerPoint .ppt) named like a {label}: "
+        f"an old binary Office file (Word 97-2003 .doc, Excel .xls or PowerPoint .ppt) named like a {label}: "
         "save it in the current format first"
     )
 
