@@ -31,6 +31,9 @@ def user_errors(func: Callable) -> Callable:
                     "The KB file is being written by another process (database is locked); try again when it is done."
                 ) from exc
             raise click.ClickException(f"SQLite could not complete the operation ({exc}).") from exc
+        except sqlite3.DatabaseError as exc:
+            # Damage deeper than the opening checks read (a bad page in a large file) shows up mid-query.
+            raise click.ClickException(f"The KB file is damaged ({exc}); rebuild it or ask for a new copy.") from exc
 
     return wrapper
 
