@@ -161,7 +161,7 @@ class Session:
             with deadline(self.context.limits.timeout_s), yt_dlp.YoutubeDL(params) as ydl:
                 return action(ydl)
         except SourceTimeout as exc:
-            raise SourceError(f"download {exc}") from exc
+            raise SourceError(f"yt-dlp {exc}") from exc
         except DownloadError as exc:
             raise SourceError(explain(params["logger"].first_error() or str(exc))) from exc
         except YoutubeDLError as exc:

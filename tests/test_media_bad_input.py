@@ -156,7 +156,7 @@ def test_a_server_that_never_answers_is_bounded_by_the_time_limit(tmp_path):
             conn.close()
     report = reports["lecture.mp4"]
     assert report["status"] == "error", report
-    assert report["reason"] == "download took longer than 4 s to read (the per-source time limit)"
+    assert report["reason"] == "yt-dlp took longer than 4 s to read (the per-source time limit)"
     assert reports["talk.wav"]["status"] == "ok"
     assert elapsed < 60
 
@@ -214,3 +214,30 @@ def test_ffmpeg_and_espeak_are_installed():
     """The fixtures need them (Makefile: DEBS); a clear failure beats a confusing one later."""
     for command in (["ffmpeg", "-version"], ["espeak-ng", "--version"]):
         assert subprocess.run(command, capture_output=True).returncode == 0, command
+
+
+def test_transcription_time_is_budgeted_and_a_slow_pace_refused_early(tmp_path):
+    from connectors.media import MediaConnector
+    from connectors.transcribe import check_pace
+    from kb.errors import SourceError
+    from kb.types import SourceFile
+
+    clip = speak_clip("Rain falls on the hills.", tmp_path / "clip.wav")
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:sample_rate=8000:duration=2", "-c:a", "libopus", "-b:a", "6k",
+           str(tmp_path / "short.mkv"))  # fmt: skip
+    ffmpeg("-itsscale", "43200", "-i", str(tmp_path / "short.mkv"), "-c", "copy", str(tmp_path / "day.mkv"))
+    (tmp_path / "junk.mp3").write_bytes(b"\x00junk" * 100)
+
+    def budget(path: Path, **options) -> float:
+        return MediaConnector().time_budget(SourceFile(uri=path.as_uri(), path=path, data=b"", options=options))
+
+    assert 60 < budget(clip) < 62  # two seconds of speech: a minute and a second
+    assert budget(tmp_path / "day.mkv") == 4 * 3600 * 0.5 + 60  # capped by the duration limit
+    assert budget(tmp_path / "day.mkv", max_duration_s=7200) == 3600 + 60
+    assert budget(tmp_path / "junk.mp3") == 0.0  # no extra time for what cannot even be probed
+
+    # An hour of audio transcribed at half real time cannot finish in 300 s: refused after its first minute.
+    with pytest.raises(SourceError, match="would take about 30 minutes here, more than the per-source time limit"):
+        check_pace(60.0, 3600.0, 30.0, time.monotonic() + 300)
+    check_pace(60.0, 3600.0, 3.0, time.monotonic() + 600)  # 0.05x real time fits
+    check_pace(30.0, 3600.0, 30.0, time.monotonic() + 1)  # not judged before a minute of audio
