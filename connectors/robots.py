@@ -39,8 +39,9 @@ class Robots:
         try:
             response = fetch(f"{site}/robots.txt", self.policy, accept="text/plain, */*;q=0.5")
         except HTTPStatusError as exc:
-            if 400 <= exc.status < 500:
-                # No robots.txt (or not readable to anyone): RFC 9309 says everything may be crawled.
+            if exc.status < 500:
+                # No robots.txt (4xx, or a redirect with nowhere to go): RFC 9309 calls it unavailable,
+                # and everything may be crawled.
                 rules.allow_all = True
                 return rules
             return (

@@ -45,12 +45,21 @@ def gzip_bomb() -> bytes:
     return b"".join([*(packer.compress(block) for _ in range(256)), packer.flush()])
 
 
+# VmHWM is the peak resident set of this program alone; ru_maxrss would also count the pytest process
+# the subprocess was forked from (Linux keeps the high-water mark across exec).
+PEAK_RSS = """import sys
+from kb.cli import cli
+try:
+    cli(sys.argv[1:])
+finally:
+    status = open("/proc/self/status").read()
+    sys.stderr.write("MAXRSS=%s\\n" % status.split("VmHWM:", 1)[1].split()[0])
+"""
+
+
 def run_measured(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, dict, int]:
     """`kb ingest ... --json` in a subprocess that reports its own peak resident set (KiB) as it exits."""
-    code = (
-        "import resource, sys\nfrom kb.cli import cli\ntry:\n    cli(sys.argv[1:])\nfinally:\n"
-        "    sys.stderr.write('MAXRSS=%d\\n' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-    )
+    code = PEAK_RSS
     env = {**os.environ, **TEST_PLUGINS, "PYTHONPATH": str(TESTS)}
     argv = [sys.executable, "-c", code, "ingest", *args, "--json", "--embedder", "hash"]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
