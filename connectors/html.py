@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from kb.errors import SourceError
@@ -272,7 +271,7 @@ class HtmlConnector:
             )
         root = parse_html(source.data)
         # A fetched page has no local path: its name ("floods.html") stands in.
-        fallback = Path(source.path).stem if source.path is not None else Path(source.name or "page").stem
+        fallback = source.stem
         return html_document(root, source.uri, fallback, source.limits.max_chars)
 
 

@@ -65,7 +65,7 @@ class PdfConnector:
         except (PdfReadError, PyPdfError) as exc:
             raise SourceError(f"corrupt or truncated PDF ({exc})") from exc
         metadata.update({"pages": count, "pages_without_text": empty_pages})
-        title = metadata.get("title") or source.path.stem
+        title = metadata.get("title") or source.stem
         doc = Document(uri=source.uri, kind=self.kind, title=title, sections=sections, metadata=metadata)
         if not sections:
             doc.empty_reason = "no text layer (scanned?)" if count else "the PDF has no pages"

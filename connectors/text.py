@@ -55,7 +55,7 @@ class TextConnector:
         text, encoding = decode_text(source.data)
         _check_size(text, source)
         first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-        title = first_line[:120] if 0 < len(first_line) <= 120 else source.path.stem
+        title = first_line[:120] if 0 < len(first_line) <= 120 else source.stem
         return Document(
             uri=source.uri,
             kind=self.kind,
@@ -133,7 +133,7 @@ class MarkdownConnector:
         return Document(
             uri=source.uri,
             kind=self.kind,
-            title=title or source.path.stem,
+            title=title or source.stem,
             sections=sections,
             metadata=metadata,
         )

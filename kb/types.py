@@ -7,7 +7,9 @@ a connector turns bytes into a `Document`; the engine never parses a format.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,13 @@ class SourceFile:
     """Connector options from the command line (`kb ingest --transcriber ...`), by option name."""
     name: str = ""
     """File name whose suffix chose the connector (a fetched page's is made from its media type)."""
+
+    @property
+    def stem(self) -> str:
+        """The file name without its suffix: a title of last resort, for files and fetched sources alike."""
+        if self.path is not None:
+            return PurePosixPath(str(self.path)).stem
+        return PurePosixPath(self.name or unquote(urlsplit(self.uri).path)).stem or self.uri
 
 
 @dataclass

@@ -235,6 +235,26 @@ def test_other_document_types_go_to_their_connectors(tmp_path, site, hash_embedd
     assert headings == {"Field guide: measuring rainfall > From point to area > Thiessen polygons"}
 
 
+def test_fetched_documents_without_a_title_are_named_from_the_url(tmp_path, site_copy, hash_embedder):
+    # A fetched source has no local path: connectors fall back to the URL's file name for the title.
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=12)
+    pdf.multi_cell(0, 8, "Interception is rain caught by leaves that evaporates before reaching the ground.")
+    pdf.output(str(site_copy.root / "untitled-notes.pdf"))
+    (site_copy.root / "long-first-line.txt").write_text("Infiltration " * 20 + "\n\nSoil takes in water.\n")
+    deck = next(site_copy.root.glob("*.pptx"))
+    urls = [site_copy.url(f"/{name}") for name in ("untitled-notes.pdf", "long-first-line.txt", deck.name)]
+    result = ingest(tmp_path / "kb.db", *urls)
+    assert [r.status for r in result.reports] == ["ok", "ok", "ok"], result.to_dict()
+    titles = dict(rows(tmp_path / "kb.db", "SELECT uri, title FROM sources"))
+    assert titles[urls[0]] == "untitled-notes" and titles[urls[1]] == "long-first-line"
+    slide_links = {r[0] for r in rows(tmp_path / "kb.db", "SELECT link FROM chunks WHERE slide = 2")}
+    assert slide_links == {urls[2] + "#slide=2"}
+
+
 def test_loopback_is_refused_without_the_allowance(tmp_path, site):
     db = tmp_path / "kb.db"
     proc = run_kb(
