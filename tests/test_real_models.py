@@ -17,7 +17,11 @@ def real_db(tmp_path_factory):
     proc = run_kb("ingest", str(db), str(COURSE), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["totals"]["ok"] == 3
+    files = [p for p in COURSE.rglob("*") if p.is_file()]
+    assert report["totals"]["ok"] == len(files), report
+    # Every kind of source in the course went through its connector with the real model.
+    kinds = {source["kind"] for source in report["sources"]}
+    assert {"pdf", "markdown", "html", "slides"} <= kinds and len(kinds) >= 6, kinds
     return db
 
 
