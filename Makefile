@@ -21,7 +21,11 @@ demo: $(STAMP)
 	@echo
 	$(BIN)/kb search demo/course.db "How big is the funnel of a standard rain gauge?" -k 2
 	@echo
+	$(BIN)/kb search demo/course.db "What is poured into a mountain stream for dilution gauging?" -k 1
+	@echo
 	$(BIN)/kb ask demo/course.db "How wide is the funnel on the standard UK Met Office rain gauge?"
+	@echo
+	$(BIN)/kb ask demo/course.db "How much energy does it take to melt one kilogram of ice?" --fast
 	@echo
 	$(BIN)/kb ask demo/course.db "How do I calculate the monthly repayment on a mortgage?"
 
