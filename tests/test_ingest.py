@@ -208,3 +208,46 @@ def test_running_headers_and_footers_are_dropped():
     assert all("Course notes" not in page for page in cleaned)
     assert cleaned[2] == "Hail\nWhat hail is."
     assert strip_running_lines(pages[:2]) == pages[:2]  # too few pages to tell
+
+
+class SlowConnector:
+    """Reads a `.slow` file by sleeping as long as the file says: work that grows with the source."""
+
+    kind = "slow"
+    suffixes = (".slow",)
+
+    def extract(self, source):
+        from kb.types import Document, Locator, Section
+
+        time.sleep(float(source.data))
+        return Document(source.uri, self.kind, "slow", [Section("Slept as asked.", Locator())])
+
+
+class BudgetedSlowConnector(SlowConnector):
+    def time_budget(self, source):
+        return float(source.data) + 2
+
+
+def test_a_connector_time_budget_extends_the_per_source_limit(tmp_path, hash_embedder):
+    from kb.hookspecs import hookimpl
+    from kb.plugins import pm
+
+    class Plugin:
+        def __init__(self, connector):
+            self.connector = connector
+
+        @hookimpl
+        def register_connectors(self, register):
+            register(self.connector)
+
+    path = tmp_path / "lecture.slow"
+    path.write_text("1.5")
+    for connector, db, expected in ((SlowConnector, "a.db", "error"), (BudgetedSlowConnector, "b.db", "ok")):
+        pm.register(Plugin(connector), "slow-test")
+        try:
+            report = ingest(tmp_path / db, path, limits=Limits(timeout_s=0.5)).reports[0]
+        finally:
+            pm.unregister(name="slow-test")
+        assert report.status == expected, report
+        if expected == "error":
+            assert "time limit" in report.reason

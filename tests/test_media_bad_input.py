@@ -241,3 +241,26 @@ def test_transcription_time_is_budgeted_and_a_slow_pace_refused_early(tmp_path):
         check_pace(60.0, 3600.0, 30.0, time.monotonic() + 300)
     check_pace(60.0, 3600.0, 3.0, time.monotonic() + 600)  # 0.05x real time fits
     check_pace(30.0, 3600.0, 30.0, time.monotonic() + 1)  # not judged before a minute of audio
+
+
+def test_max_hours_refuses_a_longer_recording_from_its_header(tmp_path):
+    # The 78-second sample lecture against a 36-second limit: refused before any decoding.
+    from conftest import COURSE
+
+    lecture = COURSE / "gauging-a-river-lecture.ogg"
+    proc = run_kb(
+        "ingest",
+        str(tmp_path / "kb.db"),
+        str(lecture),
+        "--max-hours",
+        "0.01",
+        "--json",
+        "--embedder",
+        "test/hash-embedder",
+        env_extra=TEST_PLUGINS,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)["sources"][0]
+    assert report["status"] == "error" and report["reason"].endswith("over the 36 s limit for one recording"), report
+    assert report["seconds"] < 5, report
