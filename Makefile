@@ -21,7 +21,7 @@ demo: $(STAMP)
 	@echo
 	$(BIN)/kb search demo/course.db "How big is the funnel of a standard rain gauge?" -k 2
 	@echo
-	$(BIN)/kb search demo/course.db "What is poured into a mountain stream for dilution gauging?" -k 1
+	$(BIN)/kb search demo/course.db "Which method is used to build a river's rating curve?" -k 1
 	@echo
 	$(BIN)/kb ask demo/course.db "How wide is the funnel on the standard UK Met Office rain gauge?"
 	@echo
