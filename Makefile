@@ -35,6 +35,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_foundation.py
 	$(BIN)/python benchmarks/bench_ask.py
+	$(BIN)/python benchmarks/bench_transcribe.py
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages
