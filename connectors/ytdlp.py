@@ -11,10 +11,8 @@ or --exec hook ever runs; yt-dlp reads no configuration file through its API.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -25,11 +23,13 @@ from kb.errors import SourceError
 from kb.types import FetchContext, Fetched
 
 from .media import DEFAULT_MAX_DURATION_S, MEDIA_SUFFIXES, MediaConnector, format_duration
+from .safe_http import FetchError, address_problem, resolve
 
 # Streaming manifests are media too: yt-dlp reads their formats and subtitle tracks.
 DIRECT_SUFFIXES = MEDIA_SUFFIXES + (".m3u8", ".mpd")
 DEFAULT_PLAYLIST_ITEMS = 50
 SOCKET_TIMEOUT_S = 30.0
+RESOLVE_TIMEOUT_S = 10.0
 CAPTION_FORMATS = ("vtt", "srt")
 # Audio only when the site offers it (a tenth of a video's size), at a modest bitrate: speech models
 # hear 16 kHz mono anyway. Never a format that needs merging (that would run ffmpeg).
@@ -358,18 +358,22 @@ def site_extractor(url: str) -> str | None:
 
 
 def refuse_private(url: str, options: dict[str, Any]) -> str | None:
-    """Why a URL may not be fetched (loopback, private or link-local host without --allow-private)."""
+    """Why a URL may not be fetched (a non-public address without --allow-private), by the web
+    fetcher's address rules (IPv4 inside IPv6 included); None when it may."""
     if options.get("allow_private"):
         return None
     host = urlparse(url).hostname
     if not host:
         return "the URL has no host"
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    except (socket.gaierror, UnicodeError):
-        return f"host not found: {host}"
+        addresses = resolve(host, 443, RESOLVE_TIMEOUT_S)
+    except FetchError as exc:
+        return str(exc)
+    # yt-dlp connects by itself to whichever address it picks, so every address must be public
+    # (the web fetcher only needs one: it connects to the address it checked).
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if not ip.is_global:
-            return f"{host} is a private or loopback address; pass --allow-private to read it"
+        problem = address_problem(address)
+        if problem:
+            named = "" if host in addresses else f"{host} resolves to "
+            return f"refused: {named}{problem}; pass --allow-private to read it"
     return None
