@@ -253,7 +253,8 @@ class MediaConnector:
         self, source: SourceFile, path: Path, info: Probe, max_duration: float, started: float
     ) -> tuple[list[Segment], dict[str, Any]]:
         model = choose_model(source.options)
-        cached_at = cache_path(sha256_file(path), model)
+        # The engine hashed the file already; hash it here only when called on its own.
+        cached_at = cache_path(source.content_hash or sha256_file(path), model)
         transcript = load_cached(cached_at)
         if transcript is None:
             audio = decode_audio(path, max_duration, info.duration)

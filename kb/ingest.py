@@ -275,6 +275,7 @@ class Ingester:
                 limits=self.limits,
                 options=self.options,
                 name=fetched.name,
+                content_hash=content_hash,
             )
             doc = self._extract(connector_cls, source)
             if fetched.title:
@@ -334,7 +335,15 @@ class Ingester:
                     self.kb.touch_source(stored.id, mtime)
                 report.status, report.chunks = "unchanged", stored.chunks
                 return report
-            source = SourceFile(uri=uri, path=path, data=data, limits=self.limits, options=self.options, name=path.name)
+            source = SourceFile(
+                uri=uri,
+                path=path,
+                data=data,
+                limits=self.limits,
+                options=self.options,
+                name=path.name,
+                content_hash=content_hash,
+            )
             doc = self._extract(connector_cls, source)
             self._store_guarded(doc, report, content_hash, size, mtime)
         except (SourceError, SourceTimeout) as exc:
@@ -356,6 +365,8 @@ class Ingester:
             # A connector whose work grows with the source's length (transcribing an hour of
             # lecture) may claim more than the per-source limit; never less.
             seconds = max(seconds, budget(source))
+            # The connector sees the limit it actually runs under (a transcriber paces itself by it).
+            source.limits = replace(source.limits, timeout_s=seconds)
         try:
             with deadline(seconds):
                 return connector.extract(source)

@@ -170,6 +170,8 @@ class SourceFile:
     """Connector options from the command line (`kb ingest --transcriber ...`), by option name."""
     name: str = ""
     """File name whose suffix chose the connector (a fetched page's is made from its media type)."""
+    content_hash: str = ""
+    """SHA-256 of the content, which the engine has already computed (a cache key for connectors)."""
 
     @property
     def stem(self) -> str:
