@@ -60,3 +60,34 @@ def run_kb(*args: str, env_extra: dict | None = None, timeout: float = 300, **kw
     return subprocess.run(
         [sys.executable, "-m", "kb", *args], capture_output=True, text=True, env=env, timeout=timeout, **kwargs
     )
+
+
+OFFLINE_KB = (
+    "import sys\n"
+    "def hook(event, args):\n"
+    "    if event in ('socket.connect', 'socket.getaddrinfo', 'socket.gethostbyname'):\n"
+    "        sys.stderr.write('NETWORK ATTEMPT: %s %r\\n' % (event, args))\n"
+    "sys.addaudithook(hook)\n"
+    "from kb.cli import cli\n"
+    "cli(sys.argv[1:])\n"
+)
+"""kb's CLI with an audit hook that reports any socket use on stderr as "NETWORK ATTEMPT"."""
+
+
+def run_kb_offline(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run `kb` (with the test plugins) in a network namespace with no interfaces, reporting any socket use.
+
+    unstructured's telemetry switches are cleared from the environment: kb itself must turn them off.
+    """
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
+        pytest.skip("needs `unshare -n` (root or user namespaces) to cut the network")
+    env = {**os.environ, "KB_PLUGINS": "kb_test_plugins", "PYTHONPATH": str(TESTS)}
+    for name in ("SCARF_NO_ANALYTICS", "DO_NOT_TRACK", "UNSTRUCTURED_DISABLE_NOTICE"):
+        env.pop(name, None)
+    return subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", OFFLINE_KB, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

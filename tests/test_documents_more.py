@@ -14,16 +14,13 @@ import io
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 import zipfile
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import TESTS
+from conftest import run_kb_offline
 
 from kb import KB, Ingester, Limits, Searcher
 
@@ -260,34 +257,14 @@ def test_email_subject_body_headings_and_no_attachments(tmp_path, hash_embedder)
 
 def test_workbook_and_email_ingest_with_the_network_off(tmp_path):
     """kb ingest in a network namespace with no interfaces, and an audit hook that reports any socket use."""
-    if not shutil.which("unshare") or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
-        pytest.skip("needs `unshare -n` (root or user namespaces) to cut the network")
     (tmp_path / "gauges.xlsx").write_bytes(with_saved_values(workbook(), SAVED_VALUES))
     (tmp_path / "trip.eml").write_bytes(message())
     good = tmp_path / "good.md"
     good.write_text("# Note\n\nA plain note ingested in the same run.\n")
     db = tmp_path / "kb.db"
-    code = (
-        "import sys\n"
-        "def hook(event, args):\n"
-        "    if event in ('socket.connect', 'socket.getaddrinfo', 'socket.gethostbyname'):\n"
-        "        sys.stderr.write('NETWORK ATTEMPT: %s %r\\n' % (event, args))\n"
-        "sys.addaudithook(hook)\n"
-        "from kb.cli import cli\n"
-        "cli(sys.argv[1:])\n"
-    )
-    env = {**os.environ, "KB_PLUGINS": "kb_test_plugins", "PYTHONPATH": str(TESTS)}
-    for name in ("SCARF_NO_ANALYTICS", "DO_NOT_TRACK", "UNSTRUCTURED_DISABLE_NOTICE"):
-        env.pop(name, None)  # kb itself must switch unstructured's telemetry off
     targets = [str(tmp_path / "gauges.xlsx"), str(tmp_path / "trip.eml"), str(good)]
     started = time.monotonic()
-    proc = subprocess.run(
-        ["unshare", "-n", sys.executable, "-c", code, "ingest", str(db), *targets, "--json", "--embedder", "hash"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
+    proc = run_kb_offline("ingest", str(db), *targets, "--json", "--embedder", "hash")
     print(f"kb ingest of a workbook, an e-mail and a note, network off: {time.monotonic() - started:.2f} s")
     assert "NETWORK ATTEMPT" not in proc.stderr, proc.stderr
     assert proc.returncode == 0, proc.stderr

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TESTS
+from conftest import COURSE, run_kb_offline
 
 from kb import KB, Ingester, Limits, Searcher
 
@@ -294,44 +292,11 @@ def make_epub(tmp_path: Path, name: str = "ice-book.epub") -> Path:
 
 def test_epub_ingests_with_the_network_off(tmp_path):
     """kb ingest in a network namespace with no interfaces, and an audit hook that fails on any socket use."""
-    if not shutil.which("unshare") or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
-        pytest.skip("needs `unshare -n` (root or user namespaces) to cut the network")
     book = make_epub(tmp_path)
     good = tmp_path / "good.md"
     good.write_text("# Note\n\nA plain note ingested in the same run.\n")
     db = tmp_path / "kb.db"
-    code = (
-        "import sys\n"
-        "def hook(event, args):\n"
-        "    if event in ('socket.connect', 'socket.getaddrinfo', 'socket.gethostbyname'):\n"
-        "        sys.stderr.write('NETWORK ATTEMPT: %s %r\\n' % (event, args))\n"
-        "sys.addaudithook(hook)\n"
-        "from kb.cli import cli\n"
-        "cli(sys.argv[1:])\n"
-    )
-    env = {**os.environ, "KB_PLUGINS": "kb_test_plugins", "PYTHONPATH": str(TESTS)}
-    for name in ("SCARF_NO_ANALYTICS", "DO_NOT_TRACK", "UNSTRUCTURED_DISABLE_NOTICE"):
-        env.pop(name, None)  # kb itself must switch unstructured's telemetry off
-    proc = subprocess.run(
-        [
-            "unshare",
-            "-n",
-            sys.executable,
-            "-c",
-            code,
-            "ingest",
-            str(db),
-            str(book),
-            str(good),
-            "--json",
-            "--embedder",
-            "hash",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
+    proc = run_kb_offline("ingest", str(db), str(book), str(good), "--json", "--embedder", "hash")
     assert "NETWORK ATTEMPT" not in proc.stderr, proc.stderr
     assert proc.returncode == 0, proc.stderr
     reports = {Path(r["uri"]).name: r for r in json.loads(proc.stdout)["sources"]}
