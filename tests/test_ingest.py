@@ -224,8 +224,14 @@ class SlowConnector:
 
 
 class BudgetedSlowConnector(SlowConnector):
+    granted: list[float] = []
+
     def time_budget(self, source):
         return float(source.data) + 2
+
+    def extract(self, source):
+        self.granted.append(source.limits.timeout_s)  # the limit the connector paces itself by
+        return super().extract(source)
 
 
 def test_a_connector_time_budget_extends_the_per_source_limit(tmp_path, hash_embedder):
@@ -251,3 +257,4 @@ def test_a_connector_time_budget_extends_the_per_source_limit(tmp_path, hash_emb
         assert report.status == expected, report
         if expected == "error":
             assert "time limit" in report.reason
+    assert BudgetedSlowConnector.granted == [3.5]
