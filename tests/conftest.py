@@ -91,3 +91,24 @@ def run_kb_offline(*args: str, timeout: float = 180) -> subprocess.CompletedProc
         env=env,
         timeout=timeout,
     )
+
+
+PEAK_RSS_KB = """import sys
+from kb.cli import cli
+try:
+    cli(sys.argv[1:])
+finally:
+    status = open("/proc/self/status").read()
+    sys.stderr.write("MAXRSS=%s\\n" % status.split("VmHWM:", 1)[1].split()[0])
+"""
+"""kb's CLI reporting its own peak resident set as it exits. VmHWM, not ru_maxrss: Linux keeps the
+high-water mark across fork and exec, so ru_maxrss would count the (large) pytest process too."""
+
+
+def run_kb_measured(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, int]:
+    """Run `kb` (with the test plugins) in a subprocess; return it and its own peak resident set in KiB."""
+    env = {**os.environ, **TEST_PLUGINS, "PYTHONPATH": str(TESTS)}
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_KB, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    return proc, int(proc.stderr.rsplit("MAXRSS=", 1)[1].split()[0])

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb
+from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb, run_kb_measured
 
 from kb import KB, Ingester, Limits, Searcher
 
@@ -366,21 +366,11 @@ def test_ten_mb_single_line(tmp_path, hash_embedder, spaces):
 def test_ten_mb_single_line_cli_memory_is_bounded(tmp_path):
     path = tmp_path / "one-line.md"
     path.write_text(one_line(TEN_MB, spaces=False))
-    # The kb process reports its own peak resident set (KiB on Linux) as it exits.
-    # VmHWM, not ru_maxrss: Linux carries the parent's (pytest's, with models loaded) peak into
-    # ru_maxrss across fork and exec, so it would read the test process's size.
-    code = (
-        "import re, sys\nfrom kb.cli import cli\ntry:\n    cli(sys.argv[1:])\nfinally:\n"
-        "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
-        "    sys.stderr.write('MAXRSS=%s\\n' % hwm)\n"
-    )
     args = ["ingest", str(tmp_path / "kb.db"), str(path), "--json", "--embedder", "hash", "--max-chars", "20000000"]
-    env = {**os.environ, **PLUGINS, "PYTHONPATH": str(Path(__file__).parent)}
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120)
+    proc, peak_kib = run_kb_measured(*args)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)["sources"][0]
     assert report["status"] == "ok" and report["chunks"] > TEN_MB // 900
-    peak_kib = int(proc.stderr.rsplit("MAXRSS=", 1)[1].split()[0])
     assert peak_kib < 1024 * 1024
 
 

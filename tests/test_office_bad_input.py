@@ -11,13 +11,12 @@ import json
 import os
 import struct
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TESTS
+from conftest import COURSE, run_kb_measured
 
 from kb import KB, Ingester
 
@@ -83,23 +82,9 @@ def test_zip_bomb_disguised_as_office_files_is_refused_in_bounded_memory(tmp_pat
     for name in names:
         (tmp_path / name).write_bytes(bomb_bytes)
     assert len(bomb_bytes) < 4 * 2**20
-    # VmHWM is this process's own peak resident set; ru_maxrss would carry over the peak of the
-    # (possibly large) pytest process it was forked from, since Linux keeps it across exec.
-    code = (
-        "import sys\nfrom kb.cli import cli\ntry:\n    cli(sys.argv[1:])\nfinally:\n"
-        "    peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
-        "    sys.stderr.write('MAXRSS=%s\\n' % peak)\n"
-    )
     args = ["ingest", str(tmp_path / "kb.db"), *(str(tmp_path / n) for n in names), str(good_md)]
-    env = {**os.environ, "KB_PLUGINS": "kb_test_plugins", "PYTHONPATH": str(TESTS)}
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args, "--json", "--embedder", "hash"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    proc, peak_kib = run_kb_measured(*args, "--json", "--embedder", "hash")
     elapsed = time.monotonic() - started
     assert proc.returncode == 1, proc.stderr  # some sources failed; the run itself completed
     found = {Path(r["uri"]).name: r for r in json.loads(proc.stdout)["sources"]}
@@ -108,7 +93,7 @@ def test_zip_bomb_disguised_as_office_files_is_refused_in_bounded_memory(tmp_pat
         assert found[name]["reason"].startswith("refused as a likely zip bomb: the "), found[name]
         assert f"archive expands to {BOMB_MB:,} MB (the limit is 512 MB)" in found[name]["reason"]
     assert found["snowmelt.md"]["status"] == "ok"
-    peak_mb = int(proc.stderr.rsplit("MAXRSS=", 1)[1].split()[0]) / 1024
+    peak_mb = peak_kib / 1024
     print(f"zip bomb run: {elapsed:.2f} s, peak RSS {peak_mb:.0f} MB")
     assert peak_mb < 400 and elapsed < 60
 

@@ -8,10 +8,8 @@ the address check itself is under test.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -19,7 +17,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, TESTS
+from conftest import COURSE, run_kb_measured
 from test_web import Site, ingest, page_name, rows, self_signed_certificate
 
 GOOD = "/website/floods.html"
@@ -45,27 +43,12 @@ def gzip_bomb() -> bytes:
     return b"".join([*(packer.compress(block) for _ in range(256)), packer.flush()])
 
 
-# VmHWM is the peak resident set of this program alone; ru_maxrss would also count the pytest process
-# the subprocess was forked from (Linux keeps the high-water mark across exec).
-PEAK_RSS = """import sys
-from kb.cli import cli
-try:
-    cli(sys.argv[1:])
-finally:
-    status = open("/proc/self/status").read()
-    sys.stderr.write("MAXRSS=%s\\n" % status.split("VmHWM:", 1)[1].split()[0])
-"""
-
-
 def run_measured(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, dict, int]:
     """`kb ingest ... --json` in a subprocess that reports its own peak resident set (KiB) as it exits."""
-    code = PEAK_RSS
-    env = {**os.environ, **TEST_PLUGINS, "PYTHONPATH": str(TESTS)}
-    argv = [sys.executable, "-c", code, "ingest", *args, "--json", "--embedder", "hash"]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    proc, peak_kib = run_kb_measured("ingest", *args, "--json", "--embedder", "hash", timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     report = {page_name(s["uri"]): s for s in json.loads(proc.stdout)["sources"]}
-    return proc, report, int(proc.stderr.rsplit("MAXRSS=", 1)[1].split()[0])
+    return proc, report, peak_kib
 
 
 def send_head(handler, status: int = 200, content_type: str = "text/html", **headers: str) -> None:
