@@ -73,6 +73,30 @@ class AskSettings:
     (which the checks then cut) at ~30 tokens/s on 2 cores."""
 
 
+def resolve_judge(judge: str, model_chosen: bool) -> str:
+    """ "auto" lets the model drop evidence only when the user chose it (the default 270M model cannot judge)."""
+    if judge == "auto":
+        return "llm" if model_chosen else "retrieval"
+    return judge
+
+
+def load_llm(
+    model_path: str | None = None,
+    llm_url: str | None = None,
+    llm_model: str | None = None,
+    n_ctx: int = 4096,
+    threads: int | None = None,
+    llm_timeout: float = 120.0,
+) -> LLM:
+    """The LLM `kb ask`'s options name: an OpenAI-compatible server, else a GGUF run in process
+    (the default model when none is given)."""
+    from .plugins import get_llm
+
+    if llm_url:
+        return get_llm("openai-compatible", url=llm_url, model=llm_model, timeout=llm_timeout)
+    return get_llm("llama-cpp", model_path=model_path, n_ctx=n_ctx, n_threads=threads)
+
+
 def relevance(question: str, hit: Hit) -> float:
     """Relevance 0-10 from the cosine similarity to the question and the share of its words present.
 

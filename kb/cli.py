@@ -95,22 +95,15 @@ def make_engine(
     fast: bool,
     judge: str,
 ) -> Any:
-    from .answer import AnswerEngine, AskSettings
-    from .plugins import get_llm
+    from .answer import AnswerEngine, AskSettings, load_llm, resolve_judge
 
     if model_path and llm_url:
         raise KBError("Give either --model or --llm-url, not both.")
-    if llm_url:
 
-        def factory() -> Any:
-            return get_llm("openai-compatible", url=llm_url, model=llm_model, timeout=llm_timeout)
-    else:
+    def factory() -> Any:
+        return load_llm(model_path, llm_url, llm_model, n_ctx, threads, llm_timeout)
 
-        def factory() -> Any:
-            return get_llm("llama-cpp", model_path=model_path, n_ctx=n_ctx, n_threads=threads)
-
-    if judge == "auto":
-        judge = "llm" if (model_path or llm_url) else "retrieval"
+    judge = resolve_judge(judge, bool(model_path or llm_url))
     return AnswerEngine(kb, factory, AskSettings(fast=fast, judge=judge))
 
 

@@ -52,13 +52,11 @@ class Workers:
     # -- on the worker threads ---------------------------------------------------------------
 
     def _ask(self, path: str, question: str, config: dict[str, Any]) -> Any:
-        from kb.answer import AnswerEngine, AskSettings
+        from kb.answer import AnswerEngine, AskSettings, resolve_judge
         from kb.search import Searcher
 
         def build(kb: Any) -> Any:
-            judge = config.get("judge", "auto")
-            if judge == "auto":
-                judge = "llm" if (config.get("model") or config.get("llm_url")) else "retrieval"
+            judge = resolve_judge(config.get("judge", "auto"), bool(config.get("model") or config.get("llm_url")))
             settings = AskSettings(fast=bool(config.get("fast", False)), judge=judge)
             searcher = Searcher(kb, _embedder(kb))
             return AnswerEngine(kb, lambda: self._shared_llm(config), settings, searcher=searcher)
@@ -74,24 +72,18 @@ class Workers:
 
     def _shared_llm(self, config: dict[str, Any]) -> Any:
         """One model for every KB served; a new one only when the configuration names another."""
-        from kb.plugins import get_llm
+        from kb.answer import load_llm
 
         key = tuple(sorted((k, str(v)) for k, v in config.items() if k != "judge" and k != "fast"))
         if self._llm is None or self._llm_key != key:
-            if config.get("llm_url"):
-                self._llm = get_llm(
-                    "openai-compatible",
-                    url=config["llm_url"],
-                    model=config.get("llm_model"),
-                    timeout=float(config.get("llm_timeout", 120)),
-                )
-            else:
-                self._llm = get_llm(
-                    "llama-cpp",
-                    model_path=config.get("model"),
-                    n_ctx=int(config.get("n_ctx", 4096)),
-                    n_threads=config.get("threads"),
-                )
+            self._llm = load_llm(
+                model_path=config.get("model"),
+                llm_url=config.get("llm_url"),
+                llm_model=config.get("llm_model"),
+                n_ctx=int(config.get("n_ctx", 4096)),
+                threads=config.get("threads"),
+                llm_timeout=float(config.get("llm_timeout", 120)),
+            )
             self._llm_key = key
         return self._llm
 
