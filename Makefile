@@ -35,13 +35,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_foundation.py
 	$(BIN)/python benchmarks/bench_ask.py
+	$(BIN)/python benchmarks/bench_quality.py
+	$(BIN)/python benchmarks/bench_course.py
 	$(BIN)/python benchmarks/bench_transcribe.py
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
 system-packages:
