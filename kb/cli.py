@@ -50,7 +50,7 @@ def llm_options(func: Callable) -> Callable:
             "model_path",
             type=click.Path(dir_okay=False),
             envvar="KB_MODEL",
-            help="A GGUF model file run in process (default: gemma-3-270m from its PyPI package).",
+            help="A built-in model by name (see `kb models`; default: qwen2.5-coder-1.5b) or a GGUF file.",
         ),
         click.option(
             "--llm-url", envvar="KB_LLM_URL", help="An OpenAI-compatible server instead, e.g. http://127.0.0.1:8080/v1."
@@ -68,15 +68,15 @@ def llm_options(func: Callable) -> Callable:
             help="Seconds to wait for a --llm-url server.",
         ),
         click.option(
-            "--fast", is_flag=True, help="Skip the per-passage evidence summaries (quicker on slow machines)."
+            "--fast", is_flag=True, help="Skip the evidence check: the model writes from the passages in one call."
         ),
         click.option(
             "--judge",
             type=click.Choice(["auto", "retrieval", "llm"]),
             default="auto",
             show_default=True,
-            help="Who may drop evidence: retrieval scores only, or also the model "
-            "(auto: the model when you chose it with --model or --llm-url).",
+            help="Who decides what is evidence: the model, choosing exact quotes (llm), or retrieval scores "
+            "alone (auto: the model when it can judge; the low-memory models cannot).",
         ),
     ]
     for option in reversed(options):
@@ -95,7 +95,7 @@ def make_engine(
     fast: bool,
     judge: str,
 ) -> Any:
-    from .answer import AnswerEngine, AskSettings, load_llm, resolve_judge
+    from .answer import AnswerEngine, AskSettings, load_llm
 
     if model_path and llm_url:
         raise KBError("Give either --model or --llm-url, not both.")
@@ -103,7 +103,6 @@ def make_engine(
     def factory() -> Any:
         return load_llm(model_path, llm_url, llm_model, n_ctx, threads, llm_timeout)
 
-    judge = resolve_judge(judge, bool(model_path or llm_url))
     return AnswerEngine(kb, factory, AskSettings(fast=fast, judge=judge))
 
 
@@ -342,8 +341,8 @@ def ask(db: str, question: str, as_json: bool, **llm: Any) -> None:
 
     with KB.open(db, readonly=_readonly(db)) as kb:
         engine = make_engine(kb, **llm)
-        printer = AnswerPrinter(stream=not as_json and sys.stdout.isatty())
-        answer = engine.ask(question, on_token=printer.token)
+        printer = AnswerPrinter(stream=not as_json and sys.stdout.isatty(), status=not as_json and sys.stderr.isatty())
+        answer = engine.ask(question, on_token=printer.token, on_stage=printer.stage)
     if as_json:
         _print_json(answer.to_dict())
     else:
@@ -410,6 +409,45 @@ def info(db: str, as_json: bool) -> None:
         _print_json(data)
     else:
         click.echo(format_info(data))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@user_errors
+def models(as_json: bool) -> None:
+    """List the built-in LLMs: size, memory, licence and where the weights come from.
+
+    Choose one with `kb ask --model NAME`; any other GGUF file works with `--model FILE.gguf`,
+    and any OpenAI-compatible server with `--llm-url`.
+
+    \b
+    Example:
+        kb models
+        kb ask course.db "What is baseflow?" --model smollm2-135m
+    """
+    from .models import BUILTIN, DEFAULT_MODEL, installed
+
+    rows = [
+        {
+            "name": m.name,
+            "title": m.title,
+            "default": m.name == DEFAULT_MODEL,
+            "tier": m.tier,
+            "judges_evidence": m.judges,
+            "size_bytes": m.size_bytes,
+            "ram_gb": m.ram_gb,
+            "licence": m.licence,
+            "origin": m.origin,
+            "installed": installed(m),
+        }
+        for m in BUILTIN.values()
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    from .reports import format_models
+
+    click.echo(format_models(rows))
 
 
 @cli.command()

@@ -28,6 +28,8 @@ class Question:
     expected_heading: str | None = None
     expected_start_s: float | None = None
     keywords: list[str] = field(default_factory=list)
+    near_subject: bool = False
+    """An unanswerable question close to the course's subject: passages come near, none answers."""
 
     def matches(self, hit: Hit) -> bool:
         """Whether `hit` is the expected source at the expected locator."""

@@ -94,3 +94,40 @@ class Passage:
                 continue
             best = max(best, sum(w in vocabulary for w in words) / len(words))
         return best
+
+
+_TRAILING_MARKS = re.compile(r"([.!?])\s*((?:\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]\s*)+)")
+
+
+def citations_inside(text: str) -> str:
+    """Move citations written after a sentence's full stop ("... days. [1]") before it ("... days [1]."),
+    so that each citation stays with the sentence it belongs to when the text is split."""
+    return _TRAILING_MARKS.sub(lambda m: " " + " ".join(m.group(2).split()) + m.group(1) + " ", text).strip()
+
+
+def unfinished(sentence: str) -> bool:
+    """A sentence cut off or ending on a colon that introduced what it does not carry ("... like this:")."""
+    claim = strip_citations(sentence).rstrip()
+    return not claim or claim[-1] not in ".!?\"')\u201d" or claim.endswith((":", ",", ";"))
+
+
+def same_claim(a: str, b: str) -> bool:
+    """Whether two sentences say nearly the same (content words' Jaccard >= 0.6): a repetition."""
+    wa, wb = set(content_words(a)), set(content_words(b))
+    if not wa or not wb:
+        return a.strip().lower() == b.strip().lower()
+    return len(wa & wb) / len(wa | wb) >= 0.6
+
+
+def looping(text: str, n: int = 6, times: int = 3) -> bool:
+    """True when the text's last `n` words have already occurred `times` times: a degenerate loop.
+
+    Used while streaming, so a model stuck repeating itself is stopped instead of running to its
+    token limit.
+    """
+    words = [w.lower() for w in _WORD.findall(text)]
+    if len(words) < n * times:
+        return False
+    tail = words[-n:]
+    seen = sum(1 for i in range(len(words) - n + 1) if words[i : i + n] == tail)
+    return seen >= times

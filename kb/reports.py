@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 from typing import Any
 
 import click
@@ -125,19 +126,47 @@ class ProgressPrinter:
             click.echo("\r\033[K", file=sys.stderr, nl=False)
 
 
-class AnswerPrinter:
-    """Streams the model's words to the terminal, then prints the checked answer and its references."""
+STAGES = {"retrieving": "finding passages", "judging": "checking the evidence", "writing": "writing"}
 
-    def __init__(self, stream: bool):
+
+class AnswerPrinter:
+    """Streams the model's words to the terminal, then prints the checked answer and its references.
+
+    While no word has come yet, a status line on stderr says what the engine is doing and for how
+    long, so a slow machine never looks stuck.
+    """
+
+    def __init__(self, stream: bool, status: bool = False):
         self.stream = stream
+        self.status = status
         self.streamed: list[str] = []
+        self._started = time.monotonic()
+        self._stage_started = self._started
+        self._shown = False
+        self._last: str | None = None
+
+    def stage(self, name: str) -> None:
+        if not self.status:
+            return
+        now = time.monotonic()
+        done = f" ({self._last} {now - self._stage_started:.1f} s)" if self._last else ""
+        self._last, self._stage_started = STAGES.get(name, name), now
+        click.echo(f"\r\033[K{self._last} …{done}", file=sys.stderr, nl=False)
+        self._shown = True
+
+    def _clear_status(self) -> None:
+        if self._shown:
+            click.echo("\r\033[K", file=sys.stderr, nl=False)
+            self._shown = False
 
     def token(self, piece: str) -> None:
         if self.stream:
+            self._clear_status()
             self.streamed.append(piece)
             click.echo(piece, nl=False)
 
     def finish(self, answer: Answer) -> None:
+        self._clear_status()
         for warning in answer.warnings:
             click.echo(f"kb: {warning}", err=True)
         streamed = "".join(self.streamed).strip()
@@ -153,7 +182,7 @@ class AnswerPrinter:
                         f"  - {hit.source.title}" + (f" ({where})" if where else "") + f"  {hit.link or hit.source.uri}"
                     )
             return
-        if not streamed or " ".join(streamed.split()) != answer.text:
+        if not streamed or _plain(streamed) != _plain(answer.text):
             if streamed:
                 note = (
                     "kb: the model's answer did not hold up against the evidence; here is what the sources say:"
@@ -162,6 +191,9 @@ class AnswerPrinter:
                 )
                 click.echo("\n" + note)
             click.echo(answer.text)
+        if self.status:
+            took = answer.timings.get("total_s", time.monotonic() - self._started)
+            click.echo(f"kb: answered in {took:.1f} s", file=sys.stderr)
         click.echo("\nReferences:")
         for piece in answer.cited:
             where = locator_label(piece.hit.locator)
@@ -170,6 +202,28 @@ class AnswerPrinter:
                 + (f", {where}" if where else "")
                 + f"\n      {piece.hit.link or piece.hit.source.uri}"
             )
+
+
+def format_models(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'name':<20} {'size':>8} {'RAM':>6}  {'tier':<11} {'judges':<6}  licence; origin"]
+    for r in rows:
+        name = r["name"] + (" *" if r["default"] else "")
+        size = f"{r['size_bytes'] / 1e9:.2f} GB" if r["size_bytes"] >= 1e9 else f"{r['size_bytes'] / 1e6:.0f} MB"
+        state = "" if r["installed"] else "  (not installed)"
+        judges = "yes" if r["judges_evidence"] else "no"
+        lines.append(
+            f"{name:<20} {size:>8} {r['ram_gb']:>4.1f} GB  {r['tier']:<11} {judges:<6}  "
+            f"{r['licence']}; {r['origin']}{state}"
+        )
+    lines.append("* the default. Models that do not judge answer from the retrieved passages only.")
+    return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    """Text compared for "did the checks change it": citation placement and spacing do not count."""
+    from .grounding import citations_inside
+
+    return " ".join(citations_inside(text).split())
 
 
 def format_eval(report: dict[str, Any]) -> str:

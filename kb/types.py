@@ -226,11 +226,10 @@ class Evidence:
     hit: Hit
     score: float
     """Relevance 0-10 decided in code from retrieval (cosine similarity and word coverage)."""
-    summary: str = ""
-    """The model's one-sentence summary, kept only if it passed the grounding check; else empty
-    (the answer step is then given the chunk's text)."""
-    llm_score: int | None = None
-    """The model's own 0-10 relevance, when it gave a valid one."""
+    excerpt: str = ""
+    """The chunk cut to its sentences nearest the question: what the model was shown."""
+    quotes: list[str] = field(default_factory=list)
+    """The model's supporting quotes that occur in this chunk, in the chunk's own words."""
 
     def citation(self) -> dict[str, Any]:
         """The `citations` record of `kb ask --json`."""
@@ -263,6 +262,8 @@ class Answer:
     model: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    checks: dict[str, Any] = field(default_factory=dict)
+    """What the checks in code did: the path taken, quotes rejected, sentences dropped and why."""
 
     def to_dict(self) -> dict[str, Any]:
         """The `kb ask --json` object of DESIGN.md (plus a few fields scripts may use)."""
@@ -276,4 +277,5 @@ class Answer:
             "model": self.model,
             "nearest": [h.to_dict() for h in self.nearest] if self.abstained else [],
             "warnings": self.warnings,
+            "checks": self.checks,
         }

@@ -11,31 +11,50 @@ import json
 import pytest
 
 from kb import KB
-from kb.answer import AnswerEngine, AskSettings, check_answer, relevance
+from kb.answer import AnswerEngine, AskSettings, enough, relevance
+from kb.checks import MAX_ANSWER_SENTENCES, check_answer
 from kb.errors import KBError
+from kb.evidence import check_quotes, judge_constraint, occurs, parse_verdict, snap, verdict_from
+from kb.grounding import citations_inside, looping
 from kb.llm import LLM, Generation, LLMError
 from kb.types import Evidence, Hit, Locator, SourceRef
 
 
 class ScriptedLLM(LLM):
-    """Returns fixed text per call kind: JSON for evidence calls, `answer` for the answer call."""
+    """Returns fixed text per call kind: `verdict` for the judge call (the one with a grammar), `answer` else."""
 
     backend = "scripted"
     name = "scripted"
 
-    def __init__(self, answer: str, evidence: str = '{"relevance": 8, "summary": ""}', fail: bool = False):
-        self.answer, self.evidence, self.fail = answer, evidence, fail
-        self.calls = []
+    def __init__(
+        self, answer: str, verdict: str | None = None, fail: bool = False, judges: bool = True, p_yes=None
+    ):
+        self.answer, self.verdict, self.fail, self.judges, self.p_yes = answer, verdict, fail, judges, p_yes
+        self.calls: list[str] = []
+        self.prompts: list[list[dict]] = []
 
     def generate(self, messages, *, max_tokens, constraint=None, on_token=None, stop=None, prefix="", until=None):
-        self.calls.append("evidence" if constraint else "answer")
+        self.calls.append("judge" if constraint else "answer")
+        self.prompts.append(messages)
         if self.fail and not constraint:
             raise LLMError("The server went away.")
-        text = self.evidence if constraint else self.answer
-        if on_token:
-            for word in text.split(" "):
+        text = self.verdict if constraint else self.answer
+        if text is None:  # no verdict scripted: quote the first passage's first sentence
+            passage = messages[-1]["content"].split("[1]", 1)[1].split("\n", 2)[1]
+            text = json.dumps({"quotes": [{"passage": 1, "text": passage.split(". ")[0]}], "sufficient": True})
+        shown = ""
+        for word in text.split(" "):
+            shown += word + " "
+            if on_token and not constraint:
                 on_token(word + " ")
-        return Generation(text, 0.01, 0.001, len(text.split()))
+            if until and until(shown):
+                break
+        return Generation(shown.strip() if until else text, 0.01, 0.001, len(text.split()))
+
+    def yes_probability(self, messages):
+        self.calls.append("confirm")
+        self.prompts.append(messages)
+        return self.p_yes
 
 
 def make_evidence(*texts):
@@ -53,7 +72,6 @@ def make_evidence(*texts):
                 distance=0.3,
             ),
             score=6.0,
-            summary=t,
         )
         for i, t in enumerate(texts, start=1)
     ]
@@ -65,6 +83,69 @@ EVIDENCE = make_evidence(
 )
 
 
+# -- the judge's reply: forced format, quotes that must occur ----------------------------------------
+
+
+def test_judge_format_allows_only_the_passages_shown():
+    constraint = judge_constraint([1, 2, 3])
+    assert 'key ::= "1" | "2" | "3"' in constraint.gbnf
+    assert constraint.schema["properties"]["quotes"]["items"]["properties"]["passage"]["enum"] == [1, 2, 3]
+    assert parse_verdict('{"quotes": [{"passage": 7, "text": "x"}], "sufficient": true}', [1, 2]) == (True, [])
+    assert parse_verdict("The passages say 9 days.", [1]) is None
+    assert parse_verdict('{"quotes": [], "sufficient": "yes"}', [1]) is None
+
+
+def test_quotes_are_found_tolerating_whitespace_hyphenation_and_typography():
+    passage = "Water in the atmo-\nsphere stays\n about 9 days \u2014 then it \u201cfalls\u201d as rain."
+    assert occurs("water in the atmosphere stays about 9 days", passage)
+    assert occurs('Then it "falls" as rain', passage)
+    assert occurs("Water in the atmosphere ... falls", passage)
+    assert not occurs("water in the atmosphere stays about 90 days", passage)
+    assert not occurs("falls ... Water in the atmosphere", passage)  # pieces must come in order
+
+
+def test_invented_quotes_are_rejected_and_misnumbered_ones_rehomed():
+    passages = {e.key: e.hit.text for e in EVIDENCE}
+    kept, rejected = check_quotes(
+        [
+            (1, "The residence time of water in the atmosphere is about 9 days."),
+            (1, "Darcy's law says the flow Q equals minus K times A"),  # it is passage 2's
+            (2, "Groundwater flows at ten metres a day."),  # in no passage
+        ],
+        passages,
+    )
+    assert kept == {
+        1: ["The residence time of water in the atmosphere is about 9 days."],
+        2: ["Darcy's law says the flow Q equals minus K times A"],
+    }
+    assert rejected == [(2, "Groundwater flows at ten metres a day.")]
+
+
+def test_a_nearly_exact_quote_snaps_to_the_passage_own_words():
+    passage = EVIDENCE[0].hit.text
+    assert snap("The residence time of water in the atmosphere is around 9 days.", passage) == (
+        "The residence time of water in the atmosphere is about 9 days."
+    )
+    assert snap("The residence time of water in the ocean is 3,200 years.", passage) is None
+
+
+def test_insufficient_or_unquoted_verdicts_do_not_suffice():
+    passages = {1: EVIDENCE[0].hit.text}
+    assert not verdict_from('{"quotes": [], "sufficient": true}', passages).sufficient
+    assert not verdict_from(
+        '{"quotes": [{"passage": 1, "text": "Rivers hold water for 2 to 6 months"}], "sufficient": false}', passages
+    ).sufficient
+    invented = verdict_from(
+        '{"quotes": [{"passage": 1, "text": "Lakes hold water for a century"}], "sufficient": true}', passages
+    )
+    assert not invented.sufficient and invented.rejected
+    garbage = verdict_from("{{{{ 1000000000000", passages)
+    assert not garbage.sufficient and not garbage.parsed
+
+
+# -- the answer's sentences -------------------------------------------------------------------------
+
+
 def test_valid_citations_are_kept():
     answer = check_answer(
         "How long does water stay in the atmosphere?", "Water stays in the atmosphere for about 9 days [1].", EVIDENCE
@@ -72,6 +153,15 @@ def test_valid_citations_are_kept():
     assert answer.origin == "model" and not answer.abstained
     assert answer.text == "Water stays in the atmosphere for about 9 days [1]."
     assert [e.key for e in answer.cited] == [1]
+
+
+def test_citation_after_the_full_stop_stays_with_its_sentence():
+    raw = "Water stays in the atmosphere for about 9 days. [1] Rivers hold water for 2 to 6 months. [1]"
+    assert citations_inside(raw) == (
+        "Water stays in the atmosphere for about 9 days [1]. Rivers hold water for 2 to 6 months [1]."
+    )
+    answer = check_answer("How long does water stay in rivers and the air?", raw, EVIDENCE)
+    assert answer.text == citations_inside(raw)
 
 
 def test_citation_to_missing_evidence_is_dropped_and_the_right_one_attached():
@@ -87,6 +177,24 @@ def test_unsupported_sentences_are_removed():
     )
     answer = check_answer("How long?", raw, EVIDENCE)
     assert "Moon" not in answer.text and answer.text.endswith("[1].")
+    assert answer.checks["dropped"]["unsupported"] == ["The Moon pulls the oceans into two tidal bulges every day."]
+
+
+def test_a_paraphrase_stands_on_meaning_when_enough_words_match():
+    evidence = make_evidence("The leeward side lies in a rain shadow: the descending air warms and dries.")
+    raw = "The sheltered side is in a rain shadow, because sinking air gets warmer and drier [1]."
+
+    def close(text, candidates):
+        return [0.9 for _ in candidates]
+
+    def far(text, candidates):
+        return [0.2 for _ in candidates]
+
+    assert check_answer("Why is one side drier?", raw, evidence, close).origin == "model"
+    assert check_answer("Why is one side drier?", raw, evidence, far).origin == "extract"
+    # Meaning never stands in for a figure the passage does not state.
+    swapped = "The sheltered side gets 40 per cent less rain, because sinking air warms [1]."
+    assert check_answer("Why is one side drier?", swapped, evidence, close).origin == "extract"
 
 
 def test_garbage_falls_back_to_the_evidence_itself():
@@ -95,6 +203,67 @@ def test_garbage_falls_back_to_the_evidence_itself():
         assert answer.origin == "extract"
         assert "9 days" in answer.text and "[1]" in answer.text
         assert all(e.key in (1, 2) for e in answer.cited)
+
+
+def test_fallback_prefers_the_checked_quotes():
+    evidence = make_evidence(EVIDENCE[0].hit.text)
+    evidence[0].quotes = ["Rivers hold water for 2 to 6 months."]
+    answer = check_answer("How long do rivers hold water?", "Nonsense words here entirely.", evidence)
+    assert answer.origin == "extract" and answer.text == "Rivers hold water for 2 to 6 months [1]."
+
+
+def test_a_degenerate_loop_is_cut():
+    raw = " ".join(
+        f"Water stays in the atmosphere for about 9 days{tail} [1]." for tail in ("", " only", " at most", " or so")
+    )
+    answer = check_answer("How long does water stay in the atmosphere?", raw, EVIDENCE)
+    assert answer.text == "Water stays in the atmosphere for about 9 days [1]."
+    assert answer.checks["dropped"]["repeated"] and answer.checks["dropped"]["loop_cut"]
+    assert looping("the rain falls on the hill " * 4) and not looping("the rain falls on the hill " * 2)
+    assert enough("the rain falls on the hill " * 4)
+
+
+def test_a_sentence_ending_on_a_colon_or_cut_off_is_dropped():
+    raw = (
+        "Water stays in the atmosphere for about 9 days [1]. Rivers hold water for months, for example: [1] "
+        "Darcy's law says the flow Q equals"
+    )
+    answer = check_answer("How long does water stay in the atmosphere and rivers?", raw, EVIDENCE)
+    assert answer.text == "Water stays in the atmosphere for about 9 days [1]."
+    # The colon-ended sentence and the cut-off one after it are one unfinished unit.
+    assert answer.checks["dropped"]["unfinished"] == [
+        "Rivers hold water for months, for example: Darcy's law says the flow Q equals"
+    ]
+
+
+def test_restated_questions_and_prompt_echoes_are_not_claims():
+    raw = (
+        "How long does water stay in the atmosphere [1]? Question: how long does water stay in the atmosphere. "
+        "Water stays in the atmosphere for about 9 days [1]."
+    )
+    answer = check_answer("How long does water stay in the atmosphere?", raw, EVIDENCE)
+    assert answer.text == "Water stays in the atmosphere for about 9 days [1]."
+
+
+def test_a_swapped_number_is_not_backed():
+    answer = check_answer(
+        "How long does water stay in the atmosphere?", "Water stays in the atmosphere for about 90 days [1].", EVIDENCE
+    )
+    assert answer.origin == "extract" and "9 days" in answer.text and "90" not in answer.text
+
+
+def test_generation_stops_after_enough_sentences():
+    assert not enough("One [1]. Two [2].")
+    assert enough(" ".join(f"Claim {i} [1]." for i in range(MAX_ANSWER_SENTENCES)))
+
+
+def test_short_evidence_still_gives_an_answer():
+    evidence = make_evidence("Darcy's law: q = -K dh/dl")
+    answer = check_answer("What is Darcy's law?", "I don't know.", evidence)
+    assert answer.origin == "extract" and "q = -K dh/dl" in answer.text and answer.cited
+
+
+# -- the engine on a real KB file --------------------------------------------------------------------
 
 
 def never():
@@ -107,31 +276,86 @@ def test_abstains_without_loading_the_model(course_db):
         answer = engine.ask("How do I bake sourdough bread?")
         assert answer.abstained and answer.origin == "none" and not answer.cited
         assert answer.nearest and "does not answer" in answer.text
+        assert answer.checks == {"abstained_by": "retrieval"}
         row = kb.conn.execute("SELECT question, abstained, citations FROM answers").fetchone()
     assert row == ("How do I bake sourdough bread?", 1, "[]")
 
 
-def test_answer_is_logged_with_citations(course_db):
+QUESTION = "How much rain does one tip of a tipping-bucket gauge record?"
+
+
+def test_judged_answer_is_written_from_checked_quotes_and_logged(course_db):
     llm = ScriptedLLM("A tipping-bucket gauge tips when it holds about 0.2 mm of rain [1].")
+    stages = []
     with KB.open(course_db) as kb:
-        answer = AnswerEngine(kb, lambda: llm).ask("How much rain does one tip of a tipping-bucket gauge record?")
+        answer = AnswerEngine(kb, lambda: llm).ask(QUESTION, on_stage=stages.append)
         assert not answer.abstained and answer.origin == "model"
-        assert llm.calls[-1] == "answer" and llm.calls.count("evidence") == len(answer.evidence)
+        assert llm.calls == ["judge", "confirm", "answer"] and stages == ["retrieving", "judging", "writing"]
+        # The answer turn continues the judge's conversation, after the quotes that stood.
+        assert llm.prompts[2][:2] == llm.prompts[0] and "Quotes that occur" in llm.prompts[2][-3]["content"]
+        assert all(q in llm.prompts[2][-3]["content"] for e in answer.evidence for q in e.quotes)
         ids = {r[0] for r in kb.conn.execute("SELECT id FROM chunks")}
         assert all(e.hit.chunk_id in ids for e in answer.cited)
         row = kb.conn.execute("SELECT answer, citations, model, settings, timings FROM answers").fetchone()
     assert row[0] == answer.text
     assert [c["chunk_id"] for c in json.loads(row[1])] == [e.hit.chunk_id for e in answer.cited]
     assert json.loads(row[2])["backend"] == "scripted"
-    assert json.loads(row[3])["fast"] is False
-    assert {"retrieval_s", "evidence_s", "answer_s", "total_s"} <= set(json.loads(row[4]))
+    settings = json.loads(row[3])
+    assert settings["checks"]["mode"] == "judge" and settings["checks"]["judge"]["sufficient"] is True
+    assert {"retrieval_s", "evidence_s", "answer_s", "first_token_s", "total_s"} <= set(json.loads(row[4]))
 
 
-def test_fast_mode_makes_one_model_call(course_db):
-    llm = ScriptedLLM("Baseflow is the part of river flow fed by groundwater [1].")
+def test_insufficient_evidence_abstains_with_the_nearest_sources(course_db):
+    llm = ScriptedLLM("never written", verdict='{"quotes": [], "sufficient": false}')
     with KB.open(course_db) as kb:
-        AnswerEngine(kb, lambda: llm, AskSettings(fast=True)).ask("What is baseflow?")
-    assert llm.calls == ["answer"]
+        answer = AnswerEngine(kb, lambda: llm).ask(QUESTION)
+    assert answer.abstained and answer.origin == "none" and answer.nearest and not answer.cited
+    assert llm.calls == ["judge"] and answer.checks["abstained_by"] == "judge"
+
+
+def test_the_judge_probability_decides_not_its_word(course_db):
+    with KB.open(course_db) as kb:
+        doubtful = ScriptedLLM("Each tip records about 0.2 mm [1].", p_yes=0.2)  # its JSON says sufficient
+        answer = AnswerEngine(kb, lambda: doubtful).ask(QUESTION)
+        assert answer.abstained and answer.checks["judge"]["p_yes"] == 0.2
+        assert doubtful.calls == ["judge", "confirm"]
+        sure = ScriptedLLM("Each tip records about 0.2 mm [1].", p_yes=0.9)
+        assert not AnswerEngine(kb, lambda: sure, AskSettings(min_yes=0.85)).ask(QUESTION).abstained
+
+
+def test_a_judge_that_invents_its_quotes_is_not_believed(course_db):
+    invented = json.dumps(
+        {"quotes": [{"passage": 1, "text": "Each tip records exactly 5 litres."}], "sufficient": True}
+    )
+    llm = ScriptedLLM("Each tip records 5 litres [1].", verdict=invented)
+    with KB.open(course_db) as kb:
+        answer = AnswerEngine(kb, lambda: llm).ask(QUESTION)
+    assert answer.abstained and answer.checks["judge"]["rejected_quotes"] == ["Each tip records exactly 5 litres."]
+
+
+def test_models_that_cannot_judge_and_fast_mode_write_in_one_call(course_db):
+    for llm, settings in [
+        (ScriptedLLM("Baseflow is the part of river flow fed by groundwater [1].", judges=False), AskSettings()),
+        (ScriptedLLM("Baseflow is the part of river flow fed by groundwater [1]."), AskSettings(fast=True)),
+    ]:
+        with KB.open(course_db) as kb:
+            answer = AnswerEngine(kb, lambda llm=llm: llm, settings).ask("What is baseflow?")
+        assert llm.calls == ["answer"] and answer.checks["mode"] == "direct" and not answer.abstained
+
+
+def test_a_capable_model_declining_in_fast_mode_abstains_but_a_small_one_is_not_believed(course_db):
+    declined = "The passages do not say."
+    with KB.open(course_db) as kb:
+        capable = AnswerEngine(kb, lambda: ScriptedLLM(declined), AskSettings(fast=True)).ask("What is baseflow?")
+        small = AnswerEngine(kb, lambda: ScriptedLLM(declined, judges=False)).ask("What is baseflow?")
+    assert capable.abstained and capable.checks["abstained_by"] == "model declined"
+    assert not small.abstained and small.origin == "extract"
+
+
+def test_extraction_alone_needs_no_model(course_db):
+    with KB.open(course_db) as kb:
+        answer = AnswerEngine(kb, never, AskSettings(extract_only=True)).ask("What is baseflow?")
+    assert answer.origin == "extract" and answer.cited and "[1]" in answer.text
 
 
 def test_model_failure_leaves_no_log_row(course_db):
@@ -142,14 +366,14 @@ def test_model_failure_leaves_no_log_row(course_db):
         assert kb.conn.execute("SELECT count(*) FROM answers").fetchone()[0] == 0
 
 
-def test_llm_judge_may_drop_but_never_add_evidence(course_db):
-    low = ScriptedLLM("Baseflow is fed by groundwater [1].", evidence='{"relevance": 1, "summary": "nothing"}')
+def test_passages_are_trimmed_to_the_budget(course_db):
+    llm = ScriptedLLM("Baseflow is fed by groundwater [1].")
     with KB.open(course_db) as kb:
-        answer = AnswerEngine(kb, lambda: low, AskSettings(judge="llm")).ask("What is baseflow?")
-        assert answer.abstained
-        high = ScriptedLLM("x", evidence='{"relevance": 10, "summary": "x"}')
-        answer = AnswerEngine(kb, lambda: high, AskSettings(judge="llm")).ask("How do I bake sourdough bread?")
-        assert answer.abstained and high.calls == []
+        engine = AnswerEngine(kb, lambda: llm, AskSettings(excerpt_chars=600))
+        answer = engine.ask("What is baseflow?")
+    assert answer.evidence and all(len(e.excerpt) <= 600 // len(answer.evidence) + 400 for e in answer.evidence)
+    shown = llm.prompts[0][-1]["content"]
+    assert "<passages>" in shown and "Question: What is baseflow?" in shown
 
 
 def test_bad_questions(course_db):
@@ -178,29 +402,6 @@ def test_question_in_another_language_gets_a_warning(course_db):
         assert not engine.ask("What is baseflow?").warnings
 
 
-def test_restated_questions_and_prompt_echoes_are_not_claims():
-    raw = (
-        "How long does water stay in the atmosphere [1]? Question: how long does water stay in the atmosphere. "
-        "Water stays in the atmosphere for about 9 days [1]."
-    )
-    answer = check_answer("How long does water stay in the atmosphere?", raw, EVIDENCE)
-    assert answer.text == "Water stays in the atmosphere for about 9 days [1]."
-
-
-def test_a_swapped_number_is_not_backed():
-    answer = check_answer(
-        "How long does water stay in the atmosphere?", "Water stays in the atmosphere for about 90 days [1].", EVIDENCE
-    )
-    assert answer.origin == "extract" and "9 days" in answer.text and "90" not in answer.text
-
-
-def test_generation_stops_after_enough_sentences():
-    from kb.answer import MAX_ANSWER_SENTENCES, enough_sentences
-
-    assert not enough_sentences("One [1]. Two [2].")
-    assert enough_sentences(" ".join(f"Claim {i} [1]." for i in range(MAX_ANSWER_SENTENCES)))
-
-
 def test_a_model_too_large_for_memory_is_refused_before_loading(tmp_path, monkeypatch):
     import kb.llm
 
@@ -211,9 +412,3 @@ def test_a_model_too_large_for_memory_is_refused_before_loading(tmp_path, monkey
     monkeypatch.setattr(kb.llm, "_available_memory", lambda: 16 * 2**20)
     with pytest.raises(LLMError, match="needs about .* GB of memory"):
         kb.llm.LlamaCppLLM(model_path=model)
-
-
-def test_short_evidence_still_gives_an_answer():
-    evidence = make_evidence("Darcy's law: q = -K dh/dl")
-    answer = check_answer("What is Darcy's law?", "I don't know.", evidence)
-    assert answer.origin == "extract" and "q = -K dh/dl" in answer.text and answer.cited

@@ -52,12 +52,11 @@ class Workers:
     # -- on the worker threads ---------------------------------------------------------------
 
     def _ask(self, path: str, question: str, config: dict[str, Any]) -> Any:
-        from kb.answer import AnswerEngine, AskSettings, resolve_judge
+        from kb.answer import AnswerEngine, AskSettings
         from kb.search import Searcher
 
         def build(kb: Any) -> Any:
-            judge = resolve_judge(config.get("judge", "auto"), bool(config.get("model") or config.get("llm_url")))
-            settings = AskSettings(fast=bool(config.get("fast", False)), judge=judge)
+            settings = AskSettings(fast=bool(config.get("fast", False)), judge=config.get("judge", "auto"))
             searcher = Searcher(kb, _embedder(kb))
             return AnswerEngine(kb, lambda: self._shared_llm(config), settings, searcher=searcher)
 

@@ -1,0 +1,236 @@
+"""The evidence step: passages trimmed to what bears on the question, one judged call, quotes checked.
+
+PaperQA asks the model to score and summarise each candidate in its own call; on a 2-core CPU that
+costs tens of seconds, so kb asks once: over the top candidates, each cut to its sentences nearest
+the question, the model returns the exact supporting quotes (with the number of their passage) and
+whether they suffice, as JSON a grammar forces. Code then keeps only quotes that really occur in
+their passage; a passage with no standing quote is not evidence.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .grounding import content_words, sentences
+from .llm import Constraint
+
+SentenceScorer = Callable[[str, list[str]], list[float]]
+
+MAX_QUOTES = 3
+MAX_QUOTE_CHARS = 400
+SNAP_RATIO = 0.9
+"""A quote that is not found verbatim stands only if it is this close (difflib ratio, normalised
+text) to a sentence of its passage, which then replaces it: kb keeps the passage's own words."""
+
+
+@dataclass
+class Verdict:
+    """What the judge call returned, after the checks."""
+
+    sufficient: bool
+    quotes: dict[int, list[str]] = field(default_factory=dict)
+    """Standing quotes by passage key, in the passage's own words."""
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    """(key, quote) pairs the model gave that occur in no passage."""
+    raw: str = ""
+    parsed: bool = True
+    """False when the reply was not the JSON asked for (only possible from servers that ignore the schema)."""
+    p_yes: float | None = None
+    """The model's probability that the standing quotes answer the question, when the backend tells."""
+
+
+def judge_constraint(keys: list[int]) -> Constraint:
+    """The judge's reply format: a grammar for llama.cpp and the matching JSON schema for servers.
+
+    Passage numbers are an enumeration (llama.cpp's schema grammar ignores minimum/maximum), quotes
+    are bounded single-line strings, and there are at most MAX_QUOTES of them.
+    """
+    key_rule = " | ".join(f'"{k}"' for k in keys)
+    gbnf = rf"""
+root ::= "{{" ws "\"quotes\":" ws "[" ws quotes? ws "]" ws "," ws "\"sufficient\":" ws bool ws "}}"
+quotes ::= quote (ws "," ws quote){{0,{MAX_QUOTES - 1}}}
+quote ::= "{{" ws "\"passage\":" ws key ws "," ws "\"text\":" ws string ws "}}"
+key ::= {key_rule}
+bool ::= "true" | "false"
+string ::= "\"" char{{1,{MAX_QUOTE_CHARS}}} "\""
+char ::= [^"\\\n\r] | "\\" ["\\/]
+ws ::= [ ]?
+"""
+    schema = {
+        "type": "object",
+        "properties": {
+            "quotes": {
+                "type": "array",
+                "maxItems": MAX_QUOTES,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "passage": {"type": "integer", "enum": keys},
+                        "text": {"type": "string", "maxLength": MAX_QUOTE_CHARS},
+                    },
+                    "required": ["passage", "text"],
+                },
+            },
+            "sufficient": {"type": "boolean"},
+        },
+        "required": ["quotes", "sufficient"],
+    }
+    return Constraint(gbnf=gbnf, schema=schema)
+
+
+def parse_verdict(raw: str, keys: list[int]) -> tuple[bool, list[tuple[int, str]]] | None:
+    """(sufficient, [(key, quote)]) from the judge's JSON, or None when it is not that shape."""
+    try:
+        data = json.loads(raw)
+        sufficient = data["sufficient"]
+        items = data["quotes"]
+        if not isinstance(sufficient, bool) or not isinstance(items, list):
+            return None
+        quotes = [(int(q["passage"]), str(q["text"])) for q in items[:MAX_QUOTES]]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return sufficient, [(k, q) for k, q in quotes if k in keys]
+
+
+# -- quotes occur in their passage -------------------------------------------------------------------
+
+_DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2212"), "-")
+_QUOTES = {ord("\u2018"): "'", ord("\u2019"): "'", ord("\u201c"): '"', ord("\u201d"): '"'}
+
+
+def normalise(text: str) -> str:
+    """Text as compared for quoting: NFKC, one kind of dash and quote, words joined across a
+    line-break hyphen ("infil-\\ntration"), soft hyphens gone, whitespace collapsed, lower case."""
+    text = unicodedata.normalize("NFKC", text).replace("\u00ad", "")
+    text = text.translate(_DASHES).translate(_QUOTES)
+    text = re.sub(r"(\w)-\s*\n\s*(\w)", r"\1\2", text)
+    return " ".join(text.split()).lower()
+
+
+def _pieces(quote: str) -> list[str]:
+    """A quote split at the ellipses the model may use to skip words, each piece trimmed."""
+    parts = re.split(r"\s*(?:\.\.\.|\u2026)\s*", normalise(quote))
+    return [p.strip(" .,;:\"'") for p in parts if len(p.strip(" .,;:\"'")) >= 3]
+
+
+def occurs(quote: str, passage: str) -> bool:
+    """Whether every piece of `quote` occurs in `passage`, in order (normalised)."""
+    pieces = _pieces(quote)
+    if not pieces:
+        return False
+    text = normalise(passage)
+    # Also with line-break hyphens dropped on both sides: "infil- tration" in a PDF's text layer.
+    return _in_order(pieces, text) or _in_order([p.replace("- ", "") for p in pieces], text.replace("- ", ""))
+
+
+def _in_order(pieces: list[str], text: str) -> bool:
+    position = 0
+    for piece in pieces:
+        found = text.find(piece, position)
+        if found < 0:
+            return False
+        position = found + len(piece)
+    return True
+
+
+def snap(quote: str, passage: str) -> str | None:
+    """The passage's sentence (or pair of sentences) that `quote` nearly copies, or None."""
+    target = normalise(quote).strip(" .")
+    if len(target) < 10:
+        return None
+    found = sentences(passage)
+    units = found + [f"{a} {b}" for a, b in zip(found, found[1:])]
+    best, best_ratio = None, 0.0
+    for unit in units:
+        ratio = difflib.SequenceMatcher(None, target, normalise(unit).strip(" ."), autojunk=False).ratio()
+        if ratio > best_ratio:
+            best, best_ratio = unit, ratio
+    return best if best_ratio >= SNAP_RATIO else None
+
+
+def check_quotes(quotes: list[tuple[int, str]], passages: dict[int, str]) -> tuple[dict[int, list[str]], list]:
+    """Keep the quotes that occur in their passage (or, misnumbered, in another one).
+
+    Returns ({key: [quote in the passage's words]}, [(key, rejected quote)]).
+    """
+    kept: dict[int, list[str]] = {}
+    rejected = []
+    for key, quote in quotes:
+        quote = " ".join(quote.split())
+        order = [key] + [k for k in passages if k != key]
+        home = next((k for k in order if occurs(quote, passages[k])), None)
+        text = quote
+        if home is None:
+            for k in order:
+                snapped = snap(quote, passages[k])
+                if snapped:
+                    home, text = k, snapped
+                    break
+        if home is None or len(content_words(text)) < 2:
+            rejected.append((key, quote))
+            continue
+        if text not in kept.setdefault(home, []):
+            kept[home].append(text)
+    return kept, rejected
+
+
+def verdict_from(raw: str, passages: dict[int, str]) -> Verdict:
+    """The checked verdict of the judge's reply `raw` over `passages` ({key: full chunk text})."""
+    parsed = parse_verdict(raw, list(passages))
+    if parsed is None:
+        return Verdict(sufficient=False, raw=raw, parsed=False)
+    sufficient, quotes = parsed
+    kept, rejected = check_quotes(quotes, passages)
+    return Verdict(sufficient=sufficient and bool(kept), quotes=kept, rejected=rejected, raw=raw)
+
+
+# -- passages trimmed to the question ----------------------------------------------------------------
+
+
+def excerpt(question: str, text: str, budget: int, score: SentenceScorer | None) -> str:
+    """`text` cut to its sentences nearest the question, in reading order, within `budget` characters.
+
+    Skipped stretches are marked "…". Scored by the embedding similarity (when given) plus the share
+    of the question's words each sentence holds, so a sentence that answers in other words than the
+    question's ("rain shadow" for "drier") is kept.
+    """
+    found = sentences(text)
+    if len(" ".join(found)) <= budget or not found:
+        return " ".join(text.split())[: max(budget, 1)]
+    asked = set(content_words(question))
+    overlap = [len(asked & set(content_words(s))) / max(1, len(asked)) for s in found]
+    similarity = score(question, found) if score else [0.0] * len(found)
+    order = sorted(range(len(found)), key=lambda i: -(similarity[i] + 0.5 * overlap[i]))
+    chosen: set[int] = set()
+    used = 0
+    for i in order:
+        cost = len(found[i]) + 1
+        if used + cost > budget and chosen:
+            continue
+        chosen.add(i)
+        used += cost
+        if used >= budget:
+            break
+    out: list[str] = []
+    for i in sorted(chosen):
+        if out and i - 1 not in chosen:
+            out.append("\u2026")
+        out.append(found[i][:budget])
+    if min(chosen) > 0:
+        out.insert(0, "\u2026")
+    return " ".join(out)
+
+
+def where(hit: Any) -> str:
+    """A passage's origin as the judge sees it: title and heading, which help it tell topics apart."""
+    heading = hit.locator.heading or ""
+    title = hit.source.title or ""
+    if heading and title and heading.split(" > ")[0] != title:
+        return f"{title} > {heading}"
+    return heading or title
