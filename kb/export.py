@@ -284,11 +284,13 @@ def _add(totals: dict[str, dict[str, int]], kind: str, size: int) -> None:
 
 
 def _root_prefixes(the_plan: Plan) -> list[str]:
-    """The course root as the KB writes it (file URI, path), longest first: what relocating removes."""
-    if the_plan.root is None or len(str(the_plan.root)) <= 1:
-        return []
-    root = str(the_plan.root).rstrip("/")
-    return [f"file://{quote(root)}/", f"{root}/", root]
+    """The course roots as the KB writes them (file URI, path), longest first: what relocating removes."""
+    prefixes = set()
+    for path in the_plan.roots:
+        root = str(path).rstrip("/")
+        if len(root) > 1:
+            prefixes.update({f"file://{quote(root)}/", f"{root}/", root})
+    return sorted(prefixes, key=len, reverse=True)
 
 
 def _private_prefixes(the_plan: Plan, kb_path: Path) -> list[str]:

@@ -52,8 +52,8 @@ class PlannedSource:
 @dataclass
 class Plan:
     sources: list[PlannedSource] = field(default_factory=list)
-    root: Path | None = None
-    """The deepest folder holding every file source: its absolute path is what must not leave."""
+    roots: list[Path] = field(default_factory=list)
+    """The course folders the file sources are below: their absolute paths are what must not leave."""
 
     @property
     def kept(self) -> list[PlannedSource]:
@@ -72,35 +72,59 @@ def file_path(uri: str) -> Path | None:
     return Path(unquote(parts.path))
 
 
-def common_root(paths: list[Path]) -> Path | None:
-    """The deepest folder containing every path (the files' own folder for one file)."""
-    if not paths:
-        return None
+def course_roots(paths: list[Path]) -> list[Path]:
+    """The folders a copy's paths are relative to: the deepest folder holding every file, if it is not
+    the top of the file system; else the same, apart, for each top-level folder the files are under.
+
+    Files from /home/t/course and /tmp/notes must not become home/t/course/... in the copy: that
+    is the teacher's layout again. (Once kb records the folders it ingested, those are the roots.)
+    """
+    folders = sorted({p.parent for p in paths})
+    if not folders:
+        return []
     try:
-        return Path(os.path.commonpath([str(p.parent) for p in paths]))
-    except ValueError:  # paths on different drives (Windows): no common folder
-        return None
+        common = Path(os.path.commonpath([str(f) for f in folders]))
+    except ValueError:  # different drives (Windows): one root per drive
+        common = None
+    if common is not None and common.name:
+        return [common]
+    groups: dict[tuple[str, ...], list[Path]] = {}
+    for folder in folders:
+        groups.setdefault(folder.parts[:2], []).append(folder)
+    if len(groups) == 1:
+        return [Path(os.path.commonpath([str(f) for f in folders]))]
+    return [root for group in groups.values() for root in course_roots([f / "x" for f in group])]
 
 
-def relative_uri(path: Path, root: Path | None, source_id: int) -> str:
-    """A file source's uri in the copy: its path below `root`, percent-encoded like a URL path."""
-    try:
-        relative = PurePosixPath(path.relative_to(root).as_posix()) if root else None
-    except ValueError:
-        relative = None
-    if relative is None:
+def relative_uri(path: Path, roots: list[Path], source_id: int) -> str:
+    """A file source's uri in the copy: its path below its root (named after the root when there are
+    several), percent-encoded like a URL path."""
+    below = [r for r in roots if r == path.parent or r in path.parents]
+    if below:
+        root = max(below, key=lambda r: len(r.parts))
+        relative = PurePosixPath(path.relative_to(root).as_posix())
+        if len(roots) > 1:
+            relative = PurePosixPath(_root_name(root, roots)) / relative
+    else:
         relative = PurePosixPath(f"source-{source_id}", path.name)
     return quote(str(relative), safe="/")
+
+
+def _root_name(root: Path, roots: list[Path]) -> str:
+    """The root's folder name, numbered when two roots share one."""
+    name = root.name or "files"
+    same = [r for r in roots if (r.name or "files") == name]
+    return name if len(same) == 1 else f"{name}-{same.index(root) + 1}"
 
 
 def plan(rows: list[tuple[Any, ...]], exclude: tuple[str, ...] = ()) -> Plan:
     """The plan for rows of (id, uri, kind, title, content_hash, size, status) from `sources`."""
     result = Plan(sources=[PlannedSource(*row) for row in rows])
     paths = [p for p in (file_path(s.uri) for s in result.sources) if p is not None]
-    result.root = common_root(paths)
+    result.roots = course_roots(paths)
     for source in result.sources:
         source.path = file_path(source.uri)
-        source.new_uri = relative_uri(source.path, result.root, source.id) if source.path else source.uri
+        source.new_uri = relative_uri(source.path, result.roots, source.id) if source.path else source.uri
         source.recording = is_recording(source.kind, source.name)
         if source.status == "error":
             # A source that could not be read has nothing to learn from, and its error may name paths.

@@ -332,7 +332,30 @@ def test_exclude_patterns(pattern, left_out):
     ]
     result = plan(rows, (pattern,))
     assert {s.new_uri for s in result.dropped} == left_out
-    assert result.root == root
+    assert result.roots == [root]
+
+
+def test_files_from_two_folders_keep_none_of_the_layout_above_them(tmp_path):
+    from kb.export_plan import plan
+
+    rows = [
+        (1, "file:///home/teacher/courses/hydro/notes.pdf", "pdf", "", "h1", 1, "ok"),
+        (2, "file:///home/teacher/courses/hydro/web/a%20b.html", "html", "", "h2", 1, "ok"),
+        (3, "file:///tmp/scratch/notes/extra.md", "markdown", "", "h3", 1, "ok"),
+        (4, "file:///srv/notes/other.md", "markdown", "", "h4", 1, "ok"),
+        (5, "https://example.org/course/page.html", "html", "", "h5", 1, "ok"),
+    ]
+    result = plan(rows)
+    assert [str(r) for r in result.roots] == ["/home/teacher/courses/hydro", "/srv/notes", "/tmp/scratch/notes"]
+    assert [s.new_uri for s in result.sources] == [
+        "hydro/notes.pdf",
+        "hydro/web/a%20b.html",
+        "notes-2/extra.md",
+        "notes-1/other.md",
+        "https://example.org/course/page.html",
+    ]
+    one = plan(rows[:2])
+    assert [s.new_uri for s in one.sources] == ["notes.pdf", "web/a%20b.html"]
 
 
 def test_exclude_that_matches_nothing_writes_nothing(teacher_db, tmp_path):
