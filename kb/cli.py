@@ -495,10 +495,11 @@ def export_(
 def serve(dbs: tuple[str, ...], host: str, port: int, open_browser: bool, **llm: Any) -> None:
     """Browse, search and ask DB files in a web browser (Datasette with kb's plugin), read-only.
 
-    Each file gets an ask page (/-/kb/NAME) that answers with citations linking to the passage's
-    row and to the source's page, slide, heading or time; its tables and stored keyword, semantic
-    and hybrid searches are browsable too. Every file is checked first; a damaged, altered or
-    non-kb file is refused. The --model/--llm-url options choose the LLM as for `kb ask`.
+    Each file gets an ask page (/-/kb/NAME) that answers with citations: each opens the source
+    there (a stored PDF at its page, a recording at its second, the passage highlighted in the
+    source's text) or shows the passage's row. Its tables and stored keyword, semantic and hybrid
+    searches are browsable too. Every file is checked first; a damaged, altered or non-kb file is
+    refused. The --model/--llm-url options choose the LLM as for `kb ask`.
 
     \b
     Example:

@@ -233,6 +233,7 @@ def _store_originals(conn: Any, the_plan: Plan, choice: str, report: ExportRepor
     rolled_back = False
     with transaction(conn):
         stored = stored_hashes(conn)
+        counted: set[str] = set()
         for item in the_plan.kept:
             if item.is_web:
                 report.web_sources += 1
@@ -245,10 +246,15 @@ def _store_originals(conn: Any, the_plan: Plan, choice: str, report: ExportRepor
                     _add(report.not_stored, kind, item.size or 0)
                 continue
             if item.content_hash in stored:
-                continue  # the same bytes under another name, or stored in the KB already
+                # The same bytes under another name, or stored in the KB already: counted once.
+                if item.content_hash not in counted:
+                    counted.add(item.content_hash)
+                    _add(report.stored, kind, item.size or 0)
+                continue
             problem = _store_one(conn, item)
             if problem is None:
                 stored.add(item.content_hash)
+                counted.add(item.content_hash)
                 _add(report.stored, kind, item.size or 0)
             else:
                 rolled_back = rolled_back or problem.startswith("changed")

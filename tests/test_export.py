@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3 as stdlib_sqlite3
 import stat
 import subprocess
@@ -409,3 +410,37 @@ def test_kb_search_on_a_copy_links_beside_it_or_relative(teacher_db, course, tmp
     pdf = [h for h in hits if h["source"]["kind"] == "pdf"]
     assert all(h["link"] == f"{(folder / 'hydrology-lecture-notes.pdf').as_uri()}#page={h['page']}" for h in pdf)
     assert all(h["source"]["uri"] == "hydrology-lecture-notes.pdf" for h in pdf)
+
+
+@pytest.mark.skipif(not shutil.which("sqlite3"), reason="the sqlite3 command-line shell is not installed")
+def test_the_sqlite3_shell_reads_every_table_and_view_of_the_copy(teacher_db, tmp_path):
+    out = tmp_path / "learner.db"
+    export_json(teacher_db, out, "--sources", "all")
+    conn = stdlib_sqlite3.connect(out)
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")]
+    conn.close()
+    assert {"source_files", "source_file_blocks", "chunk_sources"} <= set(names)
+    script = "PRAGMA integrity_check;\n" + "".join(f'SELECT count(*) FROM "{name}";\n' for name in names)
+    proc = subprocess.run(["sqlite3", "-bail", str(out)], input=script, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert proc.stdout.splitlines()[0] == "ok" and len(proc.stdout.splitlines()) == len(names) + 1
+
+
+def test_a_copy_of_a_copy_keeps_the_originals_it_holds(teacher_db, tmp_path):
+    first = tmp_path / "first.db"
+    report, _ = export_json(teacher_db, first)  # documents, not the recording
+    again, _ = export_json(first, tmp_path / "again.db")
+    # Carried over from the copy itself: nothing is read from disk, nothing is missing.
+    assert again["problems"] == [] and again["stored"] == report["stored"]
+    assert stored_original(tmp_path / "again.db", "website/course.html") == stored_original(
+        first, "website/course.html"
+    )
+    all_of_it, _ = export_json(first, tmp_path / "all.db", "--sources", "all")
+    assert all_of_it["problems"] == [
+        {"uri": "gauging-a-river-lecture.ogg", "reason": "not stored: its original is not on this machine"}
+    ]
+    none, _ = export_json(first, tmp_path / "none.db", "--sources", "none")
+    conn = stdlib_sqlite3.connect(tmp_path / "none.db")
+    assert conn.execute("SELECT count(*) FROM source_files").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM source_file_blocks").fetchone()[0] == 0
+    conn.close()
