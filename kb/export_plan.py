@@ -117,11 +117,15 @@ def _root_name(root: Path, roots: list[Path]) -> str:
     return name if len(same) == 1 else f"{name}-{same.index(root) + 1}"
 
 
-def plan(rows: list[tuple[Any, ...]], exclude: tuple[str, ...] = ()) -> Plan:
-    """The plan for rows of (id, uri, kind, title, content_hash, size, status) from `sources`."""
+def plan(rows: list[tuple[Any, ...]], exclude: tuple[str, ...] = (), roots: list[Path] | None = None) -> Plan:
+    """The plan for rows of (id, uri, kind, title, content_hash, size, status) from `sources`.
+
+    `roots` are the folders the KB was ingested from, when it records them; else they are worked
+    out from the files' paths (course_roots).
+    """
     result = Plan(sources=[PlannedSource(*row) for row in rows])
     paths = [p for p in (file_path(s.uri) for s in result.sources) if p is not None]
-    result.roots = course_roots(paths)
+    result.roots = sorted(set(roots)) if roots else course_roots(paths)
     for source in result.sources:
         source.path = file_path(source.uri)
         source.new_uri = relative_uri(source.path, result.roots, source.id) if source.path else source.uri

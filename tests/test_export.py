@@ -9,6 +9,7 @@ import sqlite3 as stdlib_sqlite3
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import COURSE, TEST_PLUGINS, run_kb
@@ -357,6 +358,9 @@ def test_files_from_two_folders_keep_none_of_the_layout_above_them(tmp_path):
     ]
     one = plan(rows[:2])
     assert [s.new_uri for s in one.sources] == ["notes.pdf", "web/a%20b.html"]
+    # Recorded ingest folders, when a KB has them, are the roots instead.
+    recorded = plan(rows[:2], roots=[Path("/home/teacher/courses")])
+    assert [s.new_uri for s in recorded.sources] == ["hydro/notes.pdf", "hydro/web/a%20b.html"]
 
 
 def test_exclude_that_matches_nothing_writes_nothing(teacher_db, tmp_path):
