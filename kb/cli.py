@@ -472,28 +472,53 @@ def reindex(db: str, vector_backend: str | None) -> None:
 @cli.command(name="export")
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
+@click.option(
+    "--sources",
+    type=click.Choice(["none", "documents", "all"]),
+    default="documents",
+    show_default=True,
+    help="Original files to store in the copy: none, every kind but audio and video, or all.",
+)
+@click.option(
+    "--exclude",
+    "exclude",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out sources whose path below the course folder (or URL) matches; repeatable.",
+)
+@click.option("--with-log", is_flag=True, help="Keep the answers log (every kb ask asked of DB).")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
-def export_(db: str, out: str, force: bool) -> None:
-    """Write the learner copy of DB to OUT: one compacted file, no vector extension needed.
+def export_(
+    db: str, out: str, sources: str, exclude: tuple[str, ...], with_log: bool, force: bool, as_json: bool
+) -> None:
+    """Write the learner copy of DB to OUT: one compacted file that stands alone.
 
-    The copy keeps every source, chunk and embedding; only the derived vector index is left out,
-    so a stock SQLite and a plain Datasette open it. `kb search` and `kb ask` work on it
-    (they scan the stored vectors), also from read-only media.
+    The copy holds every source's text, passages and embeddings, and (with --sources) the
+    original files, so citations open the PDF page, the slide or the lecture time with no
+    course folder around. Paths become relative to the course folder; the answers log stays
+    behind unless --with-log. Only the derived vector index is left out, so a stock SQLite
+    and a plain Datasette open it; `kb search`, `kb ask` and `kb serve` work on it.
 
     \b
     Example:
         kb export course.db course-learner.db
+        kb export course.db course-learner.db --sources all --exclude website/staff-notes.html
     """
     from .export import export
+    from .reports import format_export
     from .store import KB
 
     with KB.open(db, readonly=_readonly(db)) as kb:
-        result = export(kb, out, force=force)
-    click.echo(
-        f"Wrote {result['path']} ({result['size_bytes'] / 2**20:.1f} MB, {result['sources']} sources, "
-        f"{result['chunks']} chunks)."
-    )
+        report = export(kb, out, force=force, sources=sources, exclude=exclude, with_log=with_log)
+    if as_json:
+        _print_json(report.to_dict())
+        return
+    text, warnings = format_export(report)
+    click.echo(text)
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
 
 
 @cli.command()
@@ -508,10 +533,11 @@ def export_(db: str, out: str, force: bool) -> None:
 def serve(dbs: tuple[str, ...], host: str, port: int, open_browser: bool, **llm: Any) -> None:
     """Browse, search and ask DB files in a web browser (Datasette with kb's plugin), read-only.
 
-    Each file gets an ask page (/-/kb/NAME) that answers with citations linking to the passage's
-    row and to the source's page, slide, heading or time; its tables and stored keyword, semantic
-    and hybrid searches are browsable too. Every file is checked first; a damaged, altered or
-    non-kb file is refused. The --model/--llm-url options choose the LLM as for `kb ask`.
+    Each file gets an ask page (/-/kb/NAME) that answers with citations: each opens the source
+    there (a stored PDF at its page, a recording at its second, the passage highlighted in the
+    source's text) or shows the passage's row. Its tables and stored keyword, semantic and hybrid
+    searches are browsable too. Every file is checked first; a damaged, altered or non-kb file is
+    refused. The --model/--llm-url options choose the LLM as for `kb ask`.
 
     \b
     Example:

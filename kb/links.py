@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlparse
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse, urlsplit
 
 from .types import Locator
 
@@ -33,3 +34,27 @@ def deep_link(uri: str, kind: str, locator: Locator) -> str:
     if locator.anchor:
         return f"{base}#{locator.anchor}"
     return uri
+
+
+def is_relative(link: str) -> bool:
+    """True for a link relative to the KB file (a learner copy's), False for a URL or an absolute path."""
+    try:
+        return not urlsplit(link).scheme and not link.startswith(("/", "\\"))
+    except ValueError:
+        return False
+
+
+def local_link(kb_path: Path, link: str | None) -> str | None:
+    """A learner copy's relative link as a file:// URL when the original sits beside the copy, else unchanged.
+
+    Only files inside the copy's own folder count: a link in a file someone sent you cannot point
+    the reader at `../../` anything.
+    """
+    if not link or not is_relative(link):
+        return link
+    path, _, fragment = link.partition("#")
+    folder = kb_path.resolve().parent
+    candidate = (folder / unquote(path)).resolve()
+    if folder not in candidate.parents or not candidate.is_file():
+        return link
+    return candidate.as_uri() + (f"#{fragment}" if fragment else "")

@@ -77,6 +77,29 @@ def m001_create_tables(conn: Any) -> None:
     )
 
 
+def m002_source_files(conn: Any) -> None:
+    # The original bytes of sources, content-addressed: a file ingested twice (or under two names)
+    # is stored once, and sources find theirs through sources.content_hash (the SHA-256 of the same
+    # bytes). The bytes sit in blocks, not in one BLOB: a recording can pass SQLite's 1 GB value
+    # limit, and a range request (a player seeking) then reads only the blocks it needs.
+    _run_script(
+        conn,
+        """
+        CREATE TABLE source_files (
+            sha256 TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            media_type TEXT NOT NULL
+        );
+        CREATE TABLE source_file_blocks (
+            sha256 TEXT NOT NULL REFERENCES source_files(sha256) ON DELETE CASCADE,
+            block INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (sha256, block)
+        );
+        """,
+    )
+
+
 def _run_script(conn: Any, script: str) -> None:
     # executescript() would COMMIT the caller's transaction first, so run statement by statement.
     statement = ""
@@ -91,7 +114,7 @@ def _run_script(conn: Any, script: str) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [m001_create_tables]
+MIGRATIONS: list[Migration] = [m001_create_tables, m002_source_files]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -102,6 +102,42 @@ def format_info(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 1024:.1f} KB"
+
+
+def _by_kind(totals: dict[str, dict[str, int]]) -> str:
+    return ", ".join(
+        f"{kind} {_size(t['bytes'])} ({t['files']} file{'s' if t['files'] != 1 else ''})"
+        for kind, t in sorted(totals.items())
+    )
+
+
+def format_export(report: Any) -> tuple[str, list[str]]:
+    """`kb export`'s summary for stdout, and its warnings for stderr."""
+    lines = [
+        f"Wrote {report.path} ({_size(report.size_bytes)}, {report.sources} sources, {report.chunks} chunks) "
+        f"in {report.seconds:.1f} s."
+    ]
+    stored = sum(t["bytes"] for t in report.stored.values())
+    if report.stored:
+        lines.append(f"Originals stored ({_size(stored)}): {_by_kind(report.stored)}.")
+    if report.not_stored:
+        lines.append(f"Not stored (--sources all adds them): {_by_kind(report.not_stored)}.")
+    if report.web_sources:
+        lines.append(f"Linked by URL: {report.web_sources} web sources.")
+    left_out = [f"{item['uri']} ({item['reason']})" for item in report.left_out]
+    if left_out:
+        lines.append("Left out: " + "; ".join(left_out) + ".")
+    if report.answers:
+        lines.append(f"Kept the answers log: {report.answers} answers.")
+    elif report.answers_left_out:
+        lines.append(f"Left out the answers log ({report.answers_left_out} answers; --with-log keeps it).")
+    warnings = [f"{p['uri']}: {p['reason']}." for p in report.problems]
+    warnings += [f"the copy still holds a path of this machine in {place}." for place in report.private_paths]
+    return "\n".join(lines), warnings
+
+
 class ProgressPrinter:
     """A one-line progress display on stderr, only when stderr is a terminal."""
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import KBError
+from .links import local_link
 from .store import KB
 from .types import Hit, Locator, SourceRef
 
@@ -122,7 +123,7 @@ class Searcher:
                         heading=row["heading"],
                         anchor=row["anchor"],
                     ),
-                    link=row["link"],
+                    link=local_link(self.kb.path, row["link"]),
                     bm25_rank=bm25_rank.get(cid),
                     vector_rank=vector_rank.get(cid),
                     distance=distance.get(cid),

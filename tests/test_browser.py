@@ -120,11 +120,20 @@ def test_a_learner_asks_in_chromium_and_follows_a_citation(server, tmp_path):
             assert citations.count() >= 1
             places = [citations.nth(i).locator(".kb-where").inner_text() for i in range(citations.count())]
             assert "The standard manual gauge" in places, places
-            deep = page.locator("#kb-answer a.kb-deep-link").first.get_attribute("href")
-            assert deep.startswith("file:///") and "field-guide-measuring-rainfall.md" in deep
             shot = tmp_path / "kb-ask-answer.png"
             page.screenshot(path=str(shot), full_page=True)
             print(f"\nscreenshot of the answer: {shot}")
+            # The citation opens the stored field guide's text at the cited passage, highlighted.
+            cited = page.locator("#kb-answer .kb-cites li").filter(has_text="The standard manual gauge").first
+            deep = cited.locator("a.kb-deep-link")
+            href = deep.get_attribute("href")
+            assert re.fullmatch(r"/-/kb/course-learner/source/\d+\?chunk=(\d+)#chunk-\1", href), href
+            view = browser.new_page(viewport={"width": 1100, "height": 900})
+            assert view.goto(server + href).status == 200
+            assert "kb-cited" in view.locator(href[href.index("#") :]).get_attribute("class")
+            assert view.locator("#kb-cited-box .kb-where").inner_text() == "The standard manual gauge"
+            view.screenshot(path=str(tmp_path / "kb-source-view.png"))
+            view.close()
 
             row_link = page.locator("#kb-answer a.kb-row-link").first
             href = row_link.get_attribute("href")

@@ -49,8 +49,10 @@ def learner_db(course_db, tmp_path):
 
 def test_every_kb_page_is_served_with_descriptions_and_links(course_db):
     with KB.open(course_db) as kb:
-        pdf_chunk = kb.conn.execute("SELECT id, page, link FROM chunks WHERE page IS NOT NULL LIMIT 1").fetchone()
-        uri = kb.conn.execute("SELECT uri FROM sources LIMIT 1").fetchone()[0]
+        pdf_chunk = kb.conn.execute(
+            "SELECT id, page, link, source_id FROM chunks WHERE page IS NOT NULL LIMIT 1"
+        ).fetchone()
+        uri = kb.conn.execute("SELECT uri FROM sources WHERE id = 1").fetchone()[0]
     pages = [
         "/",
         "/kb",
@@ -76,12 +78,15 @@ def test_every_kb_page_is_served_with_descriptions_and_links(course_db):
         assert f'href="/kb/{name}"' in database
     chunks = got["/kb/chunks"].text
     assert "The passages kb searches and cites" in chunks and "PDF page (1-based)." in chunks
-    # The page cell opens the PDF at that page; the link column is a link too.
-    assert f'<a href="{pdf_chunk[2]}">p. {pdf_chunk[1]}</a>' in chunks
-    assert f'<a href="{pdf_chunk[2]}">{pdf_chunk[2]}</a>' in chunks
+    # The teacher's KB holds no originals and browsers do not follow file:// from an http page:
+    # the page cell and the link column open the passage in its source view instead.
+    view = f"/-/kb/kb/source/{pdf_chunk[3]}?chunk={pdf_chunk[0]}#chunk-{pdf_chunk[0]}"
+    assert f'<a href="{view}">p. {pdf_chunk[1]}</a>' in chunks
+    assert f'<a href="{view}">{pdf_chunk[2]}</a>' in chunks
+    assert 'href="file:' not in chunks
     assert re.search(r'<a href="/kb/chunks/\d+">\d+</a>', got["/kb/chunk_sources"].text)
-    assert f'<a href="{uri}">{uri}</a>' in got["/kb/sources"].text
-    assert f'<a href="{pdf_chunk[2]}">p. {pdf_chunk[1]}</a>' in got[f"/kb/chunks/{pdf_chunk[0]}"].text
+    assert f'<a href="/-/kb/kb/source/1">{uri}</a>' in got["/kb/sources"].text
+    assert f'<a href="{view}">p. {pdf_chunk[1]}</a>' in got[f"/kb/chunks/{pdf_chunk[0]}"].text
     assert 'href="/kb/sources"' in got["/-/kb/kb"].text
 
 
@@ -154,8 +159,8 @@ def test_search_mode_lists_passages_with_working_links(course_db, hash_embedder)
     html = got[page].text
     for hit in data["hits"]:
         assert f'class="kb-row-link" href="/kb/chunks/{hit["chunk_id"]}"' in html
-        if hit["link"]:
-            assert f'class="kb-deep-link" href="{hit["link"]}"' in html
+        assert hit["link"] == hit["view_url"] and hit["view_url"].startswith("/-/kb/kb/source/")
+        assert f'class="kb-deep-link" href="{hit["link"]}"' in html
 
 
 def test_html_in_a_question_is_escaped(course_db):
@@ -189,6 +194,7 @@ def test_script_in_titles_headings_and_text_is_escaped_everywhere(tmp_path, hash
         f"/evil/keyword_search?{query(query='tipping')}",
         f"/-/kb/evil?{query(q='rain gauge funnel', mode='search')}",
         f"/-/kb/evil?{query(q='tipping bucket', mode='search')}",
+        "/-/kb/evil/source/1?chunk=2",
     ]
     got = fetch([db], *pages)
     for path in pages:
@@ -196,7 +202,8 @@ def test_script_in_titles_headings_and_text_is_escaped_everywhere(tmp_path, hash
         assert got[path].status_code == 200, path
         for payload in PAYLOADS:
             assert payload not in html, (path, payload)
-    assert "Rain &lt;script&gt;alert(1)&lt;/script&gt; gauges" in got[pages[-2]].text
+    assert "Rain &lt;script&gt;alert(1)&lt;/script&gt; gauges" in got[pages[-3]].text
+    assert "&lt;script&gt;steal()&lt;/script&gt;" in got["/-/kb/evil/source/1?chunk=2"].text
     assert "&lt;script&gt;steal()&lt;/script&gt;" in got["/evil/chunks/1"].text
     assert "javascript:alert(3)" in got["/evil/chunks/2"].text  # shown as text, not as a link
 

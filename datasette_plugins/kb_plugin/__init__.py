@@ -3,7 +3,9 @@
 Registered through the `datasette` entry point (pyproject.toml), so a plain `datasette course.db`
 uses it too; `kb serve` starts Datasette with it. Each hook is a line or two over the modules:
 status (which files are KBs, connection setup), catalog (descriptions, stored queries), cells
-(links in tables), pages (the ask page) and engine (kb's answer engine off the event loop).
+(links in tables), targets (where a link leads), pages (the ask page), sourceview (a source's text
+with the cited passage), files (stored originals, by range), browse (Datasette's own pages, course
+first) and engine (kb's answer engine off the event loop).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from datasette import hookimpl
 
-from . import catalog, cells, pages
+from . import browse, catalog, cells, files, pages, sourceview
 from .status import KB, REFUSED, database_status, file_status, known_status, lock_extension_loading, prepare
 
 
@@ -53,6 +55,11 @@ def register_routes() -> list[tuple[str, Any]]:
     return [
         (r"^/-/kb(\.(?P<format>json))?$", pages.kb_index),
         (r"^/-/kb/(?P<database>[^/]+?)(\.(?P<format>json))?$", pages.kb_page),
+        (r"^/-/kb/(?P<database>[^/]+?)/source/(?P<source>[0-9]{1,18})$", sourceview.source_page),
+        (r"^/-/kb/(?P<database>[^/]+?)/files/(?P<source>[0-9]{1,18})/(?P<name>[^/]+)$", files.serve_file),
+        # Anything else under /-/kb/ is answered here: Datasette 0.65's own 404 page raises when
+        # rich is installed (print_exception outside an except block), which made it a 500.
+        (r"^/-/kb/", files.not_found),
     ]
 
 
@@ -62,7 +69,9 @@ def get_metadata(datasette: Any, key: str, database: str | None, table: str | No
     for name in list(datasette.databases):
         status = known_status(datasette, name)
         if status is not None and status.kind == KB:
-            block = catalog.database_metadata(name, status, pages.ask_url(datasette, name))
+            block = catalog.database_metadata(
+                name, status, pages.ask_url(datasette, name), lambda table, name=name: datasette.urls.table(name, table)
+            )
             merged["databases"].update(block["databases"])
     return merged
 
@@ -78,7 +87,12 @@ def render_cell(row: Any, value: Any, column: str, table: str | None, database: 
     status = known_status(datasette, database)
     if status is None or status.kind != KB:
         return None
-    return cells.render(row, value, column, table, database, datasette)
+    return cells.render(row, value, column, table, database, datasette, status)
+
+
+@hookimpl
+def extra_template_vars(template: str, database: str | None, table: str | None, request: Any, datasette: Any) -> Any:
+    return browse.template_vars(template, database, table, request, datasette)
 
 
 @hookimpl

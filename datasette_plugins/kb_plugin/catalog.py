@@ -18,10 +18,12 @@ TABLES: dict[str, dict[str, Any]] = {
         "label_column": "title",
         "facets": ["kind", "status"],
         "columns": {
-            "uri": "Where the source came from: a file:// path or the web address.",
+            "uri": "Where the source came from: a file:// path, a path below the course folder (in a learner "
+            "copy), or the web address. Click it to read the source.",
             "kind": "The connector that read it (pdf, slides, markdown, html, media, ...).",
             "title": "The title found in the source.",
-            "content_hash": "SHA-256 of the content: an unchanged source is skipped on the next ingest.",
+            "content_hash": "SHA-256 of the content: an unchanged source is skipped on the next ingest, and the "
+            "stored original (source_files) has this key. A link when the original is stored.",
             "size": "Size in bytes.",
             "mtime": "The file's modification time (seconds since 1970) when it was read.",
             "fetched_at": "When a web source was fetched.",
@@ -33,10 +35,11 @@ TABLES: dict[str, dict[str, Any]] = {
     },
     "chunks": {
         "description": "The passages kb searches and cites, each with where it is in its source. "
-        "Click a page, slide or time to open the source there.",
-        "facets": ["source_id"],
+        "Click a page, slide or time to open the source there, or the source's title to read it.",
+        "fts_table": "chunks_fts",
+        "fts_pk": "id",
         "columns": {
-            "source_id": "The source this passage comes from.",
+            "source_id": "The source this passage comes from (click to read the passage in it).",
             "ordinal": "Position of the passage within its source.",
             "text": "The passage.",
             "page": "PDF page (1-based).",
@@ -45,10 +48,12 @@ TABLES: dict[str, dict[str, Any]] = {
             "end_s": "End time in a recording.",
             "heading": 'Heading path, "Part > Section".',
             "anchor": "HTML id of the nearest heading in a web page.",
-            "link": "The deep link a citation opens: page, slide, heading anchor or time.",
+            "link": "The deep link a citation opens: page, slide, heading anchor or time (in a learner copy, "
+            "relative to the copy's folder). Click it to open the source there.",
         },
     },
     "embeddings": {
+        "hidden": True,
         "description": "One vector per chunk: little-endian float32 BLOBs from the model named in kb_meta. "
         "The vector index is rebuilt from these.",
         "columns": {"vector": "The embedding as float32 bytes (4 per dimension)."},
@@ -67,19 +72,30 @@ TABLES: dict[str, dict[str, Any]] = {
     },
     "chunk_sources": {
         "description": "Each chunk with its source's title and deep link, for browsing and faceting.",
-        "facets": ["source_title"],
+    },
+    "source_files": {
+        "hidden": True,
+        "description": "The original files of the sources, one row per distinct SHA-256 (sources.content_hash), "
+        "stored by kb export. The plugin serves them at /-/kb/DB/files/SOURCE_ID/NAME.",
+    },
+    "source_file_blocks": {
+        "hidden": True,
+        "description": "The bytes of each stored original, in blocks of 256 KiB: concatenate data ORDER BY block.",
     },
     "chunks_vec": {
+        "hidden": True,
         "description": "The vector index (sqlite-vec vec0), derived from embeddings; kb reindex rebuilds it.",
     },
     "chunks_vss": {
+        "hidden": True,
         "description": "The vector index (sqlite-vss vss0), derived from embeddings; kb reindex rebuilds it.",
     },
 }
 
-# What a chunk row shows in the search queries below, and where it is.
+# What a chunk row shows in the search queries below, and where it is (uri: to link it to its source).
 HIT_COLUMNS = (
-    "cs.chunk_id, cs.source_title, cs.page, cs.slide, cs.start_s, cs.heading, cs.link, substr(cs.text, 1, 300) AS text"
+    "cs.chunk_id, cs.source_title, cs.page, cs.slide, cs.start_s, cs.heading, cs.link, "
+    "substr(cs.text, 1, 300) AS text, cs.uri"
 )
 
 KEYWORD_SQL = f"""select {HIT_COLUMNS}, round(bm25(chunks_fts, 1.0, 0.5), 3) as bm25
@@ -131,18 +147,22 @@ order by fused.score desc, cs.chunk_id
 limit 20"""
 
 
-def database_metadata(name: str, status: Status, ask_url: str) -> dict[str, Any]:
-    """The metadata block of one KB database."""
+def database_metadata(name: str, status: Status, ask_url: str, table_url: Any) -> dict[str, Any]:
+    """The metadata block of one KB database; `table_url(table)` is the Datasette URL of a table."""
     meta = status.meta
     model = meta.get("embedding_model", "no model yet")
+    stored = sum(1 for s in status.sources.values() if s.stored)
     description = (
         f'<p><strong><a href="{escape(ask_url)}">Ask this course a question</a></strong> and get an answer '
         "that cites its sources, or search it.</p>"
-        f"<p>A kb file: {status.counts.get('sources', 0):,} sources, {status.counts.get('chunks', 0):,} "
-        f"passages, embedded with {escape(model)}. The stored queries below search it by keyword (BM25), "
-        "by meaning (embeddings) or both, as <code>kb search</code> does.</p>"
+        f'<p>Or browse <a href="{escape(table_url("sources"))}">its {status.counts.get("sources", 0):,} sources</a> '
+        f"({stored:,} with their original file) and "
+        f'<a href="{escape(table_url("chunks"))}">their {status.counts.get("chunks", 0):,} passages</a>.</p>'
+        f'<p class="kb-small">Embedded with {escape(model)}. The stored queries below search it by keyword '
+        "(BM25), by meaning (embeddings) or both, as <code>kb search</code> does.</p>"
     )
     tables = {table: dict(info) for table, info in TABLES.items()}
+    tables["sqlite_sequence"] = {"hidden": True}
     # sqlite-vec's and sqlite-vss's own tables: Datasette hides FTS5's by itself, not these.
     for shadow in ("info", "chunks", "rowids", "vector_chunks00", "index", "data"):
         tables[f"chunks_vec_{shadow}"] = {"hidden": True}

@@ -53,14 +53,44 @@ def anchor(href: str, text: Any) -> Markup:
     return Markup('<a href="{}">{}</a>').format(href, text)
 
 
-def render(row: Any, value: Any, column: str, table: str | None, database: str, datasette: Any) -> Markup | str | None:
-    """The cell's HTML for the columns kb knows, or None to let Datasette render it."""
+def render(
+    row: Any, value: Any, column: str, table: str | None, database: str, datasette: Any, status: Any = None
+) -> Markup | str | None:
+    """The cell's HTML for the columns kb knows, or None to let Datasette render it.
+
+    Links lead where a browser can follow them (targets.open_url): never to file://, which an
+    http page may not open, nor to a learner copy's relative link, which means nothing on the server.
+    """
+    from .targets import file_url, open_url, source_of, view_url
+
     if table is not None and table not in LINKED_TABLES:
         return None
     if value is None:
         return None
-    if column in ("link", "uri"):
+    source = _row_source(row, table, status, source_of)
+    chunk_id = _row_value(row, "id") if table == "chunks" else _row_value(row, "chunk_id")
+    if column == "source_id" and table == "chunks":
+        title = value.get("label") if isinstance(value, dict) else None
+        source = source_of(status, value.get("value") if isinstance(value, dict) else value)
+        if source is None:
+            return None
+        return anchor(view_url(datasette, database, source.id, chunk_id), title or source.title)
+    if column == "title" and table == "sources" and source is not None:
+        return anchor(view_url(datasette, database, source.id), value)
+    if column == "content_hash" and table == "sources":
+        stored = file_url(datasette, database, source)
+        return anchor(stored, value) if stored else None
+    if column == "uri":
+        if source is not None and table in ("sources", "chunk_sources", None):
+            target = safe_url(value) if value.startswith(("http:", "https:")) else None
+            return anchor(target or view_url(datasette, database, source.id), value)
         url = safe_url(value)
+        return anchor(url, value) if url and not url.startswith("file:") else None
+    if column == "link":
+        url = open_url(datasette, database, source, chunk_id, _row_value(row, "page"), value)
+        if url is None:
+            url = safe_url(value)
+            url = url if url and not url.startswith("file:") else None
         return anchor(url, value) if url else None
     if column == "chunk_id" and isinstance(value, int) and table != "chunks":
         return anchor(datasette.urls.row(database, "chunks", str(value)), value)
@@ -69,9 +99,23 @@ def render(row: Any, value: Any, column: str, table: str | None, database: str, 
     if not isinstance(value, int | float) or isinstance(value, bool):
         return None
     label = clock(value) if column in ("start_s", "end_s") else locator_label(**{column: value})
-    link = _row_value(row, "link") if column != "end_s" else None
-    url = safe_url(link)
+    if column == "end_s":
+        return label
+    url = open_url(datasette, database, source, chunk_id, _row_value(row, "page"), _row_value(row, "link"))
     return anchor(url, label) if url else label
+
+
+def _row_source(row: Any, table: str | None, status: Any, source_of: Any) -> Any:
+    """The SourceInfo of the row's source: by source_id (chunks), id (sources) or uri (views, queries)."""
+    if status is None:
+        return None
+    if table == "chunks":
+        value = _row_value(row, "source_id")
+        return source_of(status, value.get("value") if isinstance(value, dict) else value)
+    if table == "sources":
+        return source_of(status, _row_value(row, "id"))
+    uri = _row_value(row, "uri")
+    return source_of(status, status.uris.get(uri)) if isinstance(uri, str) else None
 
 
 def _row_value(row: Any, key: str) -> Any:

@@ -14,9 +14,10 @@ from kb.answer import MAX_QUESTION_CHARS
 from kb.errors import KBError
 from kb.llm import LLMError
 
-from .cells import locator_label, safe_url
+from .cells import locator_label
 from .engine import Busy, workers
 from .status import KB, Status, database_status
+from .targets import file_url, open_url, view_url
 
 MAX_CHARS = MAX_QUESTION_CHARS
 """Longest question or query the page takes: kb ask's own limit."""
@@ -63,7 +64,7 @@ async def kb_page(datasette: Any, request: Any) -> Response:
         context["mode"] = request.args.get("mode", "ask")
     code = 200
     try:
-        name, status = await _kb_database(datasette, request, route)
+        name, status = await kb_database(datasette, request, route)
         context.update(_base_context(datasette, name, status))
         q, mode, k = _read_args(request)
         context.update(q=q, mode=mode, k=k)
@@ -73,11 +74,14 @@ async def kb_page(datasette: Any, request: Any) -> Response:
             path = datasette.databases[name].path
             if mode == "ask":
                 answer = await workers.ask(path, q, datasette.plugin_config("kb") or {})
-                context.update(_answer_context(datasette, name, answer))
+                context.update(_answer_context(datasette, name, status, answer))
             else:
                 hits = await workers.search(path, q, k)
-                context["hits"] = [_hit_view(datasette, name, h) for h in hits]
-                context["json"] = {"query": " ".join(q.split()), "hits": [_hit_json(datasette, name, h) for h in hits]}
+                context["hits"] = [_hit_view(datasette, name, status, h) for h in hits]
+                context["json"] = {
+                    "query": " ".join(q.split()),
+                    "hits": [_hit_json(datasette, name, status, h) for h in hits],
+                }
     except PageError as exc:
         context["error"], code = str(exc), exc.status
     except (Busy, LLMError) as exc:
@@ -94,7 +98,7 @@ async def kb_page(datasette: Any, request: Any) -> Response:
     return Response.html(html, status=code)
 
 
-async def _kb_database(datasette: Any, request: Any, route: str) -> tuple[str, Status]:
+async def kb_database(datasette: Any, request: Any, route: str) -> tuple[str, Status]:
     reason = refused.get(datasette, {}).get(route)
     if reason:
         raise PageError(reason, 400)
@@ -160,19 +164,19 @@ def answer_parts(text: str) -> list[dict[str, Any]]:
     return parts
 
 
-def _answer_context(datasette: Any, name: str, answer: Any) -> dict[str, Any]:
+def _answer_context(datasette: Any, name: str, status: Status, answer: Any) -> dict[str, Any]:
     data = answer.to_dict()
-    for citation in data["citations"]:
-        citation["row_url"] = datasette.urls.row(name, "chunks", str(citation["chunk_id"]))
-    for hit in data["nearest"]:
-        hit["row_url"] = datasette.urls.row(name, "chunks", str(hit["chunk_id"]))
-    citations = [{**_hit_view(datasette, name, e.hit), "key": e.key, "origin": answer.origin} for e in answer.cited]
+    for record in [*data["citations"], *data["nearest"]]:
+        record.update(_links(datasette, name, status, record))
+    citations = [
+        {**_hit_view(datasette, name, status, e.hit), "key": e.key, "origin": answer.origin} for e in answer.cited
+    ]
     return {
         "answer": {
             "parts": answer_parts(answer.text),
             "abstained": answer.abstained,
             "citations": citations,
-            "nearest": [_hit_view(datasette, name, h) for h in answer.nearest] if answer.abstained else [],
+            "nearest": [_hit_view(datasette, name, status, h) for h in answer.nearest] if answer.abstained else [],
             "warnings": answer.warnings,
             "seconds": round(answer.timings.get("total_s", 0.0), 1),
             "origin": answer.origin,
@@ -181,19 +185,36 @@ def _answer_context(datasette: Any, name: str, answer: Any) -> dict[str, Any]:
     }
 
 
-def _hit_view(datasette: Any, name: str, hit: Any) -> dict[str, Any]:
+def _links(datasette: Any, name: str, status: Status, record: dict[str, Any]) -> dict[str, Any]:
+    """The row, source view, stored file and "open there" URLs of a hit or citation record.
+
+    `link` becomes what the browser can open (a served URL or the web page), not the KB's own
+    link: file:// is refused from an http page, and a learner copy's links are relative to it.
+    """
+    source = status.sources.get(status.uris.get(record["source"]["uri"], -1))
+    chunk_id = record["chunk_id"]
+    return {
+        "row_url": datasette.urls.row(name, "chunks", str(chunk_id)),
+        "view_url": view_url(datasette, name, source.id, chunk_id) if source else None,
+        "file_url": file_url(datasette, name, source),
+        "link": open_url(datasette, name, source, chunk_id, record.get("page"), record.get("link")),
+    }
+
+
+def _hit_view(datasette: Any, name: str, status: Status, hit: Any) -> dict[str, Any]:
     loc = hit.locator
     text = " ".join(hit.text.split())
+    links = _links(datasette, name, status, {**hit.to_dict(), "chunk_id": hit.chunk_id})
     return {
         "chunk_id": hit.chunk_id,
         "title": hit.source.title or hit.source.uri,
         "where": locator_label(loc.page, loc.slide, loc.start_s, loc.heading),
         "heading": loc.heading,
         "text": text if len(text) <= 400 else text[:400].rsplit(" ", 1)[0] + " …",
-        "link": safe_url(hit.link),
-        "row_url": datasette.urls.row(name, "chunks", str(hit.chunk_id)),
+        **links,
     }
 
 
-def _hit_json(datasette: Any, name: str, hit: Any) -> dict[str, Any]:
-    return {**hit.to_dict(), "row_url": datasette.urls.row(name, "chunks", str(hit.chunk_id))}
+def _hit_json(datasette: Any, name: str, status: Status, hit: Any) -> dict[str, Any]:
+    record = hit.to_dict()
+    return {**record, **_links(datasette, name, status, record)}

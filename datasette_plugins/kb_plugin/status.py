@@ -21,6 +21,22 @@ REFUSED = "refused"
 
 
 @dataclass(frozen=True)
+class SourceInfo:
+    """What the pages need to know about one source to link to it."""
+
+    id: int
+    uri: str
+    kind: str
+    title: str
+    sha256: str
+    """Its content hash: the key of its original in source_files."""
+    stored: bool
+    """Its original file is in the KB (source_files), so the plugin can serve it."""
+    name: str
+    """A safe file name for it (see kb.originals.safe_file_name)."""
+
+
+@dataclass(frozen=True)
 class Status:
     """What the plugin found in one database file."""
 
@@ -34,6 +50,10 @@ class Status:
     """"vec" or "vss" when the KB's vector index table is present, complete and its extension loads."""
     counts: dict[str, int] = field(default_factory=dict)
     """Rows in sources and chunks, for the ask page."""
+    sources: dict[int, SourceInfo] = field(default_factory=dict)
+    """Every source by id: read once per file version, so a table of links needs no query per cell."""
+    uris: dict[str, int] = field(default_factory=dict)
+    """Source ids by uri (search hits and views name the source by its uri)."""
 
 
 _cache: dict[str, tuple[tuple[int, int, int], Status]] = {}
@@ -85,11 +105,33 @@ def _check(path: Path) -> Status:
             index = kb.index() if "embedding_dimension" in meta else None
             extension = index.name if index is not None and index.name in ("vec", "vss") else None
             counts = {t: kb.conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("sources", "chunks")}
+            sources = _sources(kb.conn)
     except KBError as exc:
         return Status(REFUSED, str(exc))
     except sqlite3.DatabaseError as exc:
         return Status(REFUSED, f"{path} is damaged ({exc}); ask for a new copy.")
-    return Status(KB, meta=meta, vector_extension=extension, counts=counts)
+    uris = {source.uri: source.id for source in sources.values()}
+    return Status(KB, meta=meta, vector_extension=extension, counts=counts, sources=sources, uris=uris)
+
+
+def _sources(conn: Any) -> dict[int, SourceInfo]:
+    from kb.originals import safe_file_name, uri_name
+
+    rows = conn.execute(
+        "SELECT id, uri, kind, title, content_hash, content_hash IN (SELECT sha256 FROM source_files) FROM sources"
+    ).fetchall()
+    return {
+        row[0]: SourceInfo(
+            id=row[0],
+            uri=str(row[1]),
+            kind=str(row[2] or ""),
+            title=str(row[3] or row[1]),
+            sha256=str(row[4] or ""),
+            stored=bool(row[5]),
+            name=safe_file_name(uri_name(str(row[1])), f"source-{row[0]}"),
+        )
+        for row in rows
+    }
 
 
 def database_status(datasette: Any, database: str) -> Status | None:
