@@ -56,8 +56,8 @@ class AskSettings:
     """Passages below this relevance (0-10, from retrieval) are dropped; none left means abstain."""
     keep_margin: float = 3.0
     """Passages more than this below the best one are dropped."""
-    excerpt_chars: int = 1800
-    """All passages together are cut to about this many characters (~450 prompt tokens): the model
+    excerpt_chars: int = 1400
+    """All passages together are cut to about this many characters (~350 prompt tokens): the model
     reads prompts at ~95 tokens/s on 2 cores, so this bounds the wait for the first word."""
     fast: bool = False
     """Skip the judge call: the model writes from the gated passages directly."""
@@ -237,8 +237,13 @@ class AnswerEngine:
         kept = [(score, h) for score, h in scored if score >= s.min_score and score >= best - s.keep_margin]
         evidence = [Evidence(key=i, hit=h, score=score) for i, (score, h) in enumerate(kept[: s.max_evidence], 1)]
         budget = max(200, s.excerpt_chars // max(1, len(evidence)))
+        shown: set[str] = set()
         for piece in evidence:
-            piece.excerpt = excerpt(question, piece.hit.text, budget, self._similarity)
+            piece.excerpt = excerpt(question, piece.hit.text, budget, self._similarity, shown)
+        # A passage whose sentences all appeared in a better one (overlapping chunks) adds nothing.
+        evidence = [e for e in evidence if e.excerpt]
+        for key, piece in enumerate(evidence, start=1):
+            piece.key = key
         return evidence
 
     def _excerpts(self, evidence: list[Evidence]) -> list[tuple[int, str, str]]:

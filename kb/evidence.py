@@ -193,16 +193,38 @@ def verdict_from(raw: str, passages: dict[int, str]) -> Verdict:
 # -- passages trimmed to the question ----------------------------------------------------------------
 
 
-def excerpt(question: str, text: str, budget: int, score: SentenceScorer | None) -> str:
+LONG_SENTENCE = 220
+"""Sentences longer than this are cut at their semicolons for trimming: a list such as "atmosphere,
+about 9 days; rivers, 2 to 6 months; ..." would otherwise be kept or dropped whole."""
+
+
+def units_of(text: str) -> list[str]:
+    """The sentences of `text`, long ones split into their semicolon-separated clauses."""
+    out = []
+    for sentence in sentences(text):
+        if len(sentence) > LONG_SENTENCE and "; " in sentence:
+            clauses = sentence.split("; ")
+            out.extend(c + ";" for c in clauses[:-1])
+            out.append(clauses[-1])
+        else:
+            out.append(sentence)
+    return out
+
+
+def excerpt(
+    question: str, text: str, budget: int, score: SentenceScorer | None, shown: set[str] | None = None
+) -> str:
     """`text` cut to its sentences nearest the question, in reading order, within `budget` characters.
 
     Skipped stretches are marked "…". Scored by the embedding similarity (when given) plus the share
     of the question's words each sentence holds, so a sentence that answers in other words than the
-    question's ("rain shadow" for "drier") is kept.
+    question's ("rain shadow" for "drier") is kept. Sentences in `shown` (already in an earlier
+    passage: chunks overlap) are left out, and the ones kept are added to it.
     """
-    found = sentences(text)
-    if len(" ".join(found)) <= budget or not found:
-        return " ".join(text.split())[: max(budget, 1)]
+    shown = shown if shown is not None else set()
+    found = [u for u in units_of(text) if u not in shown]
+    if not found:
+        return ""
     asked = set(content_words(question))
     overlap = [len(asked & set(content_words(s))) / max(1, len(asked)) for s in found]
     similarity = score(question, found) if score else [0.0] * len(found)
@@ -222,6 +244,7 @@ def excerpt(question: str, text: str, budget: int, score: SentenceScorer | None)
         if out and i - 1 not in chosen:
             out.append("\u2026")
         out.append(found[i][:budget])
+        shown.add(found[i])
     if min(chosen) > 0:
         out.insert(0, "\u2026")
     return " ".join(out)
