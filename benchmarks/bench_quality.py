@@ -191,7 +191,40 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def dataset(name: str, archive: zipfile.ZipFile, n: int) -> tuple[Path, list[tuple[Item, bool]], list[str]]:
+def calibrate(name: str, archive: zipfile.ZipFile, n: int) -> None:
+    """The judge's P(yes) on a development slice (questions the reported run never asks), and the
+    abstention each threshold would give: how AskSettings.min_yes was chosen."""
+    from kb import KB
+    from kb.answer import AnswerEngine, AskSettings
+    from kb.plugins import get_llm
+
+    db, items, _ = dataset(name, archive, n, offset=n)
+    scores: list[tuple[bool, float | None, str]] = []
+    with KB.open(db, readonly=True) as kb:
+        engine = AnswerEngine(kb, lambda: get_llm("llama-cpp"), AskSettings(min_yes=0.0))
+        for item, answerable in items:
+            answer = engine.ask(item.question, log=False)
+            judge = answer.checks.get("judge", {})
+            by = answer.checks.get("abstained_by", "")
+            scores.append((answerable, judge.get("p_yes"), by))
+            print(
+                f"{answerable!s:<5} p_yes={judge.get('p_yes')} {by} {item.question[:70]}", file=sys.stderr, flush=True
+            )
+    print(f"{name}: P(yes) on {len(items)} development questions")
+    print(f"{'min_yes':>7} {'abstain':>8} {'false abst.':>11}")
+    for threshold in [0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]:
+
+        def abstains(p: float | None, by: str) -> bool:
+            return by in ("retrieval", "judge") and p is None or (p is not None and p < threshold)
+
+        held = [abstains(p, by) for a, p, by in scores if not a]
+        inside = [abstains(p, by) for a, p, by in scores if a]
+        print(f"{threshold:>7.2f} {_rate(held) or 0:>8.3f} {_rate(inside) or 0:>11.3f}")
+
+
+def dataset(
+    name: str, archive: zipfile.ZipFile, n: int, offset: int = 0
+) -> tuple[Path, list[tuple[Item, bool]], list[str]]:
     passages, items = (load_sciq if name == "sciq" else load_boolq)(archive)
     rng = random.Random(SEED)
     order = list(range(len(passages)))
@@ -202,7 +235,8 @@ def dataset(name: str, archive: zipfile.ZipFile, n: int) -> tuple[Path, list[tup
     outside = [i for i in items if i.passage not in ingested]
     rng.shuffle(inside)
     rng.shuffle(outside)
-    return db, [(i, True) for i in inside[:n]] + [(i, False) for i in outside[:n]], passages
+    chosen = [(i, True) for i in inside[offset : offset + n]] + [(i, False) for i in outside[offset : offset + n]]
+    return db, chosen, passages
 
 
 def course_traps(tier: str) -> dict:
@@ -227,7 +261,13 @@ def main() -> None:
     parser.add_argument("--tiers", default="default,low,extract")
     parser.add_argument("--datasets", default="sciq,boolq,course")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--calibrate", action="store_true", help="P(yes) on a development slice, per threshold")
     options = parser.parse_args()
+    if options.calibrate:
+        for name in options.datasets.split(","):
+            if name != "course":
+                calibrate(name, wheel(), options.n)
+        return
     tiers = options.tiers.split(",")
     archive = wheel()
     results: dict[str, dict[str, dict]] = {}

@@ -211,9 +211,7 @@ def units_of(text: str) -> list[str]:
     return out
 
 
-def excerpt(
-    question: str, text: str, budget: int, score: SentenceScorer | None, shown: set[str] | None = None
-) -> str:
+def excerpt(question: str, text: str, budget: int, score: SentenceScorer | None, shown: set[str] | None = None) -> str:
     """`text` cut to its sentences nearest the question, in reading order, within `budget` characters.
 
     Skipped stretches are marked "…". Scored by the embedding similarity (when given) plus the share

@@ -332,6 +332,42 @@ class OpenAICompatLLM(LLM):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.name, "url": self.endpoint}
 
+    def yes_probability(self, messages: Messages) -> float | None:
+        """From the server's `top_logprobs` for one token, when it gives them (OpenAI and vLLM do;
+        llama.cpp's server only with --logits_all); otherwise None, asked only once."""
+        if getattr(self, "_no_logprobs", False):
+            return None
+        body = {"model": self.name, "messages": messages, "max_tokens": 1, "temperature": 0.0}
+        body |= {"logprobs": True, "top_logprobs": 10}
+        try:
+            with urllib.request.urlopen(self._request(body), timeout=min(self.timeout, 30)) as response:
+                choice = json.loads(response.read())["choices"][0]
+            top = choice["logprobs"]["content"][0]["top_logprobs"]
+        except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError, KeyError, IndexError, TypeError):
+            self._no_logprobs = True
+            return None
+        import math
+
+        weights = {"yes": 0.0, "no": 0.0}
+        for entry in top:
+            word = str(entry.get("token", "")).strip().lower()
+            if word in weights:
+                weights[word] += math.exp(float(entry["logprob"]))
+        total = weights["yes"] + weights["no"]
+        return weights["yes"] / total if total > 0 else None
+
+    def _request(self, body: dict[str, Any]) -> urllib.request.Request:
+        return urllib.request.Request(
+            self.endpoint,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "text/event-stream" if body.get("stream") else "application/json",
+                **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+            },
+        )
+
     def stream(
         self,
         messages: Messages,
@@ -355,16 +391,7 @@ class OpenAICompatLLM(LLM):
         if constraint:
             body["response_format"] = {"type": "json_object", "schema": constraint.schema}
             body["grammar"] = constraint.gbnf  # llama.cpp's server honours it; others ignore it
-        request = urllib.request.Request(
-            self.endpoint,
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "Accept": "text/event-stream",
-                **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
-            },
-        )
+        request = self._request(body)
         deadline = time.monotonic() + self.timeout
         try:
             with urllib.request.urlopen(request, timeout=min(self.timeout, 30)) as response:

@@ -239,6 +239,7 @@ class Evidence:
             "chunk_id": self.hit.chunk_id,
             "source": record["source"],
             **{k: record[k] for k in ("page", "slide", "start_s", "end_s", "heading", "link")},
+            "quotes": list(self.quotes),
         }
 
 

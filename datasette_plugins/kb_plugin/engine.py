@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,6 +32,8 @@ class Workers:
         self.ask_pool = ThreadPoolExecutor(1, thread_name_prefix="kb-ask")
         self.search_pool = ThreadPoolExecutor(1, thread_name_prefix="kb-search")
         self.waiting = 0  # touched on the event loop only
+        self.durations: deque[float] = deque(maxlen=20)
+        """Seconds the last answers took here, so the page can say how long to expect."""
         self._llm: Any = None
         self._llm_key: tuple | None = None
         self._engines: dict[str, tuple[tuple, Any]] = {}  # ask thread only
@@ -40,11 +44,23 @@ class Workers:
             raise Busy("Too many questions are waiting for an answer; try again in a minute.")
         self.waiting += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(
+            answer = await asyncio.get_running_loop().run_in_executor(
                 self.ask_pool, self._ask, path, question, dict(config)
             )
         finally:
             self.waiting -= 1
+        if not answer.abstained:
+            self.durations.append(answer.timings.get("total_s", 0.0))
+        return answer
+
+    def expected_wait(self) -> str:
+        """What the ask page says while a learner waits: measured here once answers have been given."""
+        if not self.durations:
+            return (
+                "the first answer takes longest, while the model loads: about 15-30 s on a 2-core laptop, "
+                "less on a faster machine"
+            )
+        return f"answers have taken about {statistics.median(self.durations):.0f} s each on this machine"
 
     async def search(self, path: str, query: str, k: int) -> list[Any]:
         return await asyncio.get_running_loop().run_in_executor(self.search_pool, self._search, path, query, k)

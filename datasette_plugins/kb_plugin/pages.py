@@ -133,6 +133,7 @@ def _base_context(datasette: Any, name: str, status: Status) -> dict[str, Any]:
         "database": name,
         "database_url": datasette.urls.database(name),
         "ask_url": ask_url(datasette, name),
+        "expected_wait": workers.expected_wait(),
         "counts": status.counts,
         "model": status.meta.get("embedding_model"),
         "tables": [{"name": t, "url": datasette.urls.table(name, t)} for t in ("sources", "chunks", "chunk_sources")],
