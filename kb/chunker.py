@@ -79,8 +79,37 @@ def _hard_split(sentence: str, max_chars: int) -> Iterator[str]:
         start = end
 
 
+def clean_code(text: str) -> str:
+    """Code as written: control characters out, trailing spaces trimmed, indentation and line breaks kept."""
+    text = _CONTROLS.sub(" ", text.replace("\x00", "").replace("\r\n", "\n"))
+    text = _SURROGATES.sub("\ufffd", text)
+    lines = [line.rstrip().replace("\u00a0", " ") for line in text.split("\n")]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return "\n".join(lines).rstrip()
+
+
+def chunk_code(text: str, max_chars: int) -> Iterator[str]:
+    """Whole lines packed up to max_chars (a line longer than that alone is cut): never reflowed."""
+    current: list[str] = []
+    size = 0
+    for line in text.split("\n"):
+        pieces = [line] if len(line) <= max_chars else [line[i : i + max_chars] for i in range(0, len(line), max_chars)]
+        for piece in pieces:
+            if current and size + len(piece) + 1 > max_chars:
+                yield "\n".join(current).strip("\n")
+                current, size = [], 0
+            current.append(piece)
+            size += len(piece) + 1
+    if current and "\n".join(current).strip():
+        yield "\n".join(current).strip("\n")
+
+
 def chunk_section(section: Section, settings: ChunkingSettings) -> Iterator[str]:
     """The chunk texts of one section."""
+    if section.code:
+        yield from chunk_code(clean_code(section.text), settings.max_chars)
+        return
     text = clean_text(section.text)
     if not text:
         return
@@ -124,6 +153,21 @@ def clean_line(text: str | None) -> str | None:
     return " ".join(clean_text(text).split()) or None
 
 
+PERMALINK_MARKS = "\u00b6#\u00a7\U0001f517\u2693\ufe0f"
+"""Marks that documentation generators put after a heading as its permalink: pilcrow (Sphinx, MkDocs),
+"#" (VuePress, Docusaurus), section sign, link and anchor emoji."""
+_TRAILING_MARK = re.compile(rf"\s+[{PERMALINK_MARKS}]+$|[\u00b6\U0001f517]+$")
+
+
+def clean_heading(heading: str | None) -> str | None:
+    """A heading path on one line, each part without a trailing permalink mark ("Quoting¶" -> "Quoting")."""
+    line = clean_line(heading)
+    if line is None:
+        return None
+    parts = [_TRAILING_MARK.sub("", part.strip()).strip() for part in line.split(" > ")]
+    return " > ".join(p for p in parts if p) or None
+
+
 def chunk_document(doc: Document, settings: ChunkingSettings | None = None) -> list[Chunk]:
     """Every chunk of a document, numbered in reading order."""
     settings = settings or ChunkingSettings()
@@ -131,7 +175,7 @@ def chunk_document(doc: Document, settings: ChunkingSettings | None = None) -> l
     for section in doc.sections:
         locator = section.locator
         if locator.heading is not None:
-            locator = replace(locator, heading=clean_line(locator.heading))
+            locator = replace(locator, heading=clean_heading(locator.heading))
         for text in chunk_section(section, settings):
             chunks.append(Chunk(ordinal=len(chunks), text=text, locator=locator))
     return chunks

@@ -269,7 +269,7 @@ class Ingester:
             )
             connector_cls = connector_for(fetched.name or fetched.uri)
             if connector_cls is None:
-                raise SourceError(f"no connector reads {Path(fetched.name).suffix or 'this type of'} content")
+                raise SourceError(unreadable(fetched.name or fetched.uri))
             report.kind = connector_cls.kind
             if fetched.not_modified and current:
                 report.status, report.chunks = "unchanged", stored.chunks
@@ -337,9 +337,9 @@ class Ingester:
                     return SourceReport(
                         uri=uri,
                         status="skipped",
-                        reason=f"no connector reads {path.suffix or 'files without a suffix'}",
+                        reason=unreadable(path.name),
                     )
-                raise SourceError(f"no connector reads {path.suffix or 'files without a suffix'} files")
+                raise SourceError(unreadable(path.name))
             report.kind = connector_cls.kind
             stored = self.kb.get_source(uri)
             current = stored is not None and stored.settings_key == self.settings_key and self._current(stored)
@@ -580,6 +580,13 @@ class Ingester:
             report.reason = f"{report.reason}; kept the version ingested before"
             return
         self.kb.record_failure(report.uri, report.kind, report.reason or "error", content_hash=None, size=None)
+
+
+def unreadable(name: str) -> str:
+    """One sentence for a file kb has no reader for, naming what it does read."""
+    suffix = Path(name).suffix.lower()
+    what = f"{suffix} files" if suffix else "files without a suffix"
+    return f'kb does not read {what} (the README\'s "What kb reads" lists the formats it does)'
 
 
 def ingest(kb: KB, targets: list[str], **options: Any) -> IngestResult:

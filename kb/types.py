@@ -37,6 +37,8 @@ class Section:
 
     text: str
     locator: Locator = field(default_factory=Locator)
+    code: bool = False
+    """Code or preformatted text: its line breaks and indentation are kept, and chunks end at line ends."""
 
 
 @dataclass
