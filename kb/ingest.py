@@ -222,7 +222,7 @@ class Ingester:
             limits=self.limits,
             options=self.options,
             previous=self._previous_metadata,
-            readable=lambda name: connector_for(name) is not None,
+            readable=_crawlable,
         )
         fetched_items = fetcher_cls().fetch(url, context)
         while True:
@@ -580,6 +580,13 @@ class Ingester:
             report.reason = f"{report.reason}; kept the version ingested before"
             return
         self.kb.record_failure(report.uri, report.kind, report.reason or "error", content_hash=None, size=None)
+
+
+def _crawlable(name: str) -> bool:
+    """Whether a crawl should fetch a link of this name: some connector reads it, and it is not one that
+    opts out (images: a site's logos and icons are not course text; ingest image files by name or folder)."""
+    connector = connector_for(name)
+    return connector is not None and getattr(connector, "crawled", True)
 
 
 def unreadable(name: str) -> str:
