@@ -201,7 +201,9 @@ def eval_(db: str, questions: str, k: int, limit: int | None, as_json: bool, **l
 
     Each line: {"id", "question", "answerable", "expected_source", "expected_page" or
     "expected_heading", "keywords"}. Reports recall@k, MRR, keyword hit rate, citation precision
-    and, for unanswerable questions, the abstention rate.
+    and, for unanswerable questions, the abstention rate. A hit matches expected_heading when
+    its heading path ends with it part by part, compared without case, punctuation, "¶" marks
+    or leading numbers ("8.3.", "Chapter 4:").
 
     \b
     Example:

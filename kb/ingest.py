@@ -22,7 +22,7 @@ from .discover import Candidate, discover
 from .errors import KBError, SourceError
 from .plugins import connector_for, fetcher_for, get_embedder
 from .progress import CallbackProgress, Progress
-from .store import KB, StoredSource, utcnow
+from .store import KB, utcnow
 from .types import Document, FetchContext, Fetched, Limits, SourceFile, SourceReport
 
 EMBED_BATCH = 32
@@ -77,7 +77,7 @@ def deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-class Ingester:
+class Ingester(sync.KeepInStep):
     """Brings sources into one KB, one transaction per source."""
 
     def __init__(
@@ -175,42 +175,6 @@ class Ingester:
         )
         result.seconds = time.monotonic() - started
         return result
-
-    def _excluded(self, candidate: Candidate) -> SourceReport:
-        stored = self.kb.get_source(candidate.uri)
-        if stored is None:
-            return SourceReport(uri=candidate.uri, status="excluded", reason=f"matches {candidate.excluded}")
-        return self._missing(stored, f"left out by the exclude pattern {candidate.excluded}")
-
-    def _missing(self, stored: StoredSource, reason: str) -> SourceReport:
-        sync.mark_missing(self.kb, stored, reason)
-        return SourceReport(uri=stored.uri, status="missing", kind=stored.kind, chunks=stored.chunks, reason=reason)
-
-    def _vanished(self, targets: list[str], seen: set[str]) -> list[SourceReport]:
-        """Sources stored under a folder named in `targets` that the walk no longer found."""
-        reports = []
-        for target in targets:
-            path = Path(target).expanduser()
-            if sync.URL_SCHEME.match(target) or not path.is_dir():
-                continue
-            for stored in sync.under(self.kb, path.resolve().as_uri().rstrip("/") + "/"):
-                if stored.uri in seen:
-                    continue
-                seen.add(stored.uri)
-                gone = sync.file_gone(stored.uri)
-                reason = f"no longer in {target}" if gone else "no longer read (left out, or in a skipped folder)"
-                reports.append(self._missing(stored, reason))
-        return reports
-
-    def _prune(self, report: SourceReport) -> None:
-        stored = self.kb.get_source(report.uri)
-        if stored is None or stored.status != "missing":
-            return
-        moved_to = sync.prune(self.kb, stored)
-        report.status = "removed"
-        report.chunks = 0
-        if moved_to:
-            report.reason = f"{report.reason}; its content stays under {sync.short_name(moved_to)}"
 
     def ingest_url(self, url: str, seen: set[str] | None = None) -> Iterator[SourceReport]:
         """Fetch a URL through the fetcher that claims it; one report per source it yields (a crawl yields many)."""
@@ -378,66 +342,6 @@ class Ingester:
             self._record_failure(report, path)
         report.seconds = time.monotonic() - started
         return report
-
-    def _current(self, stored: StoredSource) -> bool:
-        """Whether the stored row stands for the file as it was last read (so equal content means unchanged)."""
-        if stored.status in ("ok", "empty"):
-            return True
-        if stored.status == "missing":
-            return stored.chunks > 0 or (stored.metadata.get("_before") or {}).get("status") == "empty"
-        if stored.status == "duplicate":
-            return sync.original_of(self.kb, stored) is not None
-        return False
-
-    def _unchanged(self, report: SourceReport, stored: StoredSource, mtime: float | None = None) -> SourceReport:
-        if stored.status == "missing":
-            sync.restore(self.kb, stored, mtime)
-            report.status, report.reason = "restored", "back where it was; nothing read again"
-        elif stored.status == "duplicate":
-            original = sync.original_of(self.kb, stored)
-            report.status = "unchanged"
-            report.reason = f"duplicate of {sync.short_name(original.uri)}" if original else None
-            return report
-        else:
-            report.status = "unchanged"
-        report.chunks = stored.chunks
-        return report
-
-    def _stored_once(
-        self,
-        report: SourceReport,
-        stored: StoredSource | None,
-        content_hash: str,
-        size: int,
-        mtime: float | None,
-        *,
-        renames: bool,
-    ) -> bool:
-        """Content the KB already holds under another name: a rename when that name is gone, else a
-        duplicate. True when the report is final and nothing needs reading."""
-        twin = sync.find_twin(self.kb, content_hash, self.settings_key, report.uri)
-        if twin is None:
-            return False
-        if renames and (twin.status == "missing" or sync.file_gone(twin.uri)):
-            sync.move_source(self.kb, twin, report.uri, size, mtime)
-            report.status, report.chunks = "renamed", twin.chunks
-            report.reason = f"renamed from {sync.short_name(twin.uri)}; nothing read again"
-            return True
-        if twin.status == "missing":
-            return False
-        sync.record_duplicate(
-            self.kb,
-            report.uri,
-            twin,
-            kind=report.kind or twin.kind or "",
-            content_hash=content_hash,
-            size=size,
-            mtime=mtime,
-            settings_key=self.settings_key,
-        )
-        report.status, report.chunks = "duplicate", 0
-        report.reason = f"duplicate of {sync.short_name(twin.uri)}; stored once"
-        return True
 
     def _extract(self, connector_cls: Any, source: SourceFile) -> Document:
         connector = connector_cls()

@@ -17,11 +17,11 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .db import transaction
-from .discover import URL_SCHEME
+from .discover import URL_SCHEME, Candidate
 from .errors import KBError
 from .links import deep_link
 from .store import KB, StoredSource, utcnow
-from .types import Locator
+from .types import Locator, SourceReport
 
 ROOT_OPTIONS = ("exclude", "crawl", "max_depth", "max_pages", "ocr", "ocr_lang", "transcriber", "whisper_model")
 """Ingest options that shape what a root yields, recorded with it so `kb sync` repeats them (never a password)."""
@@ -261,3 +261,107 @@ def sync(ingester: Any, progress: Any = None) -> Any:
         result.seconds += part.seconds
     ingester.options = base
     return result
+
+
+class KeepInStep:
+    """The Ingester's part that keeps the KB in step with what it reads (kept here so ingest.py holds
+    the reading): sources excluded, vanished, restored, renamed or duplicated, and pruning."""
+
+    kb: KB
+    settings_key: str
+
+    def _excluded(self, candidate: Candidate) -> SourceReport:
+        stored = self.kb.get_source(candidate.uri)
+        if stored is None:
+            return SourceReport(uri=candidate.uri, status="excluded", reason=f"matches {candidate.excluded}")
+        return self._missing(stored, f"left out by the exclude pattern {candidate.excluded}")
+
+    def _missing(self, stored: StoredSource, reason: str) -> SourceReport:
+        mark_missing(self.kb, stored, reason)
+        return SourceReport(uri=stored.uri, status="missing", kind=stored.kind, chunks=stored.chunks, reason=reason)
+
+    def _vanished(self, targets: list[str], seen: set[str]) -> list[SourceReport]:
+        """Sources stored under a folder named in `targets` that the walk no longer found."""
+        reports = []
+        for target in targets:
+            path = Path(target).expanduser()
+            if URL_SCHEME.match(target) or not path.is_dir():
+                continue
+            for stored in under(self.kb, path.resolve().as_uri().rstrip("/") + "/"):
+                if stored.uri in seen:
+                    continue
+                seen.add(stored.uri)
+                gone = file_gone(stored.uri)
+                reason = f"no longer in {target}" if gone else "no longer read (left out, or in a skipped folder)"
+                reports.append(self._missing(stored, reason))
+        return reports
+
+    def _prune(self, report: SourceReport) -> None:
+        stored = self.kb.get_source(report.uri)
+        if stored is None or stored.status != "missing":
+            return
+        moved_to = prune(self.kb, stored)
+        report.status = "removed"
+        report.chunks = 0
+        if moved_to:
+            report.reason = f"{report.reason}; its content stays under {short_name(moved_to)}"
+
+    def _current(self, stored: StoredSource) -> bool:
+        """Whether the stored row stands for the file as it was last read (so equal content means unchanged)."""
+        if stored.status in ("ok", "empty"):
+            return True
+        if stored.status == "missing":
+            return stored.chunks > 0 or (stored.metadata.get("_before") or {}).get("status") == "empty"
+        if stored.status == "duplicate":
+            return original_of(self.kb, stored) is not None
+        return False
+
+    def _unchanged(self, report: SourceReport, stored: StoredSource, mtime: float | None = None) -> SourceReport:
+        if stored.status == "missing":
+            restore(self.kb, stored, mtime)
+            report.status, report.reason = "restored", "back where it was; nothing read again"
+        elif stored.status == "duplicate":
+            original = original_of(self.kb, stored)
+            report.status = "unchanged"
+            report.reason = f"duplicate of {short_name(original.uri)}" if original else None
+            return report
+        else:
+            report.status = "unchanged"
+        report.chunks = stored.chunks
+        return report
+
+    def _stored_once(
+        self,
+        report: SourceReport,
+        stored: StoredSource | None,
+        content_hash: str,
+        size: int,
+        mtime: float | None,
+        *,
+        renames: bool,
+    ) -> bool:
+        """Content the KB already holds under another name: a rename when that name is gone, else a
+        duplicate. True when the report is final and nothing needs reading."""
+        twin = find_twin(self.kb, content_hash, self.settings_key, report.uri)
+        if twin is None:
+            return False
+        if renames and (twin.status == "missing" or file_gone(twin.uri)):
+            move_source(self.kb, twin, report.uri, size, mtime)
+            report.status, report.chunks = "renamed", twin.chunks
+            report.reason = f"renamed from {short_name(twin.uri)}; nothing read again"
+            return True
+        if twin.status == "missing":
+            return False
+        record_duplicate(
+            self.kb,
+            report.uri,
+            twin,
+            kind=report.kind or twin.kind or "",
+            content_hash=content_hash,
+            size=size,
+            mtime=mtime,
+            settings_key=self.settings_key,
+        )
+        report.status, report.chunks = "duplicate", 0
+        report.reason = f"duplicate of {short_name(twin.uri)}; stored once"
+        return True

@@ -146,9 +146,10 @@ def site_copy(course):
 
 
 def ingest(db: Path, *urls: str, embedder: str = "test/hash-embedder", limits: Limits | None = None, **options):
+    prune = options.pop("prune", False)
     options = {"allow_private": True, **options}
     with KB.open(db, create=True) as kb:
-        return Ingester(kb, embedder=embedder, limits=limits, options=options).run(list(urls))
+        return Ingester(kb, embedder=embedder, limits=limits, options=options).run(list(urls), prune=prune)
 
 
 def rows(db: Path, sql: str, *args) -> list[tuple]:
@@ -495,3 +496,19 @@ def test_urls_are_normalised_and_kept_under_the_prefix():
     assert worth_fetching("http://h/a/page.php", readable) and worth_fetching("http://h/a/", readable)
     assert worth_fetching("http://h/docs/v1.2", readable) and worth_fetching("http://h/a.pdf", readable)
     assert not worth_fetching("http://h/map.png", readable) and not worth_fetching("http://h/data.zip", readable)
+
+
+def test_a_page_gone_from_a_crawled_site_is_missing_then_pruned(tmp_path, course, hash_embedder):
+    db = tmp_path / "kb.db"
+    with Site(course) as site:
+        start = site.url("/website/course.html")
+        first = ingest(db, start, crawl=True, max_depth=1)
+        assert {r.uri.rsplit("/", 1)[-1] for r in first.reports if r.status == "ok"} >= {"floods.html"}
+        (course / "website" / "floods.html").unlink()  # the teacher took the page down: 404 now
+        again = {r.uri.rsplit("/", 1)[-1]: r for r in ingest(db, start, crawl=True, max_depth=1).reports}
+        assert again["floods.html"].status == "missing" and "404" in again["floods.html"].reason
+        assert not again["floods.html"].reason.endswith("kept the version ingested before")
+        pruned = {r.uri.rsplit("/", 1)[-1]: r for r in ingest(db, start, crawl=True, max_depth=1, prune=True).reports}
+    assert pruned["floods.html"].status == "removed"
+    with KB.open(db) as kb:
+        assert kb.get_source(site.url(GOOD_PAGE)) is None
