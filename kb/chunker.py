@@ -11,8 +11,9 @@ context. Everything here is linear in the input, including a 10 MB line with no 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .types import Chunk, Document, Section
 
@@ -89,38 +90,41 @@ def clean_code(text: str) -> str:
     return "\n".join(lines).rstrip()
 
 
-def chunk_code(text: str, max_chars: int) -> Iterator[str]:
-    """Whole lines packed up to max_chars (a line longer than that alone is cut): never reflowed."""
-    current: list[str] = []
-    size = 0
+def _code_units(text: str, max_chars: int) -> Iterator[tuple[str, str]]:
+    """A code block's lines, each a unit joined by a line break (the first opens a paragraph); a line
+    longer than max_chars alone is cut."""
+    first = True
     for line in text.split("\n"):
         pieces = [line] if len(line) <= max_chars else [line[i : i + max_chars] for i in range(0, len(line), max_chars)]
         for piece in pieces:
-            if current and size + len(piece) + 1 > max_chars:
-                yield "\n".join(current).strip("\n")
-                current, size = [], 0
-            current.append(piece)
-            size += len(piece) + 1
-    if current and "\n".join(current).strip():
-        yield "\n".join(current).strip("\n")
+            yield piece, "\n\n" if first else "\n"
+            first = False
+
+
+def _section_units(section: Section, max_chars: int) -> Iterator[tuple[str, str]]:
+    """(unit, the separator that joins it to the one before): sentences for prose, whole lines for code."""
+    if section.code:
+        yield from _code_units(clean_code(section.text), max_chars)
+        return
+    for unit, new_paragraph in _units(clean_text(section.text), max_chars):
+        yield unit, "\n\n" if new_paragraph else " "
 
 
 def chunk_section(section: Section, settings: ChunkingSettings) -> Iterator[str]:
     """The chunk texts of one section."""
-    if section.code:
-        yield from chunk_code(clean_code(section.text), settings.max_chars)
-        return
-    text = clean_text(section.text)
-    if not text:
-        return
-    current: list[tuple[str, bool]] = []
+    yield from _pack(_section_units(section, settings.max_chars), settings)
+
+
+def _pack(units: Iterable[tuple[str, str]], settings: ChunkingSettings) -> Iterator[str]:
+    """Units packed up to max_chars, each chunk repeating the last units of the one before (the overlap)."""
+    current: list[tuple[str, str]] = []
     size = 0
-    for unit, new_paragraph in _units(text, settings.max_chars):
+    for unit, separator in units:
         extra = len(unit) + (1 if current else 0)
         if current and size + extra > settings.max_chars:
             yield _join(current)
             # Carry the trailing sentences that fit in the overlap into the next chunk.
-            carried: list[tuple[str, bool]] = []
+            carried: list[tuple[str, str]] = []
             carried_size = 0
             for previous in reversed(current):
                 if carried_size + len(previous[0]) + 1 > settings.overlap_chars:
@@ -131,19 +135,16 @@ def chunk_section(section: Section, settings: ChunkingSettings) -> Iterator[str]
                 carried, carried_size = [], 0
             current, size = carried, carried_size
             extra = len(unit) + (1 if current else 0)
-        current.append((unit, new_paragraph))
+        current.append((unit, separator))
         size += extra
     if current:
-        yield _join(current)
+        text = _join(current)
+        if text.strip():
+            yield text
 
 
-def _join(units: list[tuple[str, bool]]) -> str:
-    out = []
-    for i, (unit, new_paragraph) in enumerate(units):
-        if i:
-            out.append("\n\n" if new_paragraph else " ")
-        out.append(unit)
-    return "".join(out)
+def _join(units: list[tuple[str, str]]) -> str:
+    return "".join(separator + unit if i else unit for i, (unit, separator) in enumerate(units)).strip("\n")
 
 
 def clean_line(text: str | None) -> str | None:
@@ -172,10 +173,25 @@ def chunk_document(doc: Document, settings: ChunkingSettings | None = None) -> l
     """Every chunk of a document, numbered in reading order."""
     settings = settings or ChunkingSettings()
     chunks: list[Chunk] = []
-    for section in doc.sections:
-        locator = section.locator
+    for locator, group in _groups(doc.sections):
         if locator.heading is not None:
             locator = replace(locator, heading=clean_heading(locator.heading))
-        for text in chunk_section(section, settings):
+        units = (unit for section in group for unit in _section_units(section, settings.max_chars))
+        for text in _pack(units, settings):
             chunks.append(Chunk(ordinal=len(chunks), text=text, locator=locator))
     return chunks
+
+
+def _groups(sections: list[Section]) -> Iterator[tuple[Any, list[Section]]]:
+    """Sections to chunk together: a code block joins the prose around it under the same locator (so an
+    example travels with its explanation); every other section is chunked alone, as before."""
+    group: list[Section] = []
+    for section in sections:
+        if group and section.locator == group[-1].locator and (section.code or group[-1].code):
+            group.append(section)
+            continue
+        if group:
+            yield group[0].locator, group
+        group = [section]
+    if group:
+        yield group[0].locator, group
