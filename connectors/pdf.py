@@ -12,9 +12,29 @@ from kb.hookspecs import hookimpl
 from kb.types import Document, Locator, Section, SourceFile
 
 
+OCR_SECONDS_PER_PAGE = 4.0
+"""Time a page may take to render and OCR here (2.5 s measured for a full page of text, one thread)."""
+MAX_OCR_BUDGET_S = 3600.0
+"""The most a PDF may claim beyond --timeout for OCR, whatever its page count says."""
+
+
 class PdfConnector:
     kind = "pdf"
     suffixes = (".pdf",)
+
+    def time_budget(self, source: SourceFile) -> float:
+        """A scanned book needs more than the per-source limit: a few seconds a page, when OCR may run."""
+        from . import ocr
+
+        if (source.options.get("ocr") or "auto") == "never" or not ocr.available():
+            return 0.0
+        import pypdf
+
+        try:
+            pages = len(pypdf.PdfReader(io.BytesIO(source.data), strict=False).pages)
+        except Exception:  # unreadable here means unreadable in extract too, which says why
+            return 0.0
+        return min(min(pages, source.limits.max_pages) * OCR_SECONDS_PER_PAGE, MAX_OCR_BUDGET_S)
 
     def extract(self, source: SourceFile) -> Document:
         import pypdf
