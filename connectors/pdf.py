@@ -11,7 +11,6 @@ from kb.errors import SourceError
 from kb.hookspecs import hookimpl
 from kb.types import Document, Locator, Section, SourceFile
 
-
 OCR_SECONDS_PER_PAGE = 4.0
 """Time a page may take to render and OCR here (2.5 s measured for a full page of text, one thread)."""
 MAX_OCR_BUDGET_S = 3600.0
