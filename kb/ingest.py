@@ -139,6 +139,7 @@ class Ingester(sync.KeepInStep):
         result = IngestResult()
         candidates = list(discover(targets, self.options.get("exclude") or ()))
         readable = [c for c in candidates if c.url or c.problem or c.explicit or connector_for(c.path.name)]
+        counted = {id(c) for c in readable}  # by identity: a folder of 10,000 files is no quadratic scan
         urls = sum(1 for c in readable if c.url)
         files = [c for c in readable if not c.url and c.excluded is None]
         progress.found(len(files), sum(c.size for c in files), urls)
@@ -150,19 +151,25 @@ class Ingester(sync.KeepInStep):
                 seen.add(candidate.uri)
                 result.reports.append(self._excluded(candidate))
                 continue
-            if candidate in readable:
+            if id(candidate) in counted:
                 index += 1
                 progress.start(index, total, candidate.path.name if not candidate.url else candidate.url)
-            reports = self.ingest_url(candidate.url, seen) if candidate.url else [self.ingest_one(candidate)]
-            for n, report in enumerate(reports):
-                if report is None:
-                    continue
-                if n:  # a crawl or playlist yields more sources than the one URL counted
+            items = 0
+
+            def next_item(uri: str) -> None:
+                # A crawl or playlist yields more sources than the one URL counted: each one counts.
+                nonlocal index, total, items
+                items += 1
+                if items > 1:
                     index += 1
                     total = max(total, index)
-                    progress.start(index, total, report.uri)
-                result.reports.append(report)
-                progress.done(report)
+                    progress.start(index, total, uri)
+
+            reports = self.ingest_url(candidate.url, seen, next_item) if candidate.url else [self.ingest_one(candidate)]
+            for report in reports:
+                if report is not None:
+                    result.reports.append(report)
+                    progress.done(report)
         result.reports.extend(self._vanished(targets, seen))
         if prune:
             for report in result.reports:
@@ -176,7 +183,9 @@ class Ingester(sync.KeepInStep):
         result.seconds = time.monotonic() - started
         return result
 
-    def ingest_url(self, url: str, seen: set[str] | None = None) -> Iterator[SourceReport]:
+    def ingest_url(
+        self, url: str, seen: set[str] | None = None, on_item: Callable[[str], None] | None = None
+    ) -> Iterator[SourceReport]:
         """Fetch a URL through the fetcher that claims it; one report per source it yields (a crawl yields many)."""
         fetcher_cls = fetcher_for(url)
         if fetcher_cls is None:
@@ -207,6 +216,8 @@ class Ingester(sync.KeepInStep):
                 return
             if seen is not None:
                 seen.add(fetched.uri)
+            if on_item is not None:
+                on_item(fetched.uri)
             report = self.ingest_fetched(fetched)
             # The fetch's own time counts too: ingest_fetched timed only the reading and storing.
             report.seconds = time.monotonic() - started
