@@ -5,12 +5,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages: sqlite-vss links against libblas3, liblapack3 and libgomp1; openai-whisper and
 # yt-dlp call ffmpeg; unstructured converts epub/odt/rtf/rst/org through pandoc and sniffs types with
-# libmagic; the tests speak audio with espeak-ng and drive chromium.
-DEBS := libblas3 liblapack3 libgomp1 ffmpeg pandoc libmagic1 espeak-ng chromium
+# libmagic; scanned pages and images are read by tesseract (tesseract-ocr, -eng) after pdftoppm
+# (poppler-utils) renders them; the tests speak audio with espeak-ng, drive chromium, and read real
+# documentation: the Sphinx-built Python tutorial (python3-doc) and the Bash manual PDF (bash-doc).
+DEBS := libblas3 liblapack3 libgomp1 ffmpeg pandoc libmagic1 tesseract-ocr tesseract-ocr-eng poppler-utils \
+	espeak-ng chromium python3-doc bash-doc
+# .doc/.ppt/.xls are converted by LibreOffice; the tests convert a .doc, which needs only Writer.
+# Installed without recommends: ~250 MB instead of the desktop suite.
+DEBS_NO_RECOMMENDS := libreoffice-writer-nogui
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test bench system-packages clean
+.PHONY: demo test bench system-packages apt clean
 
 demo: $(STAMP)
 	@rm -f demo/course.db demo/course.db-wal demo/course.db-shm
@@ -47,11 +53,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 system-packages:
-	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(MAKE) --no-print-directory apt PACKAGES="$(DEBS)" APT_FLAGS=""
+	@$(MAKE) --no-print-directory apt PACKAGES="$(DEBS_NO_RECOMMENDS)" APT_FLAGS="--no-install-recommends"
+
+apt:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		if ! command -v apt-get >/dev/null; then echo "Install these Debian packages (or your system's equivalents):$$missing"; \
-		elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
-		else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing; fi; \
+		elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(APT_FLAGS) $$missing; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq $(APT_FLAGS) $$missing; fi; \
 	fi
 
 clean:

@@ -100,6 +100,7 @@ def html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> D
     title_el = root.find(".//title")
     title = " ".join(title_el.text_content().split()) if title_el is not None else ""
     strip_boilerplate(root)
+    strip_permalinks(root)
     main = _main_element(root)
 
     sections: list[Section] = []
@@ -112,16 +113,30 @@ def html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> D
     total = 0
     first_h1: str | None = None
 
-    def flush() -> None:
+    def flush(code: str | None = None) -> None:
         text = "".join(buffer).strip()
         buffer.clear()
+        path = " > ".join(h for _, h, _ in stack) or None
+        anchor = next((a for _, _, a in reversed(stack) if a), None)
         if text:
-            path = " > ".join(h for _, h, _ in stack) or None
-            anchor = next((a for _, _, a in reversed(stack) if a), None)
             sections.append(Section(text=text, locator=Locator(heading=path, anchor=anchor)))
+        if code and code.strip():
+            sections.append(Section(text=code, locator=Locator(heading=path, anchor=anchor), code=True))
 
-    for event, element in etree.iterwalk(main, events=("start", "end")):
+    walker = etree.iterwalk(main, events=("start", "end"))
+    for event, element in walker:
         tag = element.tag if isinstance(element.tag, str) else ""
+        if event == "start" and tag == "pre" and heading_parts is None:
+            # Code and preformatted text keep their lines: a section of its own that is never reflowed.
+            code = element.text_content()
+            total += len(code)
+            flush(code)
+            walker.skip_subtree()
+            continue
+        if event == "end" and tag == "pre" and heading_parts is None:
+            if element.tail:
+                buffer.append(element.tail)
+            continue
         if event == "start":
             if element.get("id") and heading_parts is None and tag in ("a", "section", "div", "article"):
                 pending_anchor = element.get("id")
@@ -227,6 +242,23 @@ def strip_boilerplate(root: Any) -> None:
     for element in drop:
         if element.getparent() is not None:
             element.drop_tree()
+
+
+PERMALINK_CLASSES = frozenset(("headerlink", "anchor", "anchorjs-link", "hash-link", "header-anchor", "permalink"))
+"""Classes of the permalink a documentation generator adds to each heading (Sphinx, MkDocs, Docusaurus,
+VuePress, GitHub)."""
+PERMALINK_TEXT = frozenset(("\u00b6", "#", "\u00a7", "\U0001f517", "\u2693", ""))
+
+
+def strip_permalinks(root: Any) -> None:
+    """Drop the "¶"/"#" links beside headings and definitions: a mark for the mouse, noise in the text."""
+    for link in list(root.iter("a")):
+        href = (link.get("href") or "").strip()
+        classes = set((link.get("class") or "").split())
+        marks = link.text_content().strip() in PERMALINK_TEXT
+        if (classes & PERMALINK_CLASSES and (marks or href.startswith("#"))) or (href.startswith("#") and marks):
+            if link.getparent() is not None:
+                link.drop_tree()  # keeps the text after the link
 
 
 def _furniture(element: Any, tag: str, in_content: int) -> str | None:

@@ -257,10 +257,18 @@ class MediaConnector:
         cached_at = cache_path(source.content_hash or sha256_file(path), model)
         transcript = load_cached(cached_at)
         if transcript is None:
+            source.progress("decoding audio")
             audio = decode_audio(path, max_duration, info.duration)
             duration = len(audio) / SAMPLE_RATE
             timeout = source.limits.timeout_s
-            transcript = transcribe(audio, duration, model, finish_by=started + timeout if timeout > 0 else None)
+            source.progress("transcribing", 0.0)
+            transcript = transcribe(
+                audio,
+                duration,
+                model,
+                finish_by=started + timeout if timeout > 0 else None,
+                progress=source.progress,
+            )
             save_cached(cached_at, transcript, cached_at.name.split("-", 1)[0])
         chars = sum(len(s.text) for s in transcript.segments)
         if chars > source.limits.max_chars:

@@ -85,15 +85,20 @@ class MarkdownConnector:
         metadata: dict[str, str] = {"encoding": encoding}
         lines = _front_matter(lines, metadata)
         sections: list[Section] = []
-        stack: list[tuple[int, str]] = []
+        stack: list[tuple[int, str, str]] = []  # (level, heading, anchor)
         body: list[str] = []
+        code: list[str] = []
         fence: str | None = None
         title = metadata.get("title")
+        slugs: dict[str, int] = {}
+
+        def locator() -> Locator:
+            heading = " > ".join(h for _, h, _ in stack) or None
+            return Locator(heading=heading, anchor=stack[-1][2] if stack else None)
 
         def flush() -> None:
             if any(line.strip() for line in body):
-                heading = " > ".join(h for _, h in stack) or None
-                sections.append(Section(text=_plain("\n".join(body)), locator=Locator(heading=heading)))
+                sections.append(Section(text=_plain("\n".join(body)), locator=locator()))
             body.clear()
 
         def open_heading(level: int, heading: str) -> None:
@@ -103,20 +108,25 @@ class MarkdownConnector:
             while stack and stack[-1][0] >= level:
                 stack.pop()
             if heading:
-                stack.append((level, heading))
+                stack.append((level, heading, slug(heading, slugs)))
                 if title is None and level == 1:
                     title = heading
 
         for i, line in enumerate(lines):
             if fence:
-                body.append(line)
-                if line.strip().startswith(fence):
+                if line.strip().startswith(fence) and not line.strip().strip(fence[0]):
                     fence = None
+                    if any(c.strip() for c in code):
+                        sections.append(Section(text="\n".join(code), locator=locator(), code=True))
+                    code.clear()
+                else:
+                    code.append(line)
                 continue
             fenced = _FENCE.match(line)
             if fenced:
-                fence = fenced.group(1)[:3]
-                body.append(line)
+                # A fenced block is code: a section of its own, its lines kept as written.
+                flush()
+                fence = fenced.group(1)
                 continue
             atx = _ATX.match(line)
             if atx:
@@ -130,6 +140,8 @@ class MarkdownConnector:
                 continue  # the underline of a setext heading just opened
             body.append(line)
         flush()
+        if code:  # a fence never closed runs to the end of the document (CommonMark)
+            sections.append(Section(text="\n".join(code), locator=locator(), code=True))
         return Document(
             uri=source.uri,
             kind=self.kind,
@@ -137,6 +149,18 @@ class MarkdownConnector:
             sections=sections,
             metadata=metadata,
         )
+
+
+_SLUG_DROP = re.compile(r"[^\w\- ]", re.UNICODE)
+
+
+def slug(heading: str, seen: dict[str, int]) -> str:
+    """The id GitHub, GitLab and markdown-it-anchor give a heading: lower case, punctuation dropped,
+    spaces to hyphens; a repeated one gets -1, -2, ..."""
+    base = _SLUG_DROP.sub("", heading.strip().lower()).replace(" ", "-")
+    count = seen.get(base)
+    seen[base] = 0 if count is None else count + 1
+    return base if count is None else f"{base}-{count + 1}"
 
 
 def _without_closing_hashes(text: str) -> str:

@@ -156,21 +156,27 @@ def save_cached(path: Path, transcript: Transcript, media_sha256: str) -> None:
 # -- backends -------------------------------------------------------------------------------------
 
 
-def transcribe(audio: Any, duration: float, model: ModelChoice, finish_by: float | None = None) -> Transcript:
+def transcribe(
+    audio: Any,
+    duration: float,
+    model: ModelChoice,
+    finish_by: float | None = None,
+    progress: Any = None,
+) -> Transcript:
     """Sentences with times from 16 kHz mono float32 samples.
 
     `finish_by` (time.monotonic()) is when the engine's per-source deadline falls: once a minute of
     audio is done, a pace that cannot make it is refused at once rather than after the whole budget.
     """
     if model.backend == "faster-whisper":
-        words, language = _faster_whisper_words(audio, model, duration, finish_by)
+        words, language = _faster_whisper_words(audio, model, duration, finish_by, progress)
     else:
         words, language = _openai_whisper_words(audio, model)
     return Transcript(sentences(words, duration), language, model.origin)
 
 
 def _faster_whisper_words(
-    audio: Any, model: ModelChoice, duration: float, finish_by: float | None
+    audio: Any, model: ModelChoice, duration: float, finish_by: float | None, progress: Any = None
 ) -> tuple[list[list[tuple[float, float, str]]], str | None]:
     whisper = _load_faster_whisper(model)
     # English-only weights (tiny.en) must not be asked to detect a language.
@@ -181,6 +187,8 @@ def _faster_whisper_words(
     for segment in segments:  # a generator: the model runs as it is consumed
         words = [(w.start, w.end, w.word) for w in (segment.words or [])]
         out.append(words or [(segment.start, segment.end, segment.text)])
+        if progress is not None and duration > 0:
+            progress("transcribing", min(segment.end / duration, 1.0))
         if finish_by is not None:
             check_pace(segment.end, duration, time.monotonic() - started, finish_by)
     return out, info.language

@@ -100,7 +100,7 @@ def fetch_page(url: str, context: FetchContext, *, want_links: bool) -> tuple[Fe
     try:
         response = fetch(url, policy, conditional=conditional, check_body=_body_check(policy), accept=ACCEPT)
     except FetchError as exc:
-        return Fetched(uri=url, error=str(exc)), []
+        return Fetched(uri=url, error=str(exc), gone=getattr(exc, "status", None) in (404, 410)), []
     final = normalise(response.url) or response.url
     if response.status == 304:
         meta = context.previous(final)

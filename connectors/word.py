@@ -23,6 +23,7 @@ from .office_safety import check_archive, fallback_title
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 _HEADING_NAME = re.compile(r"^heading ([1-9])$")
+_CODE_STYLE = re.compile(r"\bcode\b|preformatted|macro text|\bsource\b|\blisting\b")
 BODY_LEVEL = 10
 """Level of ordinary paragraphs: below every heading (outline levels 0-8 are headings 1-9)."""
 
@@ -77,6 +78,10 @@ class _Styles:
             found.append(self.styles[current])
             current = found[-1].based_on
         return found
+
+    def is_code(self, style_id: str | None) -> bool:
+        """A code or preformatted paragraph style ("Code", "HTML Preformatted", "Source Code", "Macro Text")."""
+        return style_id is not None and any(_CODE_STYLE.search(style.name) for style in self.chain(style_id))
 
     def level(self, style_id: str | None) -> int:
         for style in self.chain(style_id):
@@ -156,7 +161,7 @@ def _format_number(n: int, fmt: str) -> str:
     return str(n)
 
 
-def paragraph_text(p: Any) -> str:
+def paragraph_text(p: Any, code: bool = False) -> str:
     """A paragraph's visible text: runs, hyperlinks, insertions and text boxes, without deleted text.
 
     Walks with an explicit stack, skipping mc:Fallback, which repeats a text box's words for old readers.
@@ -172,7 +177,7 @@ def paragraph_text(p: Any) -> str:
         if tag == w("t"):
             out.append(element.text or "")
         elif tag in (w("tab"), w("ptab")):
-            out.append(" ")
+            out.append("    " if code else " ")
         elif tag in (w("br"), w("cr")):
             out.append("\n")
         elif tag == w("noBreakHyphen"):
@@ -183,7 +188,7 @@ def paragraph_text(p: Any) -> str:
             out.append("\n")
         if len(element):
             stack.append(iter(element))
-    return "".join(out).strip()
+    return "".join(out).rstrip() if code else "".join(out).strip()
 
 
 def _table_text(tbl: Any) -> str:
@@ -268,11 +273,16 @@ def _read_body(body: Any, styles: _Styles, lists: _Lists, source: SourceFile) ->
     first_heading: str | None = None
     chars = 0
 
+    code: list[str] = []
+
     def flush() -> None:
+        heading = " > ".join(text for _, text in stack) or None
         if buffer:
-            heading = " > ".join(text for _, text in stack) or None
             sections.append(Section(text="\n\n".join(buffer), locator=Locator(heading=heading)))
             buffer.clear()
+        if code:
+            sections.append(Section(text="\n".join(code), locator=Locator(heading=heading), code=True))
+            code.clear()
 
     for block in _blocks(body):
         if block.tag == w("tbl"):
@@ -280,6 +290,16 @@ def _read_body(body: Any, styles: _Styles, lists: _Lists, source: SourceFile) ->
         else:
             text = paragraph_text(block)
             style_id = _val(block, "w:pPr/w:pStyle")
+            if styles.is_code(style_id):
+                # One paragraph per line of code (Word's "Code", "HTML Preformatted", ... styles): kept as lines.
+                if buffer:
+                    flush()
+                text = paragraph_text(block, code=True)
+                chars += len(text)
+                code.append(text)
+                continue
+            if code:
+                flush()
             direct = _val(block, "w:pPr/w:outlineLvl")
             if direct and direct.isdigit():
                 level = int(direct) + 1 if int(direct) < 9 else BODY_LEVEL

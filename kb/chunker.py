@@ -11,8 +11,9 @@ context. Everything here is linear in the input, including a 10 MB line with no 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .types import Chunk, Document, Section
 
@@ -79,19 +80,51 @@ def _hard_split(sentence: str, max_chars: int) -> Iterator[str]:
         start = end
 
 
+def clean_code(text: str) -> str:
+    """Code as written: control characters out, trailing spaces trimmed, indentation and line breaks kept."""
+    text = _CONTROLS.sub(" ", text.replace("\x00", "").replace("\r\n", "\n"))
+    text = _SURROGATES.sub("\ufffd", text)
+    lines = [line.rstrip().replace("\u00a0", " ") for line in text.split("\n")]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    return "\n".join(lines).rstrip()
+
+
+def _code_units(text: str, max_chars: int) -> Iterator[tuple[str, str]]:
+    """A code block's lines, each a unit joined by a line break (the first opens a paragraph); a line
+    longer than max_chars alone is cut."""
+    first = True
+    for line in text.split("\n"):
+        pieces = [line] if len(line) <= max_chars else [line[i : i + max_chars] for i in range(0, len(line), max_chars)]
+        for piece in pieces:
+            yield piece, "\n\n" if first else "\n"
+            first = False
+
+
+def _section_units(section: Section, max_chars: int) -> Iterator[tuple[str, str]]:
+    """(unit, the separator that joins it to the one before): sentences for prose, whole lines for code."""
+    if section.code:
+        yield from _code_units(clean_code(section.text), max_chars)
+        return
+    for unit, new_paragraph in _units(clean_text(section.text), max_chars):
+        yield unit, "\n\n" if new_paragraph else " "
+
+
 def chunk_section(section: Section, settings: ChunkingSettings) -> Iterator[str]:
     """The chunk texts of one section."""
-    text = clean_text(section.text)
-    if not text:
-        return
-    current: list[tuple[str, bool]] = []
+    yield from _pack(_section_units(section, settings.max_chars), settings)
+
+
+def _pack(units: Iterable[tuple[str, str]], settings: ChunkingSettings) -> Iterator[str]:
+    """Units packed up to max_chars, each chunk repeating the last units of the one before (the overlap)."""
+    current: list[tuple[str, str]] = []
     size = 0
-    for unit, new_paragraph in _units(text, settings.max_chars):
+    for unit, separator in units:
         extra = len(unit) + (1 if current else 0)
         if current and size + extra > settings.max_chars:
             yield _join(current)
             # Carry the trailing sentences that fit in the overlap into the next chunk.
-            carried: list[tuple[str, bool]] = []
+            carried: list[tuple[str, str]] = []
             carried_size = 0
             for previous in reversed(current):
                 if carried_size + len(previous[0]) + 1 > settings.overlap_chars:
@@ -102,19 +135,16 @@ def chunk_section(section: Section, settings: ChunkingSettings) -> Iterator[str]
                 carried, carried_size = [], 0
             current, size = carried, carried_size
             extra = len(unit) + (1 if current else 0)
-        current.append((unit, new_paragraph))
+        current.append((unit, separator))
         size += extra
     if current:
-        yield _join(current)
+        text = _join(current)
+        if text.strip():
+            yield text
 
 
-def _join(units: list[tuple[str, bool]]) -> str:
-    out = []
-    for i, (unit, new_paragraph) in enumerate(units):
-        if i:
-            out.append("\n\n" if new_paragraph else " ")
-        out.append(unit)
-    return "".join(out)
+def _join(units: list[tuple[str, str]]) -> str:
+    return "".join(separator + unit if i else unit for i, (unit, separator) in enumerate(units)).strip("\n")
 
 
 def clean_line(text: str | None) -> str | None:
@@ -124,14 +154,44 @@ def clean_line(text: str | None) -> str | None:
     return " ".join(clean_text(text).split()) or None
 
 
+PERMALINK_MARKS = "\u00b6#\u00a7\U0001f517\u2693\ufe0f"
+"""Marks that documentation generators put after a heading as its permalink: pilcrow (Sphinx, MkDocs),
+"#" (VuePress, Docusaurus), section sign, link and anchor emoji."""
+_TRAILING_MARK = re.compile(rf"\s+[{PERMALINK_MARKS}]+$|[\u00b6\U0001f517]+$")
+
+
+def clean_heading(heading: str | None) -> str | None:
+    """A heading path on one line, each part without a trailing permalink mark ("Quoting¶" -> "Quoting")."""
+    line = clean_line(heading)
+    if line is None:
+        return None
+    parts = [_TRAILING_MARK.sub("", part.strip()).strip() for part in line.split(" > ")]
+    return " > ".join(p for p in parts if p) or None
+
+
 def chunk_document(doc: Document, settings: ChunkingSettings | None = None) -> list[Chunk]:
     """Every chunk of a document, numbered in reading order."""
     settings = settings or ChunkingSettings()
     chunks: list[Chunk] = []
-    for section in doc.sections:
-        locator = section.locator
+    for locator, group in _groups(doc.sections):
         if locator.heading is not None:
-            locator = replace(locator, heading=clean_line(locator.heading))
-        for text in chunk_section(section, settings):
+            locator = replace(locator, heading=clean_heading(locator.heading))
+        units = (unit for section in group for unit in _section_units(section, settings.max_chars))
+        for text in _pack(units, settings):
             chunks.append(Chunk(ordinal=len(chunks), text=text, locator=locator))
     return chunks
+
+
+def _groups(sections: list[Section]) -> Iterator[tuple[Any, list[Section]]]:
+    """Sections to chunk together: a code block joins the prose around it under the same locator (so an
+    example travels with its explanation); every other section is chunked alone, as before."""
+    group: list[Section] = []
+    for section in sections:
+        if group and section.locator == group[-1].locator and (section.code or group[-1].code):
+            group.append(section)
+            continue
+        if group:
+            yield group[0].locator, group
+        group = [section]
+    if group:
+        yield group[0].locator, group

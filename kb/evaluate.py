@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,13 +44,36 @@ class Question:
             return False
         if self.expected_slide is not None and loc.slide != self.expected_slide:
             return False
-        if self.expected_heading is not None and not (loc.heading or "").endswith(self.expected_heading):
+        if self.expected_heading is not None and not heading_matches(self.expected_heading, loc.heading):
             return False
         if self.expected_start_s is not None and not (
             loc.start_s is not None and loc.end_s is not None and loc.start_s <= self.expected_start_s <= loc.end_s
         ):
             return False
         return True
+
+
+_NUMBERING = re.compile(
+    r"^(?:(?:chapter|section|part|appendix|lecture|unit)\s+[0-9a-z]+(?:\.[0-9a-z]+)*[.:]?\s+"
+    r"|[0-9]+(?:\.[0-9]+)*[.)]?\s+|[a-z][.)]\s+|[ivxlc]+[.)]\s+)"
+)
+_NOT_WORD = re.compile(r"[^\w]+")
+
+
+def normal_heading(text: str) -> str:
+    """A heading as compared by `kb eval`: lower case, permalink marks, punctuation and a leading
+    number ("8.3.", "2)", "Chapter 4:", "A.") dropped, spaces collapsed."""
+    text = text.strip().lower().replace("\u00b6", " ")
+    text = _NUMBERING.sub("", text)
+    return " ".join(_NOT_WORD.sub(" ", text).split())
+
+
+def heading_matches(expected: str, heading: str | None) -> bool:
+    """Whether the stored heading path ends with the expected one, part by part, each part normalised:
+    "Types of rain gauge" matches "Field guide > 2. Types of Rain Gauge¶"."""
+    want = [normal_heading(part) for part in expected.split(">")]
+    have = [normal_heading(part) for part in (heading or "").split(">")]
+    return bool(want) and len(want) <= len(have) and have[len(have) - len(want) :] == want
 
 
 def load_questions(path: str | Path) -> list[Question]:

@@ -94,7 +94,8 @@ def export(
     if not out.parent.is_dir():
         raise KBError(f"Cannot write {out}: the folder {out.parent} does not exist.")
     rows = source.conn.execute("SELECT id, uri, kind, title, content_hash, size, status FROM sources").fetchall()
-    the_plan = plan(rows, tuple(exclude))  # refuses a pattern that matches nothing before anything is written
+    # refuses a pattern that matches nothing before anything is written
+    the_plan = plan(rows, tuple(exclude), recorded_folders(source))
     report = ExportReport(path=str(out))
     partial = out.with_name(out.name + ".partial")
     for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
@@ -120,8 +121,22 @@ def export(
     return report
 
 
+def recorded_folders(kb: KB) -> list[Path]:
+    """The folders `kb ingest` was given (a file's folder for a file), from the roots table."""
+    folders = []
+    for (target,) in kb.conn.execute("SELECT target FROM roots"):
+        path = Path(target)
+        if not path.is_absolute():
+            continue  # a URL
+        folders.append(path if path.is_dir() or not path.suffix else path.parent)
+    # A folder ingested inside another one adds no root of its own.
+    return [f for f in set(folders) if not any(other in f.parents for other in folders)]
+
+
 def _write_copy(conn: Any, the_plan: Plan, choice: str, with_log: bool, report: ExportReport) -> None:
     with transaction(conn):
+        # What the teacher ingested, and from where, is for `kb sync` on the teacher's machine only.
+        conn.execute("DELETE FROM roots")
         _leave_out(conn, the_plan, report)
         _relocate(conn, the_plan)
         if with_log:

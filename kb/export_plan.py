@@ -133,6 +133,9 @@ def plan(rows: list[tuple[Any, ...]], exclude: tuple[str, ...] = (), roots: list
         if source.status == "error":
             # A source that could not be read has nothing to learn from, and its error may name paths.
             source.keep, source.dropped_because = False, "failed to ingest"
+        elif source.status == "missing":
+            # Gone from the teacher's folder or site: not part of the course any more.
+            source.keep, source.dropped_because = False, "missing from its folder (kb sync removes it)"
     matched = {pattern: False for pattern in exclude}
     for source in result.sources:
         for pattern in exclude:

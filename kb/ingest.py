@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import signal
 import stat
 import threading
@@ -16,34 +15,25 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import sync
 from .chunker import ChunkingSettings, chunk_document, clean_line
 from .db import sqlite3
+from .discover import Candidate, discover
 from .errors import KBError, SourceError
 from .plugins import connector_for, fetcher_for, get_embedder
+from .progress import CallbackProgress, Progress
 from .store import KB, utcnow
 from .types import Document, FetchContext, Fetched, Limits, SourceFile, SourceReport
 
-SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", ".ipynb_checkpoints"}
-
-
-URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-@dataclass
-class Candidate:
-    """A source found on the command line or in a folder, before it is read."""
-
-    path: Path
-    explicit: bool
-    """Named on the command line (an unknown type is then an error, not silently skipped)."""
-    problem: str | None = None
-    url: str | None = None
-    """Set instead of a real path for a URL target: a fetcher brings it in."""
+EMBED_BATCH = 32
+"""Chunks embedded per call, so the display can show the embedding step move."""
 
 
 @dataclass
 class IngestResult:
     reports: list[SourceReport] = field(default_factory=list)
+    seconds: float = 0.0
+    """Wall-clock time of the whole run."""
 
     @property
     def failed(self) -> bool:
@@ -57,69 +47,11 @@ class IngestResult:
         return totals
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sources": [r.to_dict() for r in self.reports], "totals": self.totals()}
-
-
-def discover(targets: list[str]) -> Iterator[Candidate]:
-    """Files named or found under folders (recursively), each real file once, symlink loops cut."""
-    seen: set[tuple[int, int]] = set()
-    walked: set[tuple[int, int]] = set()  # folders walked, shared so a second target never re-walks one
-    for target in targets:
-        if URL_SCHEME.match(target):
-            yield Candidate(Path(target), True, url=target)
-            continue
-        path = Path(target).expanduser()
-        if not os.path.lexists(path):
-            yield Candidate(path, True, "no such file or folder")
-            continue
-        if path.is_dir():
-            yield from _walk(path, seen, walked)
-        elif not path.exists():
-            yield Candidate(path, True, "broken symbolic link")
-        else:
-            yield Candidate(path, True)
-
-
-def _walk(root: Path, seen: set[tuple[int, int]], visited_dirs: set[tuple[int, int]]) -> Iterator[Candidate]:
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            info = folder.stat()
-        except OSError as exc:
-            yield Candidate(folder, True, f"cannot open folder ({exc.strerror})")
-            continue
-        key = (info.st_dev, info.st_ino)
-        if key in visited_dirs:  # a symlink loop or a second link to a folder already walked
-            continue
-        visited_dirs.add(key)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            yield Candidate(folder, True, f"cannot list folder ({exc.strerror})")
-            continue
-        subfolders = []
-        for entry in entries:
-            if entry.name.startswith(".") or entry.name in SKIP_DIRS:
-                continue
-            path = Path(entry.path)
-            try:
-                if entry.is_dir():
-                    subfolders.append(path)
-                    continue
-                if not entry.is_file():
-                    if entry.is_symlink() and not path.exists():
-                        yield Candidate(path, False, "broken symbolic link")
-                    continue
-                file_key = (entry.stat().st_dev, entry.stat().st_ino)
-            except OSError as exc:
-                yield Candidate(path, False, f"cannot read ({exc.strerror})")
-                continue
-            if file_key in seen:
-                continue
-            seen.add(file_key)
-            yield Candidate(path, False)
-        stack.extend(reversed(subfolders))
+        return {
+            "sources": [r.to_dict() for r in self.reports],
+            "totals": self.totals(),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 class SourceTimeout(BaseException):
@@ -145,7 +77,7 @@ def deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-class Ingester:
+class Ingester(sync.KeepInStep):
     """Brings sources into one KB, one transaction per source."""
 
     def __init__(
@@ -186,20 +118,74 @@ class Ingester:
             vector_backend or "vec",
             self.chunking.as_meta(),
         )
+        self._progress = Progress()
         self.settings_key = json.dumps({"model": self.embedder.model_id, **self.chunking.as_meta()}, sort_keys=True)
 
-    def run(self, targets: list[str], progress: Callable[[SourceReport], None] | None = None) -> IngestResult:
+    def run(
+        self,
+        targets: list[str],
+        progress: Progress | Callable[[SourceReport], None] | None = None,
+        *,
+        prune: bool = False,
+    ) -> IngestResult:
+        """Ingest `targets`; what vanished from a folder or site ingested again is reported `missing`
+        (and with `prune` taken out). The targets are recorded as roots, for `kb sync`."""
+        started = time.monotonic()
+        if progress is None:
+            progress = Progress()
+        elif not isinstance(progress, Progress):
+            progress = CallbackProgress(progress)
+        self._progress = progress
         result = IngestResult()
-        for candidate in discover(targets):
-            reports = self.ingest_url(candidate.url) if candidate.url else [self.ingest_one(candidate)]
+        candidates = list(discover(targets, self.options.get("exclude") or ()))
+        readable = [c for c in candidates if c.url or c.problem or c.explicit or connector_for(c.path.name)]
+        counted = {id(c) for c in readable}  # by identity: a folder of 10,000 files is no quadratic scan
+        urls = sum(1 for c in readable if c.url)
+        files = [c for c in readable if not c.url and c.excluded is None]
+        progress.found(len(files), sum(c.size for c in files), urls)
+        total = len(files) + urls
+        index = 0
+        seen = {c.uri for c in candidates if c.excluded is None}
+        for candidate in candidates:
+            if candidate.excluded is not None:
+                seen.add(candidate.uri)
+                result.reports.append(self._excluded(candidate))
+                continue
+            if id(candidate) in counted:
+                index += 1
+                progress.start(index, total, candidate.path.name if not candidate.url else candidate.url)
+            items = 0
+
+            def next_item(uri: str) -> None:
+                # A crawl or playlist yields more sources than the one URL counted: each one counts.
+                nonlocal index, total, items
+                items += 1
+                if items > 1:
+                    index += 1
+                    total = max(total, index)
+                    progress.start(index, total, uri)
+
+            reports = self.ingest_url(candidate.url, seen, next_item) if candidate.url else [self.ingest_one(candidate)]
             for report in reports:
                 if report is not None:
                     result.reports.append(report)
-                    if progress:
-                        progress(report)
+                    progress.done(report)
+        result.reports.extend(self._vanished(targets, seen))
+        if prune:
+            for report in result.reports:
+                if report.status == "missing":
+                    self._prune(report)
+        sync.record_roots(
+            self.kb,
+            [sync.root_target(t) for t in targets if sync.target_exists(t)],
+            self.options,
+        )
+        result.seconds = time.monotonic() - started
         return result
 
-    def ingest_url(self, url: str) -> Iterator[SourceReport]:
+    def ingest_url(
+        self, url: str, seen: set[str] | None = None, on_item: Callable[[str], None] | None = None
+    ) -> Iterator[SourceReport]:
         """Fetch a URL through the fetcher that claims it; one report per source it yields (a crawl yields many)."""
         fetcher_cls = fetcher_for(url)
         if fetcher_cls is None:
@@ -209,7 +195,7 @@ class Ingester:
             limits=self.limits,
             options=self.options,
             previous=self._previous_metadata,
-            readable=lambda name: connector_for(name) is not None,
+            readable=_crawlable,
         )
         fetched_items = fetcher_cls().fetch(url, context)
         while True:
@@ -228,6 +214,10 @@ class Ingester:
                 self._record_failure(report)
                 yield report
                 return
+            if seen is not None:
+                seen.add(fetched.uri)
+            if on_item is not None:
+                on_item(fetched.uri)
             report = self.ingest_fetched(fetched)
             # The fetch's own time counts too: ingest_fetched timed only the reading and storing.
             report.seconds = time.monotonic() - started
@@ -244,15 +234,17 @@ class Ingester:
         started = time.monotonic()
         report = SourceReport(uri=fetched.uri, status="error")
         try:
-            if fetched.error:
-                raise SourceError(fetched.error)
             stored = self.kb.get_source(fetched.uri)
+            if fetched.error:
+                if fetched.gone and stored is not None:
+                    return self._missing(stored, f"the site no longer has it ({fetched.error})")
+                raise SourceError(fetched.error)
             current = (
                 stored is not None and stored.status in ("ok", "empty") and stored.settings_key == self.settings_key
             )
             connector_cls = connector_for(fetched.name or fetched.uri)
             if connector_cls is None:
-                raise SourceError(f"no connector reads {Path(fetched.name).suffix or 'this type of'} content")
+                raise SourceError(unreadable(fetched.name or fetched.uri))
             report.kind = connector_cls.kind
             if fetched.not_modified and current:
                 report.status, report.chunks = "unchanged", stored.chunks
@@ -267,6 +259,8 @@ class Ingester:
                 raise SourceError("the fetcher returned no content")
             if current and stored.content_hash == content_hash:
                 report.status, report.chunks = "unchanged", stored.chunks
+                return report
+            if self._stored_once(report, stored, content_hash, size, None, renames=False):
                 return report
             source = SourceFile(
                 uri=fetched.uri,
@@ -305,35 +299,38 @@ class Ingester:
         report = SourceReport(uri=uri, status="error")
         try:
             if candidate.problem:
+                stored = self.kb.get_source(uri) if candidate.explicit else None
+                if stored is not None and not path.exists():
+                    return self._missing(stored, candidate.problem)
                 raise SourceError(candidate.problem)
             uri = path.resolve().as_uri()
             report.uri = uri
+            report.size = candidate.size
             connector_cls = connector_for(path.name)
             if connector_cls is None:
                 if not candidate.explicit:
                     return SourceReport(
                         uri=uri,
                         status="skipped",
-                        reason=f"no connector reads {path.suffix or 'files without a suffix'}",
+                        reason=unreadable(path.name),
                     )
-                raise SourceError(f"no connector reads {path.suffix or 'files without a suffix'} files")
+                raise SourceError(unreadable(path.name))
             report.kind = connector_cls.kind
             stored = self.kb.get_source(uri)
-            current = (
-                stored is not None and stored.status in ("ok", "empty") and stored.settings_key == self.settings_key
-            )
+            current = stored is not None and stored.settings_key == self.settings_key and self._current(stored)
             if current and not self.checksum:
                 # Same size and modification time as when ingested: unchanged without reading it
                 # (make's and rsync's rule; --checksum compares content hashes instead).
                 info = path.stat()
                 if info.st_size == stored.size and info.st_mtime == stored.mtime:
-                    report.status, report.chunks = "unchanged", stored.chunks
-                    return report
+                    return self._unchanged(report, stored)
+            self._progress.stage("reading")
             data, content_hash, size, mtime = self._read_for(connector_cls, path)
             if current and stored.content_hash == content_hash:
                 if stored.mtime != mtime:
                     self.kb.touch_source(stored.id, mtime)
-                report.status, report.chunks = "unchanged", stored.chunks
+                return self._unchanged(report, stored, mtime)
+            if self._stored_once(report, stored, content_hash, size, mtime, renames=True):
                 return report
             source = SourceFile(
                 uri=uri,
@@ -367,6 +364,7 @@ class Ingester:
             seconds = max(seconds, budget(source))
             # The connector sees the limit it actually runs under (a transcriber paces itself by it).
             source.limits = replace(source.limits, timeout_s=seconds)
+        source.progress = self._progress.stage
         try:
             with deadline(seconds):
                 return connector.extract(source)
@@ -456,11 +454,14 @@ class Ingester:
     ) -> None:
         doc.title = clean_line(doc.title) or Path(doc.uri).name
         doc.metadata = {k: clean_line(v) if isinstance(v, str) else v for k, v in doc.metadata.items()}
+        self._progress.stage("chunking")
         chunks = chunk_document(doc, self.chunking)
         report.kind = doc.kind
         report.pages = doc.metadata.get("pages")
+        report.note = doc.metadata.get("ocr_note")
         status, reason = ("ok", None) if chunks else ("empty", doc.empty_reason or "no text found")
-        vectors = self.embedder.embed([c.embedding_text() for c in chunks]) if chunks else None
+        vectors = self._embed([c.embedding_text() for c in chunks]) if chunks else None
+        self._progress.stage("storing")
         self.kb.write_source(
             doc,
             status=status,
@@ -476,6 +477,15 @@ class Ingester:
         # Only once the source is committed does the report say so.
         report.status, report.reason, report.chunks = status, reason, len(chunks)
 
+    def _embed(self, texts: list[str]) -> Any:
+        import numpy as np
+
+        parts = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            self._progress.stage("embedding", start / len(texts))
+            parts.append(self.embedder.embed(texts[start : start + EMBED_BATCH]))
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
     def _record_failure(self, report: SourceReport, path: Path | None = None) -> None:
         if path is not None and not path.is_file():
             return  # a missing path or a broken link leaves nothing to record
@@ -485,6 +495,20 @@ class Ingester:
             report.reason = f"{report.reason}; kept the version ingested before"
             return
         self.kb.record_failure(report.uri, report.kind, report.reason or "error", content_hash=None, size=None)
+
+
+def _crawlable(name: str) -> bool:
+    """Whether a crawl should fetch a link of this name: some connector reads it, and it is not one that
+    opts out (images: a site's logos and icons are not course text; ingest image files by name or folder)."""
+    connector = connector_for(name)
+    return connector is not None and getattr(connector, "crawled", True)
+
+
+def unreadable(name: str) -> str:
+    """One sentence for a file kb has no reader for, naming what it does read."""
+    suffix = Path(name).suffix.lower()
+    what = f"{suffix} files" if suffix else "files without a suffix"
+    return f'kb does not read {what} (the README\'s "What kb reads" lists the formats it does)'
 
 
 def ingest(kb: KB, targets: list[str], **options: Any) -> IngestResult:

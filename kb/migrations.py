@@ -68,13 +68,18 @@ def m001_create_tables(conn: Any) -> None:
             settings TEXT,
             timings TEXT
         );
+        """
+        + CHUNK_SOURCES_VIEW,
+    )
+
+
+CHUNK_SOURCES_VIEW = """
         CREATE VIEW chunk_sources AS
             SELECT chunks.id AS chunk_id, sources.title AS source_title, sources.kind AS kind,
                    sources.uri AS uri, chunks.page, chunks.slide, chunks.start_s, chunks.end_s,
                    chunks.heading, chunks.link, chunks.text
             FROM chunks JOIN sources ON sources.id = chunks.source_id;
-        """,
-    )
+"""
 
 
 def m002_source_files(conn: Any) -> None:
@@ -100,6 +105,57 @@ def m002_source_files(conn: Any) -> None:
     )
 
 
+def m003_missing_duplicates_roots(conn: Any) -> None:
+    """Sources may be `missing` (gone from their folder or site) or a `duplicate` of another (same
+    content, stored once); `roots` records what was ingested, for `kb sync`.
+
+    SQLite cannot alter a CHECK constraint: the table is rebuilt (SQLite's documented 12 steps;
+    migrate() turns foreign keys off around it, so dropping the old table cascades to no chunk).
+    """
+    sequence = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'sources'").fetchone()
+    _run_script(
+        conn,
+        """
+        DROP VIEW chunk_sources;
+        CREATE TABLE sources_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            uri TEXT NOT NULL UNIQUE,
+            kind TEXT,
+            title TEXT,
+            content_hash TEXT,
+            size INTEGER,
+            mtime REAL,
+            fetched_at TEXT,
+            ingested_at TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('ok', 'empty', 'error', 'missing', 'duplicate')),
+            error TEXT,
+            metadata TEXT,
+            duplicate_of INTEGER REFERENCES sources(id) ON DELETE SET NULL
+        );
+        INSERT INTO sources_new(id, uri, kind, title, content_hash, size, mtime, fetched_at, ingested_at,
+                                status, error, metadata)
+            SELECT id, uri, kind, title, content_hash, size, mtime, fetched_at, ingested_at, status, error, metadata
+            FROM sources;
+        DROP TABLE sources;
+        ALTER TABLE sources_new RENAME TO sources;
+        CREATE INDEX sources_content_hash ON sources(content_hash);
+        -- What `kb ingest` was given (a folder, a file or a URL) and the options that shape what it
+        -- yields; `kb sync` runs them again. Passwords are never recorded.
+        CREATE TABLE roots (
+            id INTEGER PRIMARY KEY,
+            target TEXT NOT NULL UNIQUE,
+            options TEXT,
+            added_at TEXT NOT NULL,
+            synced_at TEXT
+        );
+        """
+        + CHUNK_SOURCES_VIEW,
+    )
+    if sequence is not None:
+        # Keep AUTOINCREMENT's promise across the rebuild: an id once used is never handed out again.
+        conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'sources'", (sequence[0],))
+
+
 def _run_script(conn: Any, script: str) -> None:
     # executescript() would COMMIT the caller's transaction first, so run statement by statement.
     statement = ""
@@ -114,18 +170,27 @@ def _run_script(conn: Any, script: str) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [m001_create_tables, m002_source_files]
+MIGRATIONS: list[Migration] = [m001_create_tables, m002_source_files, m003_missing_duplicates_roots]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(conn: Any, current: int) -> int:
     """Run the migrations after `current`, each in its own transaction; return the new version."""
     for number, migration in enumerate(MIGRATIONS[current:], start=current + 1):
-        with transaction(conn):
-            migration(conn)
-            conn.execute(
-                "INSERT INTO kb_meta(key, value) VALUES ('schema_version', ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (str(number),),
-            )
+        # A migration that rebuilds a table must not cascade deletes into its children: foreign keys
+        # are off while it runs (they cannot be switched inside a transaction) and checked before COMMIT.
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with transaction(conn):
+                migration(conn)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchone()
+                if broken is not None:
+                    raise sqlite3.IntegrityError(f"migration {migration.__name__} broke a reference: {tuple(broken)}")
+                conn.execute(
+                    "INSERT INTO kb_meta(key, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (str(number),),
+                )
+        finally:
+            conn.execute("PRAGMA foreign_keys = ON")
     return SCHEMA_VERSION

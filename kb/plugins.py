@@ -20,6 +20,8 @@ DEFAULT_PLUGINS = (
     "connectors.slides",
     "connectors.word",
     "connectors.documents",
+    "connectors.images",
+    "connectors.legacy_office",
     "connectors.web",
     "connectors.media",
     "kb.embedders",

@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from .ingest import IngestResult
-from .types import Answer, Hit, Locator, SourceReport
+from .progress import plural
+from .types import Answer, Hit, Locator
 
 
 def locator_label(locator: Locator) -> str:
@@ -48,27 +49,50 @@ def _short_uri(uri: str) -> str:
     return uri
 
 
+STATUS_ORDER = ("ok", "unchanged", "restored", "renamed", "duplicate", "empty", "missing", "removed", "error")
+STATUS_WORDS = {"error": ("error", "errors"), "duplicate": ("duplicate", "duplicates")}
+"""How a count of each status reads in the closing line: "1 error", "2 errors", "3 ok", "2 missing"."""
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
 def format_ingest_report(result: IngestResult) -> str:
     lines = []
-    listed = [r for r in result.reports if r.status != "skipped"]
-    width = max((len(_short_uri(r.uri)) for r in listed), default=10)
-    width = min(width, 60)
+    listed = [r for r in result.reports if r.status not in ("skipped", "excluded")]
+    width = min(max((len(_short_uri(r.uri)) for r in listed), default=10), 60)
     for r in listed:
-        pages = f"{r.pages} pages" if r.pages else ""
-        detail = r.reason or ""
-        lines.append(f"{r.status:<9} {_short_uri(r.uri):<{width}} {r.chunks:>5} chunks {pages:>10}  {detail}".rstrip())
-    skipped = [r for r in result.reports if r.status == "skipped"]
-    if skipped:
-        suffixes: dict[str, int] = {}
-        for r in skipped:
-            name = r.uri.rsplit("/", 1)[-1]
-            suffix = "." + name.rsplit(".", 1)[-1] if "." in name else "(none)"
-            suffixes[suffix] = suffixes.get(suffix, 0) + 1
-        kinds = ", ".join(f"{s} \u00d7{n}" for s, n in sorted(suffixes.items()))
-        lines.append(f"skipped   {len(skipped)} files no connector reads ({kinds})")
+        pages = plural(r.pages, "page") if r.pages else ""
+        chunks = plural(r.chunks, "chunk")
+        detail = "; ".join(filter(None, (r.reason, r.note)))
+        lines.append(f"{r.status:<9} {_short_uri(r.uri):<{width}} {chunks:>11} {pages:>10}  {detail}".rstrip())
+    for status, what in (("skipped", "kb does not read"), ("excluded", "left out by --exclude or .kbignore")):
+        group = [r for r in result.reports if r.status == status]
+        if group:
+            suffixes: dict[str, int] = {}
+            for r in group:
+                name = r.uri.rsplit("/", 1)[-1]
+                suffix = "." + name.rsplit(".", 1)[-1] if "." in name else "(no suffix)"
+                suffixes[suffix] = suffixes.get(suffix, 0) + 1
+            kinds = ", ".join(f"{s} \u00d7{n}" for s, n in sorted(suffixes.items()))
+            lines.append(f"{status:<9} {plural(len(group), 'file')} {what} ({kinds})")
     totals = result.totals()
-    summary = ", ".join(f"{totals[k]} {k}" for k in ("ok", "unchanged", "empty", "error") if totals.get(k))
-    lines.append(f"Done: {summary or 'nothing to do'}; {totals['chunks']} new chunks.")
+    missing = totals.get("missing", 0)
+    if missing:
+        lines.append(
+            f"{plural(missing, 'source is', 'sources are')} no longer where {'it was' if missing == 1 else 'they were'}"
+            " and still in the KB: `kb ingest --prune` with the same folders, or `kb sync`, takes "
+            f"{'it' if missing == 1 else 'them'} out."
+        )
+    counted = sum(totals.get(k, 0) for k in STATUS_ORDER)
+    parts = [f"{totals[k]} {STATUS_WORDS.get(k, (k, k))[totals[k] != 1]}" for k in STATUS_ORDER if totals.get(k)]
+    summary = f"{plural(counted, 'source')}: " + ", ".join(parts) if parts else "nothing to do"
+    lines.append(f"Done in {duration(result.seconds)}: {summary}; {plural(totals['chunks'], 'new chunk')}.")
     return "\n".join(lines)
 
 
@@ -94,11 +118,22 @@ def format_info(data: dict[str, Any]) -> str:
             if "embedding_model" in meta
             else ""
         ),
-        f"{counts['sources']} sources, {counts['chunks']} chunks, {counts['answers']} answers logged",
+        f"{plural(counts['sources'], 'source')}{_by_status(data['sources'])}, {plural(counts['chunks'], 'chunk')}, "
+        f"{plural(counts['answers'], 'answer')} logged",
     ]
+    if not counts["chunks"]:
+        lines.append(f"The KB is empty: add sources with `kb ingest {data['path']} FOLDER-OR-FILE...`.")
     for s in data["sources"]:
         reason = f"  {s['error']}" if s["error"] else ""
-        lines.append(f"  {s['status']:<6} {s['chunks']:>5} chunks  {s['title'] or ''}  {_short_uri(s['uri'])}{reason}")
+        if s["status"] == "duplicate" and s.get("duplicate_of"):
+            reason = f"  duplicate of {_short_uri(s['duplicate_of'])}"
+        lines.append(
+            f"  {s['status']:<9} {plural(s['chunks'], 'chunk'):>11}  {s['title'] or ''}  {_short_uri(s['uri'])}{reason}"
+        )
+    if any(s["status"] == "missing" for s in data["sources"]):
+        lines.append("Missing sources are gone from their folder or site; `kb sync` takes them out.")
+    if data.get("roots"):
+        lines.append("Built from (`kb sync` reads these again): " + ", ".join(data["roots"]))
     return "\n".join(lines)
 
 
@@ -138,28 +173,13 @@ def format_export(report: Any) -> tuple[str, list[str]]:
     return "\n".join(lines), warnings
 
 
-class ProgressPrinter:
-    """A one-line progress display on stderr, only when stderr is a terminal."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.count = 0
-
-    def __enter__(self) -> ProgressPrinter:
-        return self
-
-    def __call__(self, report: SourceReport) -> None:
-        if report.status == "skipped":
-            return
-        self.count += 1
-        if not self.enabled:
-            return
-        name = report.uri.rsplit("/", 1)[-1][:50]
-        click.echo(f"\r\033[K[{self.count}] {report.status:<9} {name}", file=sys.stderr, nl=False)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled and self.count:
-            click.echo("\r\033[K", file=sys.stderr, nl=False)
+def _by_status(sources: list[dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for s in sources:
+        counts[s["status"]] = counts.get(s["status"], 0) + 1
+    if set(counts) <= {"ok"}:
+        return ""
+    return " (" + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) + ")"
 
 
 STAGES = {"retrieving": "finding passages", "judging": "checking the evidence", "writing": "writing"}

@@ -57,7 +57,9 @@ class Searcher:
         self.kb = kb
         model = kb.model_id
         if model is None:
-            raise KBError(f"{kb.path} holds no sources yet; add some with `kb ingest {kb.path} SOURCE...`.")
+            raise KBError(
+                f"{kb.path} is empty: it holds no sources yet; add some with `kb ingest {kb.path} SOURCE...`."
+            )
         if embedder is None:
             from .plugins import get_embedder
 
@@ -85,7 +87,21 @@ class Searcher:
         keyword = keyword_ranks(self.kb, query, pool)
         vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
         nearest = self.kb.index().search(vector, pool)
+        if not keyword and not nearest:
+            self.check_not_empty()
         return self.fuse(keyword, nearest, k, vector)
+
+    def check_not_empty(self) -> None:
+        """An empty KB says so, instead of looking like a question it does not answer."""
+        if self.kb.conn.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is not None:
+            return
+        rows = self.kb.conn.execute("SELECT status, count(*) FROM sources GROUP BY status").fetchall()
+        held = ", ".join(f"{n} {status}" for status, n in rows)
+        detail = f" (its sources: {held}; `kb info {self.kb.path}` says why)" if rows else ""
+        raise KBError(
+            f"{self.kb.path} is empty: it holds no text to search{detail}; add sources with "
+            f"`kb ingest {self.kb.path} FOLDER-OR-FILE...`."
+        )
 
     def fuse(
         self, keyword: list[int], nearest: list[tuple[int, float]], k: int, query_vector: np.ndarray | None = None

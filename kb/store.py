@@ -40,6 +40,9 @@ class StoredSource:
     mtime: float | None = None
     chunks: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
+    duplicate_of: int | None = None
+    """For a `duplicate`: the id of the source holding the same content."""
+    kind: str | None = None
 
 
 class KB:
@@ -220,18 +223,43 @@ class KB:
     # -- sources ----------------------------------------------------------------------------
 
     def get_source(self, uri: str) -> StoredSource | None:
-        row = self.conn.execute(
+        found = self.sources_where("uri = ?", (uri,))
+        return found[0] if found else None
+
+    def sources_where(self, condition: str, params: Sequence[Any] = ()) -> list[StoredSource]:
+        """Stored sources matching an SQL condition on `sources` (kb's own conditions only, never user text)."""
+        rows = self.conn.execute(
             "SELECT id, uri, content_hash, status, json_extract(metadata, '$._settings'), size, mtime, "
-            "(SELECT count(*) FROM chunks WHERE source_id = sources.id), metadata FROM sources WHERE uri = ?",
-            (uri,),
-        ).fetchone()
-        if row is None:
-            return None
-        try:
-            metadata = json.loads(row[8]) if row[8] else {}
-        except ValueError:
-            metadata = {}
-        return StoredSource(*row[:8], metadata=metadata if isinstance(metadata, dict) else {})
+            "(SELECT count(*) FROM chunks WHERE source_id = sources.id), metadata, duplicate_of, kind "
+            f"FROM sources WHERE {condition} ORDER BY uri",
+            tuple(params),
+        ).fetchall()
+        out = []
+        for row in rows:
+            try:
+                metadata = json.loads(row[8]) if row[8] else {}
+            except ValueError:
+                metadata = {}
+            out.append(
+                StoredSource(
+                    *row[:8],
+                    metadata=metadata if isinstance(metadata, dict) else {},
+                    duplicate_of=row[9],
+                    kind=row[10],
+                )
+            )
+        return out
+
+    def remove_source(self, source_id: int) -> None:
+        """Take one source out of the KB in one transaction: its chunks, embeddings, vector index and
+        FTS rows, its stored original and its row (`kb remove` and `--prune` both come here)."""
+        from .originals import forget_unreferenced
+
+        with transaction(self.conn):
+            self._delete_source_rows(source_id)
+            self.conn.execute("DELETE FROM sources WHERE id = ?", (source_id,))
+            # Its stored original goes too, unless another source (a duplicate) has the same bytes.
+            forget_unreferenced(self.conn)
 
     def touch_source(self, source_id: int, mtime: float) -> None:
         """Record a new modification time for content that did not change."""
@@ -297,7 +325,7 @@ class KB:
                 self._delete_source_rows(existing.id)
                 self.conn.execute(
                     "UPDATE sources SET kind=?, title=?, content_hash=?, size=?, mtime=?, ingested_at=?, "
-                    "status=?, error=?, metadata=?, fetched_at=? WHERE id = ?",
+                    "status=?, error=?, metadata=?, fetched_at=?, duplicate_of=NULL WHERE id = ?",
                     (*values, existing.id),
                 )
                 source_id = existing.id
@@ -374,17 +402,22 @@ class KB:
                 "error": r[4],
                 "chunks": r[5],
                 "ingested_at": r[6],
+                "duplicate_of": r[7],
             }
             for r in self.conn.execute(
                 "SELECT uri, title, kind, status, error, "
-                "(SELECT count(*) FROM chunks WHERE source_id = sources.id), ingested_at FROM sources ORDER BY uri"
+                "(SELECT count(*) FROM chunks WHERE source_id = sources.id), ingested_at, "
+                "(SELECT uri FROM sources AS original WHERE original.id = sources.duplicate_of) "
+                "FROM sources ORDER BY uri"
             )
         ]
+        roots = [r[0] for r in self.conn.execute("SELECT target FROM roots ORDER BY id")]
         return {
             "path": str(self.path),
             "meta": meta,
             "counts": counts,
             "sources": sources,
+            "roots": roots,
             "size_bytes": self.path.stat().st_size,
         }
 

@@ -6,6 +6,7 @@ a connector turns bytes into a `Document`; the engine never parses a format.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -36,6 +37,8 @@ class Section:
 
     text: str
     locator: Locator = field(default_factory=Locator)
+    code: bool = False
+    """Code or preformatted text: its line breaks and indentation are kept, and chunks end at line ends."""
 
 
 @dataclass
@@ -123,12 +126,17 @@ class SourceReport:
 
     uri: str
     status: str
-    """ok | empty | error | unchanged"""
+    """ok | unchanged | empty | error | skipped | excluded | missing | removed | duplicate | renamed | restored
+    (README, "What the ingest report says")."""
     kind: str | None = None
     chunks: int = 0
     pages: int | None = None
     reason: str | None = None
+    """Why it failed, or what happened: "duplicate of notes.pdf", "renamed from old.md"."""
     seconds: float = 0.0
+    note: str | None = None
+    """Worth knowing about a source read fine: "OCR on pages 1-3"."""
+    size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +146,7 @@ class SourceReport:
             "chunks": self.chunks,
             "pages": self.pages,
             "reason": self.reason,
+            "note": self.note,
             "seconds": round(self.seconds, 3),
         }
 
@@ -172,6 +181,9 @@ class SourceFile:
     """File name whose suffix chose the connector (a fetched page's is made from its media type)."""
     content_hash: str = ""
     """SHA-256 of the content, which the engine has already computed (a cache key for connectors)."""
+    progress: Callable[..., None] = field(default=lambda stage, fraction=None: None, repr=False)
+    """progress(stage, fraction=None): a long step the person watching should see ("OCR page 3 of 9",
+    "transcribing", 0.4). Cheap to call often; the display decides how often to redraw."""
 
     @property
     def stem(self) -> str:
@@ -201,6 +213,8 @@ class Fetched:
     """The server said the copy ingested before is current (HTTP 304): nothing to read."""
     error: str | None = None
     """Why this URL could not be fetched; the run goes on with the next one."""
+    gone: bool = False
+    """The server says the page no longer exists (404, 410): a copy ingested before is `missing`."""
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""A deterministic stand-in for the embedding model, for tests where the model is not under test.
+"""A deterministic stand-in for the embedding model, for tests where the model is not under test
+(and a connector whose reading takes as long as a file says, for the progress display).
 
 Loaded in-process by the `hash_embedder` fixture and in subprocesses with KB_PLUGINS=kb_test_plugins.
 """
@@ -40,6 +41,26 @@ class OtherHashEmbedder(HashEmbedder):
 
     model_id = "test/other-hash-embedder"
     aliases = ("other-hash",)
+
+
+class SlowConnector:
+    """Reads a `.slow` file by sleeping as many seconds as it says: a long step, for the progress display."""
+
+    kind = "slow"
+    suffixes = (".slow",)
+
+    def extract(self, source):
+        import time
+
+        from kb.types import Document, Locator, Section
+
+        time.sleep(float(source.data))
+        return Document(source.uri, self.kind, source.stem, [Section(f"Slept {source.stem}.", Locator())])
+
+
+@hookimpl
+def register_connectors(register):
+    register(SlowConnector)
 
 
 @hookimpl

@@ -22,10 +22,17 @@ from pathlib import Path
 import pytest
 from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb, run_kb_measured
 
+from connectors import ocr
 from kb import KB, Ingester, Limits, Searcher
 
 KEPT = "kept the version ingested before"
 NO_TEXT_LAYER = "no text layer (scanned?)"
+# A picture with no words in it: tesseract (when installed) reads it and finds nothing.
+SCAN_REASON = NO_TEXT_LAYER + ("; OCR found no text" if shutil.which("tesseract") else "; " + ocr.INSTALL_HINT)
+NEEDS_PASSWORD = (
+    "encrypted PDF: a password is needed to open it; give it with --pdf-password "
+    "(or a file of passwords with --pdf-passwords)"
+)
 TEN_MB = 10 * 2**20
 PLUGINS = TEST_PLUGINS
 
@@ -33,9 +40,10 @@ PLUGINS = TEST_PLUGINS
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def ingest(db: Path, *targets, limits: Limits | None = None):
+def ingest(db: Path, *targets, limits: Limits | None = None, options: dict | None = None):
     with KB.open(db, create=True) as kb:
-        return Ingester(kb, embedder="test/hash-embedder", limits=limits).run([str(t) for t in targets])
+        ingester = Ingester(kb, embedder="test/hash-embedder", limits=limits, options=options)
+        return ingester.run([str(t) for t in targets])
 
 
 def by_name(reports) -> dict:
@@ -233,7 +241,11 @@ def test_encrypted_pdf_with_user_password_is_refused(tmp_path, hash_embedder):
     path.write_bytes(encrypted(text_pdf(pages=2), user_password="secret"))
     report = only(ingest(tmp_path / "kb.db", path))
     assert report["status"] == "error"
-    assert report["reason"] == "encrypted PDF: a password is needed to open it"
+    assert report["reason"] == NEEDS_PASSWORD
+    wrong = only(ingest(tmp_path / "wrong.db", path, options={"pdf_passwords": ["guess"]}))
+    assert wrong["status"] == "error" and wrong["reason"] == "encrypted PDF: the password given does not open it"
+    opened = only(ingest(tmp_path / "right.db", path, options={"pdf_passwords": ["guess", "secret"]}))
+    assert opened["status"] == "ok" and opened["pages"] == 2 and opened["chunks"] >= 2, opened
 
 
 def test_owner_password_only_pdf_is_read(tmp_path, hash_embedder):
@@ -282,9 +294,9 @@ def test_scanned_pdf_has_no_text_layer(tmp_path, hash_embedder):
     path.write_bytes(scanned_pdf(3))
     db = tmp_path / "kb.db"
     report = only(ingest(db, path))
-    assert report["status"] == "empty" and report["reason"] == NO_TEXT_LAYER and report["pages"] == 3, report
+    assert report["status"] == "empty" and report["reason"] == SCAN_REASON and report["pages"] == 3, report
     with KB.open(db) as kb:
-        assert tuple(kb.conn.execute("SELECT status, error FROM sources").fetchone()) == ("empty", NO_TEXT_LAYER)
+        assert tuple(kb.conn.execute("SELECT status, error FROM sources").fetchone()) == ("empty", SCAN_REASON)
         assert kb.conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 0
 
 
@@ -576,12 +588,16 @@ def test_a_broken_new_version_keeps_what_was_ingested(course, tmp_path, hash_emb
     html.rename(html.with_suffix(".pdf"))
     third = ingest(db, pdf, md, html.with_suffix(".pdf"))
     reports = by_name(third.reports)
-    assert reports["hydrology-lecture-notes.pdf"]["reason"] == "encrypted PDF: a password is needed to open it; " + KEPT
+    assert reports["hydrology-lecture-notes.pdf"]["reason"] == NEEDS_PASSWORD + "; " + KEPT
+    # A file ingested before and named again after it was deleted is missing, its chunks kept until pruned.
+    assert reports["field-guide-measuring-rainfall.md"]["status"] == "missing"
     assert reports["field-guide-measuring-rainfall.md"]["reason"] == "no such file or folder"
     assert reports["index.pdf"]["reason"] == "not a PDF file (no %PDF header)"
     after = snapshot(db)
     assert {k: v for k, v in after.items() if k != "sources"} == {k: v for k, v in before.items() if k != "sources"}
-    assert after["sources"][: len(before["sources"])] == before["sources"]
+    unchanged = [row for row in after["sources"][: len(before["sources"])] if row[9] != "missing"]
+    assert unchanged == [row for row in before["sources"] if not row[1].endswith(".md")]
+    assert [row[1].rsplit("/", 1)[-1] for row in after["sources"] if row[9] == "missing"] == [md.name]
     assert [r[1].rsplit("/", 1)[-1] for r in after["sources"][len(before["sources"]) :]] == ["index.pdf"]
 
     with KB.open(db) as kb:
@@ -634,14 +650,14 @@ def test_one_run_with_every_kind_of_bad_input(tmp_path, good_md):
         "missing.pdf": ("error", "no such file or folder"),
         "infiltration.md": ("ok", None),
         "truncated.pdf": ("error", got["truncated.pdf"][1]),
-        "locked.pdf": ("error", "encrypted PDF: a password is needed to open it"),
+        "locked.pdf": ("error", NEEDS_PASSWORD),
         "owner-only.pdf": ("ok", None),
         "thousands.pdf": ("empty", NO_TEXT_LAYER),
-        "scan.pdf": ("empty", NO_TEXT_LAYER),
+        "scan.pdf": ("empty", SCAN_REASON),
         "binary.txt": ("error", "binary data, not text (too many NUL bytes)"),
         "cp1252.txt": ("ok", None),
         "one-line.txt": ("error", "too much text (10,485,760 characters; the limit is 5,000,000)"),
-        "data.xyz": ("error", "no connector reads .xyz files"),
+        "data.xyz": ("error", 'kb does not read .xyz files (the README\'s "What kb reads" lists the formats it does)'),
     }
     assert got["truncated.pdf"][1].startswith("corrupt or truncated PDF (")
     assert report["totals"] == {"error": 11, "ok": 3, "empty": 2, "chunks": report["totals"]["chunks"]}
@@ -788,7 +804,10 @@ def test_a_locked_kb_is_one_sentence(course_db, tmp_path):
         holder.rollback()
         holder.close()
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "being written by another process" in proc.stderr and proc.stderr.count("\n") == 1
+    # The progress lines (plain, since stderr is no terminal) may come first; the error is one sentence.
+    error = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(error) == 1 and "being written by another process" in error[0]
+    assert proc.stderr.splitlines()[-1] == error[0]
 
 
 def test_unknown_embedder_leaves_no_file(tmp_path, good_md):

@@ -56,20 +56,28 @@ def test_errors_are_one_sentence_without_traceback(tmp_path):
     assert not (tmp_path / "missing.db").exists()
 
 
-def test_info_on_a_fresh_kb(tmp_path):
+def test_a_mistyped_path_creates_no_kb_and_suggests_the_name(tmp_path):
+    (tmp_path / "lecture-notes.pdf").write_bytes(b"%PDF-1.4")
     db = tmp_path / "kb.db"
-    proc = run_kb(
-        "ingest",
-        str(db),
-        str(tmp_path / "nothing-here"),
-        "--embedder",
-        "hash",
-        env_extra=TEST_PLUGINS,
-    )
-    assert proc.returncode == 1 and "no such file or folder" in proc.stdout
+    proc = run_kb("ingest", str(db), str(tmp_path / "lecture-note.pdf"), "--embedder", "hash", env_extra=TEST_PLUGINS)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "was not created" in proc.stderr and "did you mean" in proc.stderr and "lecture-notes.pdf" in proc.stderr
+    assert not db.exists()
+
+
+def test_info_search_and_ask_on_an_empty_kb_say_it_is_empty(tmp_path):
+    db = tmp_path / "kb.db"
+    (tmp_path / "empty").mkdir()
+    proc = run_kb("ingest", str(db), str(tmp_path / "empty"), "--embedder", "hash", env_extra=TEST_PLUGINS)
+    assert proc.returncode == 0, proc.stderr
+    assert "nothing to do" in proc.stdout
     info = run_kb("info", str(db), env_extra=TEST_PLUGINS)
     assert info.returncode == 0, info.stderr
-    assert "test/hash-embedder" in info.stdout and "0 sources" in info.stdout
+    assert "test/hash-embedder" in info.stdout and "0 sources" in info.stdout and "The KB is empty" in info.stdout
+    for command in ("search", "ask"):
+        proc = run_kb(command, str(db), "what is baseflow?", env_extra=TEST_PLUGINS)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "is empty" in proc.stderr and "kb ingest" in proc.stderr
 
 
 def test_info_does_not_import_the_model(tmp_path):

@@ -146,9 +146,10 @@ def site_copy(course):
 
 
 def ingest(db: Path, *urls: str, embedder: str = "test/hash-embedder", limits: Limits | None = None, **options):
+    prune = options.pop("prune", False)
     options = {"allow_private": True, **options}
     with KB.open(db, create=True) as kb:
-        return Ingester(kb, embedder=embedder, limits=limits, options=options).run(list(urls))
+        return Ingester(kb, embedder=embedder, limits=limits, options=options).run(list(urls), prune=prune)
 
 
 def rows(db: Path, sql: str, *args) -> list[tuple]:
@@ -348,9 +349,10 @@ def test_https_checks_the_certificate_for_the_name_asked(tmp_path, certificate, 
         # certificate check use the name; the connection goes to the address checked).
         monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
         result = ingest(tmp_path / "b.db", site.url(GOOD_PAGE), site.url(GOOD_PAGE, host="localhost"))
+        # Both fetched and read; the second holds the same bytes, so it is stored once, as a duplicate.
         assert [(r.uri, r.status) for r in result.reports] == [
             (site.url(GOOD_PAGE), "ok"),
-            (site.url(GOOD_PAGE, host="localhost"), "ok"),
+            (site.url(GOOD_PAGE, host="localhost"), "duplicate"),
         ]
         assert site.paths(200) == [GOOD_PAGE, GOOD_PAGE]
 
@@ -494,3 +496,19 @@ def test_urls_are_normalised_and_kept_under_the_prefix():
     assert worth_fetching("http://h/a/page.php", readable) and worth_fetching("http://h/a/", readable)
     assert worth_fetching("http://h/docs/v1.2", readable) and worth_fetching("http://h/a.pdf", readable)
     assert not worth_fetching("http://h/map.png", readable) and not worth_fetching("http://h/data.zip", readable)
+
+
+def test_a_page_gone_from_a_crawled_site_is_missing_then_pruned(tmp_path, course, hash_embedder):
+    db = tmp_path / "kb.db"
+    with Site(course) as site:
+        start = site.url("/website/course.html")
+        first = ingest(db, start, crawl=True, max_depth=1)
+        assert {r.uri.rsplit("/", 1)[-1] for r in first.reports if r.status == "ok"} >= {"floods.html"}
+        (course / "website" / "floods.html").unlink()  # the teacher took the page down: 404 now
+        again = {r.uri.rsplit("/", 1)[-1]: r for r in ingest(db, start, crawl=True, max_depth=1).reports}
+        assert again["floods.html"].status == "missing" and "404" in again["floods.html"].reason
+        assert not again["floods.html"].reason.endswith("kept the version ingested before")
+        pruned = {r.uri.rsplit("/", 1)[-1]: r for r in ingest(db, start, crawl=True, max_depth=1, prune=True).reports}
+    assert pruned["floods.html"].status == "removed"
+    with KB.open(db) as kb:
+        assert kb.get_source(site.url(GOOD_PAGE)) is None

