@@ -98,6 +98,9 @@ def build_kb(name: str, passages: list[str], ingested: set[int]) -> Path:
     """A course of the ingested half, one text file per passage; cached across runs."""
     db = CACHE / f"{name}-{SEED}-{len(ingested)}.db"
     if db.exists():
+        from kb import KB
+
+        KB.open(db).close()  # a cached KB from an older kb is upgraded in place
         return db
     with tempfile.TemporaryDirectory() as tmp:
         for index in sorted(ingested):
