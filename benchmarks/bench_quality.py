@@ -194,35 +194,57 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def calibrate(name: str, archive: zipfile.ZipFile, n: int) -> None:
-    """The judge's P(yes) on a development slice (questions the reported run never asks), and the
-    abstention each threshold would give: how AskSettings.min_yes was chosen."""
-    from kb import KB
-    from kb.answer import AnswerEngine, AskSettings
+def calibrate(name: str, archive: zipfile.ZipFile | None, n: int) -> list[tuple[bool, float, float | None]]:
+    """The verdict's P(yes) and the best retrieval relevance on a development slice (questions the
+    reported run never asks), as (answerable, relevance, p_yes): how AskSettings.min_yes was chosen."""
+    from kb import KB, prompts
+    from kb.answer import AnswerEngine, AskSettings, relevance
     from kb.plugins import get_llm
 
-    db, items, _ = dataset(name, archive, n, offset=n)
-    scores: list[tuple[bool, float | None, str]] = []
+    if name == "course":
+        from kb.evaluate import load_questions
+
+        db = course_db()
+        items = [(Item(q.question, "", -1), q.answerable) for q in load_questions(ROOT / "corpora" / "questions.jsonl")]
+    else:
+        db, items, _ = dataset(name, archive, n, offset=n)
+    rows = []
     with KB.open(db, readonly=True) as kb:
-        engine = AnswerEngine(kb, lambda: get_llm("llama-cpp"), AskSettings(min_yes=0.0))
+        engine = AnswerEngine(kb, lambda: get_llm("llama-cpp"), AskSettings())
         for item, answerable in items:
-            answer = engine.ask(item.question, log=False)
-            judge = answer.checks.get("judge", {})
-            by = answer.checks.get("abstained_by", "")
-            scores.append((answerable, judge.get("p_yes"), by))
-            print(
-                f"{answerable!s:<5} p_yes={judge.get('p_yes')} {by} {item.question[:70]}", file=sys.stderr, flush=True
-            )
-    print(f"{name}: P(yes) on {len(items)} development questions")
-    print(f"{'min_yes':>7} {'abstain':>8} {'false abst.':>11}")
-    for threshold in [0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]:
+            hits = engine.searcher.search(item.question, k=engine.settings.candidates)
+            best = max((relevance(item.question, h) for h in hits), default=0.0)
+            evidence = engine._gate(item.question, hits)
+            p_yes = None
+            if evidence:
+                p_yes = engine.llm.yes_probability(prompts.verify_messages(item.question, engine._excerpts(evidence)))
+            rows.append((answerable, best, p_yes))
+            print(f"{answerable!s:<5} rel={best:.1f} p_yes={p_yes} {item.question[:70]}", file=sys.stderr, flush=True)
+    return rows
 
-        def abstains(p: float | None, by: str) -> bool:
-            return by in ("retrieval", "judge") and p is None or (p is not None and p < threshold)
 
-        held = [abstains(p, by) for a, p, by in scores if not a]
-        inside = [abstains(p, by) for a, p, by in scores if a]
-        print(f"{threshold:>7.2f} {_rate(held) or 0:>8.3f} {_rate(inside) or 0:>11.3f}")
+def threshold_table(rows: list[tuple[bool, float, float | None]]) -> str:
+    lines = [f"{'min_yes':>7} {'abstain':>8} {'false abst.':>11}"]
+    for threshold in [0.4, 0.45, 0.5, 0.55, 0.6, 0.62, 0.65, 0.7, 0.75]:
+        held = [p is None or p < threshold for a, _, p in rows if not a]
+        inside = [p is None or p < threshold for a, _, p in rows if a]
+        lines.append(f"{threshold:>7.2f} {_rate(held) or 0:>8.3f} {_rate(inside) or 0:>11.3f}")
+    return "\n".join(lines)
+
+
+def course_db() -> Path:
+    db = CACHE / "course.db"
+    if not db.exists():
+        subprocess.run(
+            [sys.executable, "-m", "kb", "ingest", str(db), str(ROOT / "corpora" / "hydrology")],
+            check=True,
+            capture_output=True,
+        )
+    else:
+        from kb import KB
+
+        KB.open(db).close()
+    return db
 
 
 def dataset(
@@ -246,16 +268,9 @@ def course_traps(tier: str) -> dict:
     """Abstention on the course's near-subject questions (answerable: false, near_subject: true)."""
     from kb.evaluate import load_questions
 
-    traps = [q for q in load_questions(ROOT / "corpora" / "questions.jsonl") if getattr(q, "near_subject", False)]
-    db = CACHE / "course.db"
-    if not db.exists():
-        subprocess.run(
-            [sys.executable, "-m", "kb", "ingest", str(db), str(ROOT / "corpora" / "hydrology")],
-            check=True,
-            capture_output=True,
-        )
+    traps = [q for q in load_questions(ROOT / "corpora" / "questions.jsonl") if q.near_subject]
     items = [(Item(q.question, "", -1), False) for q in traps]
-    return run_tier(db, tier, items, [], boolean=False)
+    return run_tier(course_db(), tier, items, [], boolean=False)
 
 
 def main() -> None:
@@ -268,8 +283,8 @@ def main() -> None:
     options = parser.parse_args()
     if options.calibrate:
         for name in options.datasets.split(","):
-            if name != "course":
-                calibrate(name, wheel(), options.n)
+            rows = calibrate(name, wheel() if name != "course" else None, options.n)
+            print(f"{name}: the verdict's P(yes) on {len(rows)} development questions\n{threshold_table(rows)}\n")
         return
     tiers = options.tiers.split(",")
     archive = wheel()

@@ -45,6 +45,7 @@ REPEATS_BEFORE_CUT = 2
 """This many repeated sentences mean the model is looping: everything after is cut."""
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_POLAR_START = re.compile(r"\s*(yes|no)\s*[.!]", re.I)
 
 
 class Support:
@@ -162,6 +163,11 @@ def check_answer(question: str, raw: str, evidence: list[Evidence], similarity: 
     if claims:
         text = " ".join(with_citations(claim, keys) for claim, keys in claims)
         cited = [k for _, keys in claims for k in keys]
+        # A bare "Yes." or "No." opening the reply is no claim of its own (the sentences after it,
+        # checked, carry the support), but it is the answer to a yes/no question: keep it.
+        polar = _POLAR_START.match(raw)
+        if polar and not text.lower().startswith(polar.group(1).lower()):
+            text = f"{polar.group(1).capitalize()}. {text}"
     else:
         origin = "extract"
         chosen = extract(question, evidence, similarity)

@@ -42,7 +42,7 @@ class Verdict:
     parsed: bool = True
     """False when the reply was not the JSON asked for (only possible from servers that ignore the schema)."""
     p_yes: float | None = None
-    """The model's probability that the standing quotes answer the question, when the backend tells."""
+    """The model's probability that the passages answer the question, when the backend tells."""
 
 
 def judge_constraint(keys: list[int]) -> Constraint:

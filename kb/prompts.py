@@ -1,12 +1,15 @@
 """The words kb says to the LLM, in one place.
 
-The system prompt and the judge instructions never change between questions, so they come first:
-llama.cpp then reuses their evaluated state from the previous question (prefix caching) and only
-the passages and the question are read anew. Citations are shown as real examples ("[1]"): shown
+The system prompt never changes between questions, so it comes first: llama.cpp then reuses its
+evaluated state from the previous question (prefix caching). The passages and the question come
+next and the instruction last, so that the verdict, the judge and the answer calls share one
+evaluated prefix and each reads only its own instruction. Citations are shown as real examples ("[1]"): shown
 "[n]", the instruct model writes "[n]" literally.
 """
 
 from __future__ import annotations
+
+import re
 
 SYSTEM = (
     "You are a careful teaching assistant for a course. You answer only from the course passages you "
@@ -25,11 +28,12 @@ SYSTEM = (
     "it gives the length, not the speed."
 )
 
+VERIFY = "Do the passages answer this question, about the very thing it names? Answer Yes or No."
+
 JUDGE = (
-    "Read the passages and the question. Copy, word for word, the sentences from the passages that "
-    "answer the question (at most three quotes, each with the number of its passage). Then say whether "
-    "the quotes are sufficient to answer the question. If no passage answers it, give no quotes and "
-    'say "sufficient": false. Reply with JSON only.'
+    "Copy, word for word, the sentences from the passages that answer the question (at most three "
+    "quotes, each with the number of its passage), and say whether they are sufficient to answer it. "
+    'If no passage answers it, give no quotes and say "sufficient": false. Reply with JSON only.'
 )
 
 WRITE_FROM_QUOTES = (
@@ -51,38 +55,47 @@ def passages_block(excerpts: list[tuple[int, str, str]]) -> str:
     return "<passages>\n" + "\n\n".join(blocks) + "\n</passages>"
 
 
-def judge_messages(question: str, excerpts: list[tuple[int, str, str]]) -> list[dict[str, str]]:
+def _asked(question: str, excerpts: list[tuple[int, str, str]], instruction: str) -> list[dict[str, str]]:
+    # Passages and question first, the instruction last: the verdict and the judge calls then share
+    # everything up to the instruction, and llama.cpp reads the passages once for both.
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"{JUDGE}\n\n{passages_block(excerpts)}\n\nQuestion: {question}"},
+        {"role": "user", "content": f"{passages_block(excerpts)}\n\nQuestion: {question}\n{instruction}"},
     ]
 
 
-CONFIRM = "Do these quotes answer the question, about the very thing it names? Answer Yes or No."
+def verify_messages(question: str, excerpts: list[tuple[int, str, str]]) -> list[dict[str, str]]:
+    """The yes/no question whose answer kb reads as a probability, before anything is generated."""
+    return _asked(question, excerpts, VERIFY)
 
 
-def confirm_messages(
-    judge: list[dict[str, str]], reply: str, quotes: list[tuple[int, str]], question: str
+def judge_messages(question: str, excerpts: list[tuple[int, str, str]]) -> list[dict[str, str]]:
+    """The quotes that answer the question, as JSON the grammar forces."""
+    return _asked(question, excerpts, JUDGE)
+
+
+POLAR = re.compile(
+    r"^(is|are|was|were|am|do|does|did|can|could|will|would|shall|should|has|have|had|may|might|must)\b", re.I
+)
+YES_OR_NO = " The question asks yes or no: begin with Yes or No."
+
+
+def write_messages(
+    judge: list[dict[str, str]], reply: str, quotes: list[tuple[int, str]], question: str = ""
 ) -> list[dict[str, str]]:
-    """The verdict turn: the quotes that stood, listed under their passage numbers, and one yes/no
-    question whose answer kb reads as a probability. It continues the judge's conversation, so
-    llama.cpp re-reads none of it."""
+    """The answer turn continues the judge's conversation, so llama.cpp re-reads none of it; the
+    quotes that stood are listed again under their passage numbers, which the answer then cites.
+    A yes/no question (told apart in code: asked for every question, the model began all with "Yes")
+    is to be answered yes or no first."""
     listed = "\n".join(f'[{key}] "{text}"' for key, text in quotes)
+    instruction = WRITE_FROM_QUOTES + (YES_OR_NO if POLAR.match(question.strip()) else "")
     return [
         *judge,
         {"role": "assistant", "content": reply},
-        {"role": "user", "content": f"Quotes that occur in the passages:\n{listed}\n\nQuestion: {question}\n{CONFIRM}"},
+        {"role": "user", "content": f"Quotes that occur in the passages:\n{listed}\n\n{instruction}"},
     ]
-
-
-def write_messages(confirm: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The answer turn, after the verdict: written from the quotes, citing their passage numbers."""
-    return [*confirm, {"role": "assistant", "content": "Yes."}, {"role": "user", "content": WRITE_FROM_QUOTES}]
 
 
 def direct_messages(question: str, excerpts: list[tuple[int, str, str]]) -> list[dict[str, str]]:
     """One call that writes from the passages, for models that cannot judge (and `--fast`)."""
-    return [
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"{WRITE_DIRECT}\n\n{passages_block(excerpts)}\n\nQuestion: {question}"},
-    ]
+    return _asked(question, excerpts, WRITE_DIRECT)

@@ -27,9 +27,16 @@ class ScriptedLLM(LLM):
     name = "scripted"
 
     def __init__(
-        self, answer: str, verdict: str | None = None, fail: bool = False, judges: bool = True, p_yes=None
+        self,
+        answer: str,
+        verdict: str | None = None,
+        fail: bool = False,
+        judges: bool = True,
+        p_yes=None,
+        sufficient: bool = True,
     ):
         self.answer, self.verdict, self.fail, self.judges, self.p_yes = answer, verdict, fail, judges, p_yes
+        self.sufficient = sufficient
         self.calls: list[str] = []
         self.prompts: list[list[dict]] = []
 
@@ -41,7 +48,8 @@ class ScriptedLLM(LLM):
         text = self.verdict if constraint else self.answer
         if text is None:  # no verdict scripted: quote the first passage's first sentence
             passage = messages[-1]["content"].split("[1]", 1)[1].split("\n", 2)[1]
-            text = json.dumps({"quotes": [{"passage": 1, "text": passage.split(". ")[0]}], "sufficient": True})
+            quote = {"passage": 1, "text": passage.split(". ")[0]}
+            text = json.dumps({"quotes": [quote], "sufficient": self.sufficient})
         shown = ""
         for word in text.split(" "):
             shown += word + " "
@@ -52,7 +60,7 @@ class ScriptedLLM(LLM):
         return Generation(shown.strip() if until else text, 0.01, 0.001, len(text.split()))
 
     def yes_probability(self, messages):
-        self.calls.append("confirm")
+        self.calls.append("verdict")
         self.prompts.append(messages)
         return self.p_yes
 
@@ -290,10 +298,12 @@ def test_judged_answer_is_written_from_checked_quotes_and_logged(course_db):
     with KB.open(course_db) as kb:
         answer = AnswerEngine(kb, lambda: llm).ask(QUESTION, on_stage=stages.append)
         assert not answer.abstained and answer.origin == "model"
-        assert llm.calls == ["judge", "confirm", "answer"] and stages == ["retrieving", "judging", "writing"]
-        # The answer turn continues the judge's conversation, after the quotes that stood.
-        assert llm.prompts[2][:2] == llm.prompts[0] and "Quotes that occur" in llm.prompts[2][-3]["content"]
-        assert all(q in llm.prompts[2][-3]["content"] for e in answer.evidence for q in e.quotes)
+        assert llm.calls == ["verdict", "judge", "answer"] and stages == ["retrieving", "judging", "writing"]
+        # The verdict and the judge read the same passages; the answer continues the judge's conversation.
+        verdict, judge, write = llm.prompts
+        assert verdict[1]["content"].split("Question:")[0] == judge[1]["content"].split("Question:")[0]
+        assert write[:2] == judge and "Quotes that occur" in write[-1]["content"]
+        assert all(q in write[-1]["content"] for e in answer.evidence for q in e.quotes)
         ids = {r[0] for r in kb.conn.execute("SELECT id FROM chunks")}
         assert all(e.hit.chunk_id in ids for e in answer.cited)
         row = kb.conn.execute("SELECT answer, citations, model, settings, timings FROM answers").fetchone()
@@ -310,7 +320,7 @@ def test_insufficient_evidence_abstains_with_the_nearest_sources(course_db):
     with KB.open(course_db) as kb:
         answer = AnswerEngine(kb, lambda: llm).ask(QUESTION)
     assert answer.abstained and answer.origin == "none" and answer.nearest and not answer.cited
-    assert llm.calls == ["judge"] and answer.checks["abstained_by"] == "judge"
+    assert llm.calls == ["verdict", "judge"] and answer.checks["abstained_by"] == "judge"
 
 
 def test_the_judge_probability_decides_not_its_word(course_db):
@@ -318,9 +328,13 @@ def test_the_judge_probability_decides_not_its_word(course_db):
         doubtful = ScriptedLLM("Each tip records about 0.2 mm [1].", p_yes=0.2)  # its JSON says sufficient
         answer = AnswerEngine(kb, lambda: doubtful).ask(QUESTION)
         assert answer.abstained and answer.checks["judge"]["p_yes"] == 0.2
-        assert doubtful.calls == ["judge", "confirm"]
+        assert doubtful.calls == ["verdict"]  # abstained before generating anything
         sure = ScriptedLLM("Each tip records about 0.2 mm [1].", p_yes=0.9)
         assert not AnswerEngine(kb, lambda: sure, AskSettings(min_yes=0.85)).ask(QUESTION).abstained
+        # Without a probability (a server without logprobs), the JSON's own verdict decides.
+        unsure = ScriptedLLM("Each tip records about 0.2 mm [1].", sufficient=False)
+        answer = AnswerEngine(kb, lambda: unsure).ask(QUESTION)
+        assert answer.abstained and answer.checks["judge"]["quotes"] == 1 and not answer.checks["judge"]["sufficient"]
 
 
 def test_a_judge_that_invents_its_quotes_is_not_believed(course_db):
@@ -372,7 +386,7 @@ def test_passages_are_trimmed_to_the_budget(course_db):
         engine = AnswerEngine(kb, lambda: llm, AskSettings(excerpt_chars=600))
         answer = engine.ask("What is baseflow?")
     assert answer.evidence and all(len(e.excerpt) <= 600 // len(answer.evidence) + 400 for e in answer.evidence)
-    shown = llm.prompts[0][-1]["content"]
+    shown = llm.prompts[1][-1]["content"]
     assert "<passages>" in shown and "Question: What is baseflow?" in shown
 
 
@@ -412,3 +426,11 @@ def test_a_model_too_large_for_memory_is_refused_before_loading(tmp_path, monkey
     monkeypatch.setattr(kb.llm, "_available_memory", lambda: 16 * 2**20)
     with pytest.raises(LLMError, match="needs about .* GB of memory"):
         kb.llm.LlamaCppLLM(model_path=model)
+
+
+def test_a_bare_yes_opening_the_answer_is_kept_with_the_checked_sentences():
+    raw = "Yes. Water stays in the atmosphere for about 9 days [1]. The Moon makes tides [2]."
+    answer = check_answer("Does water stay in the atmosphere for days?", raw, EVIDENCE)
+    assert answer.text == "Yes. Water stays in the atmosphere for about 9 days [1]."
+    unsupported = check_answer("Does the Moon make tides?", "Yes. The Moon makes tides [2].", EVIDENCE)
+    assert unsupported.origin == "extract" and not unsupported.text.startswith("Yes")
