@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from .grounding import (
     Passage,
+    bracket_citations,
     citation_keys,
     citations_inside,
     content_words,
@@ -91,7 +92,7 @@ def claims_of(question: str, raw: str, support: Support) -> tuple[list[tuple[str
     dropped: dict[str, list[str]] = {}
     claims: list[tuple[str, list[int]]] = []
     repeats = 0
-    found = sentences(citations_inside(raw))
+    found = sentences(citations_inside(bracket_citations(raw, support.by_key)))
     for index, sentence in enumerate(found):
         claim = strip_citations(sentence)
         words = content_words(claim)

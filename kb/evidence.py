@@ -140,18 +140,26 @@ def _in_order(pieces: list[str], text: str) -> bool:
 
 
 def snap(quote: str, passage: str) -> str | None:
-    """The passage's sentence (or pair of sentences) that `quote` nearly copies, or None."""
+    """The passage's sentence (or pair of sentences) that `quote` nearly copies, or None.
+
+    Nearly copies: the two are close as wholes (difflib ratio), or the quote is a passage sentence
+    cut short with a word or two changed ("The funnel with a sharp brass rim exactly 5 inches…" for
+    "It has … a funnel with a sharp brass rim exactly 5 inches…"): runs of five or more characters
+    shared with the sentence cover nine tenths of the quote. Either way the passage's words stand.
+    """
     target = normalise(quote).strip(" .")
     if len(target) < 10:
         return None
     found = sentences(passage)
     units = found + [f"{a} {b}" for a, b in zip(found, found[1:])]
-    best, best_ratio = None, 0.0
+    best, best_key = None, (0.0, 0.0)
     for unit in units:
-        ratio = difflib.SequenceMatcher(None, target, normalise(unit).strip(" ."), autojunk=False).ratio()
-        if ratio > best_ratio:
-            best, best_ratio = unit, ratio
-    return best if best_ratio >= SNAP_RATIO else None
+        matcher = difflib.SequenceMatcher(None, target, normalise(unit).strip(" ."), autojunk=False)
+        covered = sum(block.size for block in matcher.get_matching_blocks() if block.size >= 5) / len(target)
+        key = (max(matcher.ratio() >= SNAP_RATIO, covered >= SNAP_RATIO), matcher.ratio())
+        if key > best_key:
+            best, best_key = unit, key
+    return best if best_key[0] else None
 
 
 def check_quotes(quotes: list[tuple[int, str]], passages: dict[int, str]) -> tuple[dict[int, list[str]], list]:

@@ -49,6 +49,20 @@ def citation_keys(text: str) -> list[int]:
     return keys
 
 
+_PAREN_CITATION = re.compile(r"\s*\((\d{1,3}(?:\s*,\s*\d{1,3})*)\)")
+
+
+def bracket_citations(text: str, keys) -> str:
+    """ "(1)" written for "[1]" (the instruct model does so now and then), as "[1]": only when every
+    number in it is a passage key, so "equation (7)" in a reply over three passages stays as it is."""
+
+    def bracketed(match: re.Match) -> str:
+        numbers = [int(n) for n in re.split(r"\s*,\s*", match.group(1))]
+        return f" [{', '.join(map(str, numbers))}]" if all(n in keys for n in numbers) else match.group(0)
+
+    return _PAREN_CITATION.sub(bracketed, text)
+
+
 def strip_citations(text: str) -> str:
     return " ".join(re.sub(r"\s*" + CITATION.pattern, "", text).split())
 

@@ -15,7 +15,7 @@ from kb.answer import AnswerEngine, AskSettings, enough, relevance
 from kb.checks import MAX_ANSWER_SENTENCES, check_answer
 from kb.errors import KBError
 from kb.evidence import check_quotes, judge_constraint, occurs, parse_verdict, snap, verdict_from
-from kb.grounding import citations_inside, looping
+from kb.grounding import bracket_citations, citations_inside, looping
 from kb.llm import LLM, Generation, LLMError
 from kb.types import Evidence, Hit, Locator, SourceRef
 
@@ -135,6 +135,15 @@ def test_a_nearly_exact_quote_snaps_to_the_passage_own_words():
         "The residence time of water in the atmosphere is about 9 days."
     )
     assert snap("The residence time of water in the ocean is 3,200 years.", passage) is None
+    # A sentence cut short, its article changed (seen from the real model): the whole sentence stands.
+    gauge = (
+        "The most common instrument is the Met Office standard gauge. It has a copper or plastic body "
+        "and a funnel with a sharp brass rim exactly 5 inches (127 mm) in diameter. Rain collects below."
+    )
+    assert snap("The funnel with a sharp brass rim exactly 5 inches (127 mm) in diameter.", gauge) == (
+        "It has a copper or plastic body and a funnel with a sharp brass rim exactly 5 inches (127 mm) in diameter."
+    )
+    assert snap("A funnel made of glass.", gauge) is None
 
 
 def test_insufficient_or_unquoted_verdicts_do_not_suffice():
@@ -170,6 +179,16 @@ def test_citation_after_the_full_stop_stays_with_its_sentence():
     )
     answer = check_answer("How long does water stay in rivers and the air?", raw, EVIDENCE)
     assert answer.text == citations_inside(raw)
+
+
+def test_a_citation_written_in_parentheses_counts_when_it_names_a_passage():
+    # The real model wrote "(1)" for "[1]" once; the sentence was then dropped as unsupported.
+    raw = "Water stays in the atmosphere for about 9 days (1). Rivers hold water for 2 to 6 months (1)."
+    answer = check_answer("How long does water stay in rivers and the air?", raw, EVIDENCE)
+    assert answer.origin == "model"
+    assert answer.text == "Water stays in the atmosphere for about 9 days [1]. Rivers hold water for 2 to 6 months [1]."
+    # A number that names no passage is the text's own, not a citation.
+    assert bracket_citations("See equation (7) for the flow [1].", {1, 2}) == "See equation (7) for the flow [1]."
 
 
 def test_citation_to_missing_evidence_is_dropped_and_the_right_one_attached():

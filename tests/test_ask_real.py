@@ -46,7 +46,7 @@ def chunk_texts(db):
         return dict(kb.conn.execute("SELECT id, text FROM chunks"))
 
 
-NEAR_SUBJECT = "How much water does a mature beech tree transpire in a year?"
+NEAR_SUBJECT = "How fast, in metres per year, do glaciers flow downhill?"
 
 
 def ask_json(db, question, *extra):
@@ -59,7 +59,7 @@ def ask_json(db, question, *extra):
     "question, page_or_heading",
     [
         ("How wide is the funnel on the standard UK Met Office rain gauge?", "The standard manual gauge"),
-        ("Clay holds a lot of water, so why is it a poor aquifer?", 5),
+        ("What is Hortonian overland flow and when does it happen?", 4),
     ],
 )
 def test_cited_answer_in_the_model_own_words(real_db, question, page_or_heading):
@@ -110,7 +110,8 @@ def test_abstains_when_the_course_does_not_answer(real_db, question):
 
 
 def test_insufficient_evidence_is_judged_by_the_model_and_abstained_on(real_db):
-    """Retrieval finds close passages (oak trees' transpiration) but none answers (beech trees)."""
+    """Retrieval finds close passages (glaciers, their melt and their mass balance) but none says how
+    fast a glacier flows."""
     answer = ask_json(real_db, NEAR_SUBJECT)
     assert answer["checks"].get("abstained_by") == "judge", answer  # past the retrieval gate
     assert answer["abstained"] and answer["citations"] == [] and answer["nearest"]
@@ -126,7 +127,7 @@ def test_answers_are_logged(real_db):
 
 
 def test_terminal_output_has_references(real_db):
-    proc = run_kb("ask", str(real_db), "What is a perched water table?", "--fast")
+    proc = run_kb("ask", str(real_db), "What is a perched water table?")
     assert proc.returncode == 0, proc.stderr
     assert "References:" in proc.stdout and "#baseflow" not in proc.stdout
     assert "index.html#" in proc.stdout
@@ -160,7 +161,8 @@ def test_a_real_loop_is_stopped_while_streaming_and_cut_by_the_checks(qwen):
     from kb.types import Evidence, Hit, Locator, SourceRef
 
     sentence = "Rain falls on the windward side of the hills [1]."
-    messages = [{"role": "user", "content": f"Write this sentence twelve times, with nothing else: {sentence}"}]
+    # Shown the line three times, the model copies it on and on (asked once, it wrote it once).
+    messages = [{"role": "user", "content": f"Copy this line ten times:\n{sentence}\n{sentence}\n{sentence}"}]
     result = qwen.generate(messages, max_tokens=300, until=enough)
     assert result.tokens < 300 and result.text.count("windward") >= 2  # stopped early, by kb
     hit = Hit(1, 1, 0.1, "Rain falls on the windward side of the hills.", SourceRef("u", "t", "text"), Locator(), None)
@@ -278,7 +280,8 @@ def test_ask_does_not_import_torch(real_db):
     """A learner's first answer must not wait for sentence-transformers and torch to import."""
     code = (
         "import sys; from kb.cli import cli; "
-        "cli(['ask', sys.argv[1], 'What is a perched water table?', '--fast', '--json'], standalone_mode=False); "
+        "cli(['ask', sys.argv[1], 'How wide is the funnel of the Met Office gauge?', '--fast', '--json'], "
+        "standalone_mode=False); "
         "assert 'torch' not in sys.modules and 'sentence_transformers' not in sys.modules, 'heavy import'"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(real_db)], capture_output=True, text=True, timeout=300)
