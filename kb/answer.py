@@ -29,7 +29,7 @@ from .db import transaction
 from .errors import KBError
 from .evidence import Verdict, excerpt, judge_constraint, verdict_from, where
 from .grounding import coverage, looping, with_citations
-from .llm import LLM
+from .llm import LLM, Generation
 from .search import Searcher
 from .store import KB, utcnow
 from .types import Answer, Evidence, Hit
@@ -281,35 +281,29 @@ class AnswerEngine:
             return answer
         for piece in kept:
             piece.quotes = verdict.quotes[piece.key]
-        stage("writing")
-        phase = time.monotonic()
-        generation = self.llm.generate(
-            prompts.write_messages(messages, result.text, [(e.key, q) for e in kept for q in e.quotes], question),
-            max_tokens=self.settings.answer_tokens,
-            on_token=on_token,
-            stop=ANSWER_STOPS,
-            until=enough,
+        quotes = [(e.key, q) for e in kept for q in e.quotes]
+        generation = self._write(
+            prompts.write_messages(messages, result.text, quotes, question), on_token, stage, timings, started
         )
-        timings["answer_s"] = time.monotonic() - phase
-        if generation.first_token_s is not None:
-            timings["first_token_s"] = phase - started + generation.first_token_s
         answer = check_answer(question, generation.text, kept, self._similarity)
         answer.checks.update(checks)
         return answer
 
-    def _direct(self, question, evidence, hits, on_token, stage, timings, started) -> Answer:
+    def _write(self, messages, on_token, stage, timings, started) -> Generation:
+        """The streamed answer call, timed; it stops after enough sentences or at a loop."""
         stage("writing")
         phase = time.monotonic()
         generation = self.llm.generate(
-            prompts.direct_messages(question, self._excerpts(evidence)),
-            max_tokens=self.settings.answer_tokens,
-            on_token=on_token,
-            stop=ANSWER_STOPS,
-            until=enough,
+            messages, max_tokens=self.settings.answer_tokens, on_token=on_token, stop=ANSWER_STOPS, until=enough
         )
         timings["answer_s"] = time.monotonic() - phase
         if generation.first_token_s is not None:
             timings["first_token_s"] = phase - started + generation.first_token_s
+        return generation
+
+    def _direct(self, question, evidence, hits, on_token, stage, timings, started) -> Answer:
+        messages = prompts.direct_messages(question, self._excerpts(evidence))
+        generation = self._write(messages, on_token, stage, timings, started)
         answer = check_answer(question, generation.text, evidence, self._similarity)
         if answer.origin == "extract" and _DECLINE.search(generation.text) and getattr(self.llm, "judges", False):
             # A model able to judge said the passages do not answer: believe the "no", never a "yes".
