@@ -31,7 +31,7 @@ demo: $(STAMP)
 	@echo
 	$(BIN)/kb ask demo/course.db "How wide is the funnel on the standard UK Met Office rain gauge?"
 	@echo
-	$(BIN)/kb ask demo/course.db "How much energy does it take to melt one kilogram of ice?" --fast
+	$(BIN)/kb ask demo/course.db "How much energy does it take to melt one kilogram of ice?"
 	@echo
 	$(BIN)/kb ask demo/course.db "How do I calculate the monthly repayment on a mortgage?"
 
