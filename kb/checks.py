@@ -26,6 +26,7 @@ from .grounding import (
     unique,
     with_citations,
 )
+from .prompts import POLAR
 from .types import Answer, Evidence
 
 Similarity = Callable[[str, list[str]], list[float]]
@@ -47,6 +48,7 @@ REPEATS_BEFORE_CUT = 2
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _POLAR_START = re.compile(r"\s*(yes|no)\s*[.!]", re.I)
+_POLAR_WORD = re.compile(r"^\s*(?:yes|no)\b[,.!;:]?\s*", re.I)
 
 
 class Support:
@@ -89,14 +91,19 @@ def _units(text: str) -> list[str]:
 def claims_of(question: str, raw: str, support: Support) -> tuple[list[tuple[str, list[int]]], dict[str, list[str]]]:
     """The sentences of `raw` that stand, with the keys that back each; and why the others went."""
     asked = set(content_words(question))
+    # To a yes/no question the answer is the question said back as a statement ("Yes, anacondas
+    # live in the Amazon rainforest"): a claim there, to be checked like any other.
+    polar = bool(POLAR.match(question.strip()))
     dropped: dict[str, list[str]] = {}
     claims: list[tuple[str, list[int]]] = []
     repeats = 0
     found = sentences(citations_inside(bracket_citations(raw, support.by_key)))
     for index, sentence in enumerate(found):
         claim = strip_citations(sentence)
-        words = content_words(claim)
-        if claim.endswith("?") or len(words) < 3 or not [w for w in words if w not in asked]:
+        # The leading "Yes," is the model's word on the question; the passage backs what follows.
+        body = _POLAR_WORD.sub("", claim, count=1)
+        words = content_words(body)
+        if claim.endswith("?") or len(words) < 3 or (not polar and not [w for w in words if w not in asked]):
             continue  # not a claim: a question, a fragment, or the question said back
         if claim.count("(") != claim.count(")") or unfinished(sentence):
             # Cut off by the token limit, or ending on a colon that introduced what it does not carry.
@@ -110,9 +117,9 @@ def claims_of(question: str, raw: str, support: Support) -> tuple[list[tuple[str
                 break
             continue
         keys = [k for k in unique(citation_keys(sentence)) if k in support.by_key]
-        backed = [k for k in keys if support.stands(k, claim)]
+        backed = [k for k in keys if support.stands(k, body)]
         if not backed:
-            best = support.best(claim)
+            best = support.best(body)
             backed = [best] if best is not None else []
         if not backed:
             dropped.setdefault("unsupported", []).append(claim)

@@ -453,3 +453,19 @@ def test_a_bare_yes_opening_the_answer_is_kept_with_the_checked_sentences():
     assert answer.text == "Yes. Water stays in the atmosphere for about 9 days [1]."
     unsupported = check_answer("Does the Moon make tides?", "Yes. The Moon makes tides [2].", EVIDENCE)
     assert unsupported.origin == "extract" and not unsupported.text.startswith("Yes")
+
+
+def test_a_yes_no_answer_that_says_the_question_back_is_a_claim():
+    # Seen on BoolQ: "Yes, <the question as a statement> [1]." was skipped as the question said back,
+    # and the learner got extracted sentences with no yes or no.
+    question = "Does water stay in the atmosphere for about 9 days?"
+    answer = check_answer(question, "Yes, water stays in the atmosphere for about 9 days [1].", EVIDENCE)
+    assert answer.origin == "model" and answer.text == "Yes, water stays in the atmosphere for about 9 days [1]."
+    # The words after the "Yes" must still be backed by the passage cited.
+    moon = check_answer("Does the Moon make two tides a day?", "Yes, the Moon makes two tides a day [1].", EVIDENCE)
+    assert moon.origin == "extract"
+    # To a question that is not yes/no, saying it back is still no answer.
+    said_back = check_answer(
+        "How long does water stay in the atmosphere?", "Water stays in the atmosphere [1].", EVIDENCE
+    )
+    assert said_back.origin == "extract"
