@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KBError
-from .filecheck import in_wal_mode, writable_folder
+from .filecheck import check_path, in_wal_mode, writable_folder
 from .store import KB
 from .terminal import printable
 
@@ -28,6 +28,7 @@ def check_files(paths: list[str | Path], notes: list[str] | None = None) -> list
     and every vector; what the user should know of how a file opened is added to `notes`."""
     checked: list[Path] = []
     for path in dict.fromkeys(Path(p) for p in paths):
+        check_path(path)  # first: an unfinished export is named as one, even while still empty
         if path.is_file() and path.stat().st_size == 0:
             raise KBError(f"{path} is empty, not a kb file.")
         with KB.open(path, readonly=True, integrity=True) as kb:
@@ -48,6 +49,15 @@ def build(paths: list[Path], config: dict[str, Any]) -> Any:
 
     if not pm.is_registered(plugin):  # installed without its entry point (e.g. run from a checkout)
         pm.register(plugin, "kb")
+    # Datasette runs every handle_exception hook, and its default prints a traceback with locals per
+    # failed request; kb's (datasette_plugins/kb_plugin/failures.py) answers and logs one line instead.
+    if not pm.is_blocked("datasette.handle_exception"):
+        pm.set_blocked("datasette.handle_exception")
+    # Datasette turns on tracebacks for exceptions in SQL functions (a traceback per refused
+    # kb_embed() call); the request answers 400 with SQLite's message either way.
+    from .db import sqlite3
+
+    sqlite3.enable_callback_tracebacks(False)
     # A learner's copy never changes while served: immutable, so Datasette counts rows once and locks
     # nothing. A WAL file may be written by `kb ingest` meanwhile: read through mode=ro, never written.
     immutable = [str(p) for p in paths if not in_wal_mode(p) or not writable_folder(p.parent)]
@@ -99,17 +109,36 @@ def serve(
         print(printable(f"Anyone who can reach {host}:{port} can browse and ask these files."), file=sys.stderr)
     if open_browser:
         webbrowser.open(url)
-    config = uvicorn.Config(
-        datasette.app(),
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="on",
-        workers=1,
-        timeout_graceful_shutdown=SHUTDOWN_S,
-    )
-    uvicorn.Server(config).run()
+    config = uvicorn.Config(datasette.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1)
+    try:
+        _server_class()(config).run()
+    except KeyboardInterrupt:
+        pass  # uvicorn raises the Ctrl-C it caught again once it has stopped
     stop_now()
+
+
+def _server_class() -> type:
+    """uvicorn.Server with kb's shutdown; built on first use, as uvicorn is imported only to serve."""
+    import threading
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, which ends the process SHUTDOWN_S after Ctrl-C whatever is still running.
+
+        Not uvicorn's timeout_graceful_shutdown: it cancels the request under way, and uvicorn
+        then logs the CancelledError's traceback."""
+
+        _timer: threading.Timer | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            if self._timer is None:
+                self._timer = threading.Timer(SHUTDOWN_S, stop_now)
+                self._timer.daemon = True
+                self._timer.start()
+
+    return Server
 
 
 def stop_now() -> None:

@@ -164,7 +164,8 @@ HEAP_LIMIT = 256 * 2**20
 Datasette (`select length(randomblob(900000000))`) fails with "out of memory" instead of taking the
 machine's. kb's own queries use a few MB: page caches, FTS5 doclists, sorting 50 hits."""
 VALUE_LIMIT = 64 * 2**20
-"""Longest string or BLOB one KB connection may make (SQLITE_LIMIT_LENGTH): kb stores nothing
+"""Longest string or BLOB one KB connection may make (SQLITE_LIMIT_LENGTH), where the sqlite3
+module can set it (pysqlite3 has no setlimit(); the heap limit bounds it there): kb stores nothing
 larger than a 256 KiB block of an original."""
 
 
@@ -187,7 +188,7 @@ def prepare(conn: Any, status: Status | None, time_limit_ms: int | None = None) 
         except ExtensionUnavailable:
             pass  # the pages work without it; the semantic query scans the stored vectors instead
     model = status.meta.get("embedding_model")
-    budget = EmbedBudget((time_limit_ms or 3000) / 1000)
+    budget = EmbedBudget((time_limit_ms or 3000) / 1000, conn)
     # Each statement starts the budget again: SQLite calls the trace callback as a statement begins.
     conn.set_trace_callback(budget.restart)
     conn.create_function("kb_embed", 1, lambda text: budget.embed(model, text), deterministic=True)
@@ -234,13 +235,15 @@ class EmbedBudget:
 
     Datasette stops a query from a progress handler that SQLite calls every 1,000 instructions;
     one call of a Python function is one instruction, so a recursive CTE calling kb_embed() on a
-    new text each row ran 13-19 s past a 3 s limit. The time a statement has spent in kb_embed
-    is counted here and the call refused past the limit; a text already embedded costs nothing.
+    new text each row ran 13-19 s past a 3 s limit. The time a statement has spent is counted
+    here, and past the limit the statement is interrupted as Datasette's own limit does (so the
+    page says "SQL query took too long"); a text already embedded costs nothing.
     """
 
-    def __init__(self, limit_s: float):
+    def __init__(self, limit_s: float, conn: Any):
         self.limit_s = limit_s
         self.started = time.monotonic()
+        self._conn = conn
 
     def restart(self, statement: str) -> None:
         self.started = time.monotonic()
@@ -253,9 +256,11 @@ class EmbedBudget:
             return None
         text = str(text)
         if len(text) > MAX_EMBED_CHARS:
+            # SQLite shows any exception of a function as "user-defined function raised exception".
             raise ValueError(f"kb_embed() takes at most {MAX_EMBED_CHARS:,} characters")
         if time.monotonic() - self.started > self.limit_s:
-            raise ValueError(f"kb_embed() stopped: the query ran past the {self.limit_s:g} s time limit")
+            self._conn.interrupt()  # the statement ends with "interrupted" at its next step
+            return None
         return to_blob(embed_query(embedder_for(model), text))
 
 
