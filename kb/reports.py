@@ -98,8 +98,7 @@ def format_ingest_report(result: IngestResult) -> str:
         names = ", ".join(_short_uri(r.uri) for r in flagged[:5]) + (", ..." if len(flagged) > 5 else "")
         lines.append(
             f"{plural(len(flagged), 'source holds', 'sources hold')} instruction-like text or image/link markup "
-            f"({names}): kb keeps it searchable but never passes it to the model as evidence or quotes it; "
-            "chunks.flags marks it."
+            f"({names}): it stays searchable and chunks.flags marks it; answers never carry its images or links."
         )
     counted = sum(totals.get(k, 0) for k in STATUS_ORDER)
     parts = [f"{totals[k]} {STATUS_WORDS.get(k, (k, k))[totals[k] != 1]}" for k in STATUS_ORDER if totals.get(k)]

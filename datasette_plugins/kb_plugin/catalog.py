@@ -51,8 +51,8 @@ TABLES: dict[str, dict[str, Any]] = {
             "link": "The deep link a citation opens: page, slide, heading anchor or time (in a learner copy, "
             "relative to the copy's folder). Click it to open the source there.",
             "flags": "What the passage holds besides course text: instructions (sentences addressed to an AI, "
-            "such as 'ignore previous instructions'), markup (image or link markup). kb keeps such passages "
-            "searchable but never gives those sentences to the model as evidence or quotes them.",
+            "such as 'ignore previous instructions'), markup (image or link markup). Such passages stay "
+            "searchable; answers never carry their images or links.",
         },
     },
     "embeddings": {
