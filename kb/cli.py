@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
 from .errors import KBError
+from .terminal import printable
 
 
 def user_errors(func: Callable) -> Callable:
@@ -25,6 +28,8 @@ def user_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except KBError as exc:
             raise click.ClickException(str(exc)) from exc
+        except MemoryError as exc:
+            raise click.ClickException("kb ran out of memory.") from exc
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise click.ClickException(
@@ -38,8 +43,65 @@ def user_errors(func: Callable) -> Callable:
     return wrapper
 
 
+# JSON escapes C0 controls itself; C1 controls, bidi controls and line separators are valid as raw
+# characters in a JSON string but act on a terminal, so they are written as \u escapes too.
+_JSON_UNSAFE = re.compile("[\u0080-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
 def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    click.echo(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text))
+
+
+def say(message: str) -> None:
+    """One line for the user on stderr (a note, a wait), printed safely."""
+    click.echo(f"kb: {printable(message)}", err=True)
+
+
+def open_kb(db: str, **options: Any) -> Any:
+    """KB.open for a command: read-only where the file cannot be written, notes and waits said on stderr."""
+    from .store import KB
+
+    options.setdefault("readonly", _readonly(db))
+    kb = KB.open(db, on_wait=say, **options)
+    for note in kb.notes:
+        say(note)
+    return kb
+
+
+no_wait_option = click.option(
+    "--no-wait", is_flag=True, help="Fail at once if another kb process is writing DB, instead of waiting for it."
+)
+
+
+class Group(click.Group):
+    """kb's command group: every error click itself reports (a bad option, a missing file) is printed
+    through printable() too, since it may quote a path someone else named."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as exc:
+            exc.message = printable(exc.message)
+            if not standalone_mode:
+                raise
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            if not standalone_mode:
+                raise
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except OSError as exc:
+            import errno
+
+            if not standalone_mode or exc.errno != errno.EPIPE:
+                raise
+            sys.stderr.close()  # `kb search ... | head`: the reader left; not an error of kb's
+            sys.exit(1)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def llm_options(func: Callable) -> Callable:
@@ -110,7 +172,7 @@ def make_engine(
 CONTEXT = {"max_content_width": 100, "terminal_width": 100, "help_option_names": ["-h", "--help"]}
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(cls=Group, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="kb")
 def cli() -> None:
     """Course materials in one SQLite file, searched and answered with citations.
@@ -138,9 +200,8 @@ def search(db: str, query: str, k: int, as_json: bool) -> None:
     """
     from .reports import format_hits
     from .search import Searcher
-    from .store import KB
 
-    with KB.open(db, readonly=_readonly(db)) as kb:
+    with open_kb(db) as kb:
         hits = Searcher(kb).search(query, k)
     if as_json:
         _print_json([hit.to_dict() for hit in hits])
@@ -167,15 +228,24 @@ def ask(db: str, question: str, as_json: bool, **llm: Any) -> None:
         kb ask course.db "What is baseflow?" --fast --json
         kb ask course.db "What is baseflow?" --llm-url http://127.0.0.1:8080/v1
     """
+    from .interrupt import run_interruptible
     from .reports import AnswerPrinter
-    from .store import KB
 
-    with KB.open(db, readonly=_readonly(db)) as kb:
-        engine = make_engine(kb, **llm)
-        printer = AnswerPrinter(stream=not as_json and sys.stdout.isatty(), status=not as_json and sys.stderr.isatty())
-        answer = engine.ask(question, on_token=printer.token, on_stage=printer.stage)
+    printer = AnswerPrinter(stream=not as_json and sys.stdout.isatty(), status=not as_json and sys.stderr.isatty())
+
+    def work() -> Any:
+        # On a worker thread, so that Ctrl-C stops kb at once even inside llama.cpp (kb/interrupt.py);
+        # the KB is opened there too, as an SQLite connection stays on the thread that made it.
+        with open_kb(db) as kb:
+            engine = make_engine(kb, **llm)
+            return engine.ask(question, on_token=printer.token, on_stage=printer.stage)
+
+    answer = run_interruptible(work, on_interrupt=printer.interrupted)
     if as_json:
-        _print_json(answer.to_dict())
+        from .injection import clean_answer_record
+
+        # Nothing in an answer may phone home: no image, no link but the citations kb made.
+        _print_json(clean_answer_record(answer.to_dict()))
     else:
         printer.finish(answer)
 
@@ -209,13 +279,16 @@ def eval_(db: str, questions: str, k: int, limit: int | None, as_json: bool, **l
         kb eval course.db corpora/questions.jsonl --fast
     """
     from .evaluate import evaluate, load_questions
+    from .interrupt import run_interruptible
     from .reports import format_eval
-    from .store import KB
 
     items = load_questions(questions)[:limit]
-    with KB.open(db, readonly=True) as kb:
-        engine = make_engine(kb, **llm)
-        report = evaluate(engine, items, k=k)
+
+    def work() -> Any:
+        with open_kb(db, readonly=True) as kb:
+            return evaluate(make_engine(kb, **llm), items, k=k)
+
+    report = run_interruptible(work, on_interrupt=lambda: say("interrupted."))
     if as_json:
         _print_json(report)
     else:
@@ -234,9 +307,8 @@ def info(db: str, as_json: bool) -> None:
         kb info course.db
     """
     from .reports import format_info
-    from .store import KB
 
-    with KB.open(db, readonly=_readonly(db)) as kb:
+    with open_kb(db) as kb:
         data = kb.info()
     if as_json:
         _print_json(data)
@@ -286,20 +358,22 @@ def models(as_json: bool) -> None:
 @cli.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--vector-backend", type=click.Choice(["vec", "vss"]), help="Switch to this backend (default: keep).")
+@no_wait_option
 @user_errors
-def reindex(db: str, vector_backend: str | None) -> None:
-    """Rebuild DB's vector index from its stored embeddings, optionally switching backend.
+def reindex(db: str, vector_backend: str | None, no_wait: bool) -> None:
+    """Rebuild DB's vector index and keyword index from its stored embeddings and text.
+
+    Optionally switches the vector backend. Also repairs a keyword index that lost rows.
 
     \b
     Example:
+        kb reindex course.db
         kb reindex course.db --vector-backend vss
     """
-    from .store import KB
-
-    with KB.open(db) as kb:
+    with open_kb(db, readonly=False, write=True, wait=not no_wait, repair=True) as kb:
         backend = vector_backend or kb.meta().get("vector_backend", "vec")
         count = kb.reindex(backend)
-    click.echo(f"Rebuilt the {backend} index of {db} from {count:,} embeddings.")
+    click.echo(f"Rebuilt the {backend} index and the keyword index of {printable(db)} from {count:,} embeddings.")
 
 
 @cli.command(name="export")
@@ -341,9 +415,8 @@ def export_(
     """
     from .export import export
     from .reports import format_export
-    from .store import KB
 
-    with KB.open(db, readonly=_readonly(db)) as kb:
+    with open_kb(db) as kb:
         report = export(kb, out, force=force, sources=sources, exclude=exclude, with_log=with_log)
     if as_json:
         _print_json(report.to_dict())
@@ -351,7 +424,7 @@ def export_(
     text, warnings = format_export(report)
     click.echo(text)
     for warning in warnings:
-        click.echo(f"Warning: {warning}", err=True)
+        click.echo(f"Warning: {warning}", err=True)  # already printable (format_export)
 
 
 @cli.command()
@@ -387,7 +460,15 @@ def _readonly(db: str) -> bool:
     """Open read-only when the file cannot be written (a learner's copy on read-only media)."""
     import os
 
-    return os.path.exists(db) and not os.access(db, os.W_OK)
+    from .filecheck import in_wal_mode, writable_folder
+
+    if not os.path.exists(db):
+        return False
+    if not os.access(db, os.W_OK):
+        return True
+    # A WAL file needs its folder writable (SQLite creates -wal and -shm beside it).
+    path = Path(db)
+    return in_wal_mode(path) and not writable_folder(path.parent)
 
 
 # The commands that bring sources in and take them out live in their own module.

@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
-from .cli import _print_json, cli, user_errors
+from .cli import _print_json, cli, no_wait_option, open_kb, user_errors
 from .errors import KBError
+from .terminal import printable
 
 
 def ingest_options(func: Callable) -> Callable:
@@ -154,6 +155,7 @@ def ingest_options(func: Callable) -> Callable:
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True)
 @ingest_options
+@no_wait_option
 @user_errors
 def ingest(db: str, sources: tuple[str, ...], **settings: Any) -> None:
     """Add files, folders (searched recursively) and URLs to DB, creating it if needed.
@@ -188,7 +190,6 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
     from .ingest import Ingester
     from .progress import TerminalProgress
     from .reports import format_ingest_report
-    from .store import KB
     from .types import Limits
 
     limits = Limits(
@@ -220,7 +221,7 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
         "pdf_passwords": passwords,
     }
     as_json = settings["as_json"]
-    with KB.open(db, create=True) as kb:
+    with open_kb(db, readonly=False, create=True, wait=not settings.get("no_wait")) as kb:
         ingester = Ingester(
             kb,
             embedder=settings.get("embedder"),
@@ -284,8 +285,9 @@ SYNC_DEFAULTS = {
 @click.option("--checksum", is_flag=True, help="Compare content hashes, not just sizes and modification times.")
 @click.option("--allow-private", is_flag=True, help="Let recorded URLs reach loopback and private addresses.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@no_wait_option
 @user_errors
-def sync(db: str, checksum: bool, allow_private: bool, as_json: bool) -> None:
+def sync(db: str, checksum: bool, allow_private: bool, as_json: bool, no_wait: bool) -> None:
     """Bring DB in step with the folders, files and sites it was built from.
 
     Every target `kb ingest` was given is read again with the options it was given
@@ -297,15 +299,22 @@ def sync(db: str, checksum: bool, allow_private: bool, as_json: bool) -> None:
         kb sync course.db
         kb sync course.db --json
     """
-    settings = {**SYNC_DEFAULTS, "checksum": checksum, "allow_private": allow_private, "as_json": as_json}
+    settings = {
+        **SYNC_DEFAULTS,
+        "checksum": checksum,
+        "allow_private": allow_private,
+        "as_json": as_json,
+        "no_wait": no_wait,
+    }
     run_ingest(db, [], settings, sync_roots=True)
 
 
 @cli.command()
 @click.argument("db", type=click.Path(dir_okay=False, exists=True))
 @click.argument("sources", nargs=-1, required=True)
+@no_wait_option
 @user_errors
-def remove(db: str, sources: tuple[str, ...]) -> None:
+def remove(db: str, sources: tuple[str, ...], no_wait: bool) -> None:
     """Take sources out of DB: their chunks, vectors and search index rows, one transaction each.
 
     SOURCE is a file path, a URL, or a folder (every source under it). A folder or URL that
@@ -318,15 +327,14 @@ def remove(db: str, sources: tuple[str, ...]) -> None:
         kb remove course.db https://example.org/course/old.html
     """
     from .progress import plural
-    from .store import KB
     from .sync import forget_roots, resolve_names, short_name
 
-    with KB.open(db) as kb:
+    with open_kb(db, readonly=False, write=True, wait=not no_wait) as kb:
         found = resolve_names(kb, sources)
         chunks = 0
         for source in found:
             chunks += source.chunks
             kb.remove_source(source.id)
-            click.echo(f"removed   {short_name(source.uri)}  ({plural(source.chunks, 'chunk')})")
+            click.echo(f"removed   {printable(short_name(source.uri))}  ({plural(source.chunks, 'chunk')})")
         forget_roots(kb, sources)
-    click.echo(f"Removed {plural(len(found), 'source')} and {plural(chunks, 'chunk')} from {db}.")
+    click.echo(f"Removed {plural(len(found), 'source')} and {plural(chunks, 'chunk')} from {printable(db)}.")

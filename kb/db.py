@@ -26,10 +26,15 @@ def sqlite_module() -> Any:
 sqlite3 = sqlite_module()
 
 
-def connect(path: str | Path, *, readonly: bool = False) -> Any:
-    """Open `path` in autocommit mode (kb issues BEGIN itself) with defensive settings."""
-    if readonly:
-        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+def connect(path: str | Path, *, readonly: bool = False, immutable: bool = False) -> Any:
+    """Open `path` in autocommit mode (kb issues BEGIN itself) with defensive settings.
+
+    `immutable` (read-only media only): SQLite reads the file without locking it or looking for a
+    write-ahead log, which is right only where nothing can change it.
+    """
+    if readonly or immutable:
+        query = "mode=ro&immutable=1" if immutable else "mode=ro"
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?{query}", uri=True, isolation_level=None)
     else:
         conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA foreign_keys = ON")

@@ -7,6 +7,7 @@ never by commands that do not embed.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ class SentenceTransformerEmbedder:
         self._model = None
         self._query_model = None
         self._query_cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     def model_path(self) -> str:
         try:
@@ -76,15 +78,17 @@ class SentenceTransformerEmbedder:
             if self._model is not None:
                 vector = self.embed([text])[0]
             else:
-                if self._query_model is None:
-                    from .bert_numpy import NumpyBert
+                with self._lock:  # kb serve embeds queries on several threads: load the model once
+                    if self._query_model is None:
+                        from .bert_numpy import NumpyBert
 
-                    self._query_model = NumpyBert(self.model_path())
+                        self._query_model = NumpyBert(self.model_path())
                 vector = self._query_model.encode_one(text)
-            if len(self._query_cache) >= QUERY_CACHE_SIZE:
-                self._query_cache.pop(next(iter(self._query_cache)))
             vector.flags.writeable = False  # shared between callers
-            self._query_cache[text] = vector
+            with self._lock:
+                if len(self._query_cache) >= QUERY_CACHE_SIZE:
+                    self._query_cache.pop(next(iter(self._query_cache)))
+                self._query_cache[text] = vector
         return vector
 
 

@@ -19,6 +19,7 @@ from . import __version__
 from .db import connect, transaction
 from .errors import KBError
 from .export_plan import SOURCE_CHOICES, Plan, PlannedSource, plan, wanted
+from .filecheck import PARTIAL_SUFFIX
 from .links import deep_link
 from .originals import media_type, read_file_blocks, store, stored_hashes
 from .store import KB, utcnow
@@ -89,6 +90,9 @@ def export(
         raise KBError(f"--sources must be one of {', '.join(SOURCE_CHOICES)}, not {sources!r}.")
     if out.resolve() == source.path.resolve():
         raise KBError("The learner copy must be a different file from the KB.")
+    if out.exists() and not out.is_file():
+        # --force must never replace a device, a FIFO or a folder with the copy.
+        raise KBError(f"{out} exists and is not an ordinary file; choose another name for the copy.")
     if out.exists() and not force:
         raise KBError(f"{out} already exists; pass --force to replace it.")
     if not out.parent.is_dir():
@@ -97,15 +101,20 @@ def export(
     # refuses a pattern that matches nothing before anything is written
     the_plan = plan(rows, tuple(exclude), recorded_folders(source))
     report = ExportReport(path=str(out))
-    partial = out.with_name(out.name + ".partial")
-    for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
-        leftover.unlink(missing_ok=True)
+    # Written under a name kb refuses to open (and marked inside, should it be renamed), so a copy
+    # cut short is never taken for a KB; the next export to the same name removes what is left.
+    partial = out.with_name(out.name + PARTIAL_SUFFIX)
+    for leftover in (partial, out.with_name(out.name + ".partial")):
+        for name in (leftover, Path(f"{leftover}-wal"), Path(f"{leftover}-shm"), Path(f"{leftover}-journal")):
+            name.unlink(missing_ok=True)
     try:
         # VACUUM INTO reads one consistent snapshot (WAL included) and writes it compacted.
         source.conn.execute("VACUUM INTO ?", (str(partial),))
         conn = connect(partial)
         try:
+            conn.execute("INSERT INTO kb_meta(key, value) VALUES ('export_incomplete', '1')")
             _write_copy(conn, the_plan, sources, with_log, report)
+            conn.execute("DELETE FROM kb_meta WHERE key = 'export_incomplete'")
             report.private_paths = _private_paths(conn, _private_prefixes(the_plan, source.path))
             report.sources, report.chunks, report.answers = (
                 conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("sources", "chunks", "answers")

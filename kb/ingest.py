@@ -20,6 +20,7 @@ from .chunker import ChunkingSettings, chunk_document, clean_line
 from .db import sqlite3
 from .discover import Candidate, discover
 from .errors import KBError, SourceError
+from .injection import flags as find_flags
 from .plugins import connector_for, fetcher_for, get_embedder
 from .progress import CallbackProgress, Progress
 from .store import KB, utcnow
@@ -461,6 +462,7 @@ class Ingester(sync.KeepInStep):
         report.note = doc.metadata.get("ocr_note")
         status, reason = ("ok", None) if chunks else ("empty", doc.empty_reason or "no text found")
         vectors = self._embed([c.embedding_text() for c in chunks]) if chunks else None
+        flags = [find_flags(c.text, c.locator.heading) for c in chunks]
         self._progress.stage("storing")
         self.kb.write_source(
             doc,
@@ -473,9 +475,14 @@ class Ingester(sync.KeepInStep):
             vectors=vectors,
             error=reason,
             fetched_at=fetched_at,
+            flags=flags,
         )
         # Only once the source is committed does the report say so.
         report.status, report.reason, report.chunks = status, reason, len(chunks)
+        report.flags = {}
+        for found in filter(None, flags):
+            for flag in found.split(","):
+                report.flags[flag] = report.flags.get(flag, 0) + 1
 
     def _embed(self, texts: list[str]) -> Any:
         import numpy as np

@@ -156,6 +156,20 @@ def m003_missing_duplicates_roots(conn: Any) -> None:
         conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'sources'", (sequence[0],))
 
 
+def m004_chunk_flags(conn: Any) -> None:
+    """chunks.flags: what a passage holds that is not course text for a learner (kb/injection.py):
+    "instructions" (sentences addressing an AI), "markup" (image/link markup), or both; NULL if neither.
+
+    Chunks already in the file are read once now, so an upgraded KB says the same as a rebuilt one.
+    """
+    from .injection import flags
+
+    conn.execute("ALTER TABLE chunks ADD COLUMN flags TEXT")
+    rows = conn.execute("SELECT id, text, heading FROM chunks").fetchall()
+    marked = [(found, chunk_id) for chunk_id, text, heading in rows if (found := flags(text or "", heading))]
+    conn.executemany("UPDATE chunks SET flags = ? WHERE id = ?", marked)
+
+
 def _run_script(conn: Any, script: str) -> None:
     # executescript() would COMMIT the caller's transaction first, so run statement by statement.
     statement = ""
@@ -170,7 +184,12 @@ def _run_script(conn: Any, script: str) -> None:
         conn.execute(statement)
 
 
-MIGRATIONS: list[Migration] = [m001_create_tables, m002_source_files, m003_missing_duplicates_roots]
+MIGRATIONS: list[Migration] = [
+    m001_create_tables,
+    m002_source_files,
+    m003_missing_duplicates_roots,
+    m004_chunk_flags,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

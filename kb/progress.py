@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from .terminal import printable
 from .types import SourceReport
 
 REDRAW_S = 0.25
@@ -97,13 +98,14 @@ class TerminalProgress(Progress):
     def start(self, index: int, total: int, name: str, size: int = 0) -> None:
         with self._lock:
             self.count, self.total = index, max(total, index)
-            self.name, self.stage_name, self.fraction = name, "reading", None
+            # A file name or URL someone else chose: shown escaped, never as terminal controls.
+            self.name, self.stage_name, self.fraction = printable(name), "reading", None
             self.source_started = time.monotonic()
         self._draw()
 
     def stage(self, stage: str, fraction: float | None = None) -> None:
         with self._lock:
-            self.stage_name, self.fraction = stage, fraction
+            self.stage_name, self.fraction = printable(stage), fraction
         self._draw()
 
     def done(self, report: SourceReport) -> None:
@@ -114,9 +116,9 @@ class TerminalProgress(Progress):
                 self.read_size += report.size
                 self.read_seconds += report.seconds
         if not self.live:
-            name = report.uri.rsplit("/", 1)[-1]
+            name = printable(report.uri.rsplit("/", 1)[-1])
             chunks = f"  {plural(report.chunks, 'chunk')}" if report.status == "ok" else ""
-            detail = f"  {report.reason or report.note}" if (report.reason or report.note) else ""
+            detail = f"  {printable(report.reason or report.note)}" if (report.reason or report.note) else ""
             self._line(f"[{self.count}/{self.total}] {report.status:<9} {name}{chunks}{detail}")
 
     def close(self) -> None:

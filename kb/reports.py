@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import time
@@ -11,6 +12,7 @@ import click
 
 from .ingest import IngestResult
 from .progress import plural
+from .terminal import printable
 from .types import Answer, Hit, Locator
 
 
@@ -25,7 +27,7 @@ def locator_label(locator: Locator) -> str:
             _timestamp(locator.start_s) + (f"-{_timestamp(locator.end_s)}" if locator.end_s is not None else "")
         )
     if locator.heading:
-        parts.append(f"\u00a7 {locator.heading}")
+        parts.append(f"\u00a7 {printable(locator.heading)}")
     return ", ".join(parts)
 
 
@@ -43,10 +45,10 @@ def _short_uri(uri: str) -> str:
 
         path = Path(unquote(urlparse(uri).path))
         try:
-            return str(path.relative_to(Path.cwd()))
+            return printable(path.relative_to(Path.cwd()))
         except ValueError:
-            return str(path)
-    return uri
+            return printable(path)
+    return printable(uri)
 
 
 STATUS_ORDER = ("ok", "unchanged", "restored", "renamed", "duplicate", "empty", "missing", "removed", "error")
@@ -69,7 +71,9 @@ def format_ingest_report(result: IngestResult) -> str:
     for r in listed:
         pages = plural(r.pages, "page") if r.pages else ""
         chunks = plural(r.chunks, "chunk")
-        detail = "; ".join(filter(None, (r.reason, r.note)))
+        detail = printable("; ".join(filter(None, (r.reason, r.note))))
+        if r.flags:
+            detail = "; ".join(filter(None, (detail, flag_note(r.flags))))
         lines.append(f"{r.status:<9} {_short_uri(r.uri):<{width}} {chunks:>11} {pages:>10}  {detail}".rstrip())
     for status, what in (("skipped", "kb does not read"), ("excluded", "left out by --exclude or .kbignore")):
         group = [r for r in result.reports if r.status == status]
@@ -77,7 +81,7 @@ def format_ingest_report(result: IngestResult) -> str:
             suffixes: dict[str, int] = {}
             for r in group:
                 name = r.uri.rsplit("/", 1)[-1]
-                suffix = "." + name.rsplit(".", 1)[-1] if "." in name else "(no suffix)"
+                suffix = printable("." + name.rsplit(".", 1)[-1]) if "." in name else "(no suffix)"
                 suffixes[suffix] = suffixes.get(suffix, 0) + 1
             kinds = ", ".join(f"{s} \u00d7{n}" for s, n in sorted(suffixes.items()))
             lines.append(f"{status:<9} {plural(len(group), 'file')} {what} ({kinds})")
@@ -88,6 +92,13 @@ def format_ingest_report(result: IngestResult) -> str:
             f"{plural(missing, 'source is', 'sources are')} no longer where {'it was' if missing == 1 else 'they were'}"
             " and still in the KB: `kb ingest --prune` with the same folders, or `kb sync`, takes "
             f"{'it' if missing == 1 else 'them'} out."
+        )
+    flagged = [r for r in listed if r.flags]
+    if flagged:
+        names = ", ".join(_short_uri(r.uri) for r in flagged[:5]) + (", ..." if len(flagged) > 5 else "")
+        lines.append(
+            f"{plural(len(flagged), 'source holds', 'sources hold')} instruction-like text or image/link markup "
+            f"({names}): it stays searchable and chunks.flags marks it; answers never carry its images or links."
         )
     counted = sum(totals.get(k, 0) for k in STATUS_ORDER)
     parts = [f"{totals[k]} {STATUS_WORDS.get(k, (k, k))[totals[k] != 1]}" for k in STATUS_ORDER if totals.get(k)]
@@ -100,17 +111,19 @@ def format_hits(hits: list[Hit]) -> str:
     blocks = []
     for hit in hits:
         where = locator_label(hit.locator)
-        head = f"[{hit.rank}] {hit.source.title}" + (f" ({where})" if where else "")
-        body = textwrap.shorten(" ".join(hit.text.split()), width=300, placeholder=" \u2026")
-        blocks.append(f"{head}\n    {body}\n    {hit.link or hit.source.uri}")
+        head = f"[{hit.rank}] {printable(hit.source.title)}" + (f" ({where})" if where else "")
+        body = printable(textwrap.shorten(" ".join(hit.text.split()), width=300, placeholder=" \u2026"))
+        blocks.append(f"{head}\n    {body}\n    {printable(hit.link or hit.source.uri)}")
     return "\n\n".join(blocks)
 
 
 def format_info(data: dict[str, Any]) -> str:
-    meta = data["meta"]
+    # Everything in a KB's metadata and rows was written by whoever made the file: printed escaped.
+    meta = {key: printable(value) for key, value in data["meta"].items()}
     counts = data["counts"]
+    path = printable(data["path"])
     lines = [
-        f"{data['path']}  ({data['size_bytes'] / 2**20:.1f} MB, schema v{meta.get('schema_version')}, "
+        f"{path}  ({data['size_bytes'] / 2**20:.1f} MB, schema v{meta.get('schema_version')}, "
         f"{meta.get('created_with', '?')})",
         f"embedding model: {meta.get('embedding_model', '(none yet)')}"
         + (
@@ -122,19 +135,32 @@ def format_info(data: dict[str, Any]) -> str:
         f"{plural(counts['answers'], 'answer')} logged",
     ]
     if not counts["chunks"]:
-        lines.append(f"The KB is empty: add sources with `kb ingest {data['path']} FOLDER-OR-FILE...`.")
+        lines.append(f"The KB is empty: add sources with `kb ingest {path} FOLDER-OR-FILE...`.")
     for s in data["sources"]:
-        reason = f"  {s['error']}" if s["error"] else ""
+        reason = f"  {printable(s['error'])}" if s["error"] else ""
         if s["status"] == "duplicate" and s.get("duplicate_of"):
             reason = f"  duplicate of {_short_uri(s['duplicate_of'])}"
+        if s.get("flags"):
+            reason += f"  {flag_note(s['flags'])}"
         lines.append(
-            f"  {s['status']:<9} {plural(s['chunks'], 'chunk'):>11}  {s['title'] or ''}  {_short_uri(s['uri'])}{reason}"
+            f"  {printable(s['status']):<9} {plural(s['chunks'], 'chunk'):>11}  {printable(s['title'] or '')}  "
+            f"{_short_uri(s['uri'])}{reason}"
         )
     if any(s["status"] == "missing" for s in data["sources"]):
         lines.append("Missing sources are gone from their folder or site; `kb sync` takes them out.")
     if data.get("roots"):
-        lines.append("Built from (`kb sync` reads these again): " + ", ".join(data["roots"]))
+        lines.append("Built from (`kb sync` reads these again): " + ", ".join(printable(r) for r in data["roots"]))
     return "\n".join(lines)
+
+
+def flag_note(flags: dict[str, int]) -> str:
+    """What the report says of a source holding text that addresses an AI, or markup (kb/injection.py)."""
+    parts = []
+    if flags.get("instructions"):
+        parts.append(f"instruction-like text in {plural(flags['instructions'], 'chunk')}")
+    if flags.get("markup"):
+        parts.append(f"image/link markup in {plural(flags['markup'], 'chunk')}")
+    return ", ".join(parts)
 
 
 def _size(n: int) -> str:
@@ -143,7 +169,7 @@ def _size(n: int) -> str:
 
 def _by_kind(totals: dict[str, dict[str, int]]) -> str:
     return ", ".join(
-        f"{kind} {_size(t['bytes'])} ({t['files']} file{'s' if t['files'] != 1 else ''})"
+        f"{printable(kind)} {_size(t['bytes'])} ({t['files']} file{'s' if t['files'] != 1 else ''})"
         for kind, t in sorted(totals.items())
     )
 
@@ -151,8 +177,8 @@ def _by_kind(totals: dict[str, dict[str, int]]) -> str:
 def format_export(report: Any) -> tuple[str, list[str]]:
     """`kb export`'s summary for stdout, and its warnings for stderr."""
     lines = [
-        f"Wrote {report.path} ({_size(report.size_bytes)}, {report.sources} sources, {report.chunks} chunks) "
-        f"in {report.seconds:.1f} s."
+        f"Wrote {printable(report.path)} ({_size(report.size_bytes)}, {report.sources} sources, "
+        f"{report.chunks} chunks) in {report.seconds:.1f} s."
     ]
     stored = sum(t["bytes"] for t in report.stored.values())
     if report.stored:
@@ -161,15 +187,17 @@ def format_export(report: Any) -> tuple[str, list[str]]:
         lines.append(f"Not stored (--sources all adds them): {_by_kind(report.not_stored)}.")
     if report.web_sources:
         lines.append(f"Linked by URL: {report.web_sources} web sources.")
-    left_out = [f"{item['uri']} ({item['reason']})" for item in report.left_out]
+    left_out = [f"{printable(item['uri'])} ({printable(item['reason'])})" for item in report.left_out]
     if left_out:
         lines.append("Left out: " + "; ".join(left_out) + ".")
     if report.answers:
         lines.append(f"Kept the answers log: {report.answers} answers.")
     elif report.answers_left_out:
         lines.append(f"Left out the answers log ({report.answers_left_out} answers; --with-log keeps it).")
-    warnings = [f"{p['uri']}: {p['reason']}." for p in report.problems]
-    warnings += [f"the copy still holds a path of this machine in {place}." for place in report.private_paths]
+    warnings = [f"{printable(p['uri'])}: {printable(p['reason'])}." for p in report.problems]
+    warnings += [
+        f"the copy still holds a path of this machine in {printable(place)}." for place in report.private_paths
+    ]
     return "\n".join(lines), warnings
 
 
@@ -200,6 +228,7 @@ class AnswerPrinter:
         self._stage_started = self._started
         self._shown = False
         self._last: str | None = None
+        self._pending = ""
 
     def stage(self, name: str) -> None:
         if not self.status:
@@ -207,7 +236,7 @@ class AnswerPrinter:
         now = time.monotonic()
         done = f" ({self._last} {now - self._stage_started:.1f} s)" if self._last else ""
         self._last, self._stage_started = STAGES.get(name, name), now
-        click.echo(f"\r\033[K{self._last} …{done}", file=sys.stderr, nl=False)
+        click.echo(f"\r\033[K{printable(self._last)} …{done}", file=sys.stderr, nl=False)
         self._shown = True
 
     def _clear_status(self) -> None:
@@ -215,30 +244,51 @@ class AnswerPrinter:
             click.echo("\r\033[K", file=sys.stderr, nl=False)
             self._shown = False
 
+    def interrupted(self) -> None:
+        """Ctrl-C: the status line cleared, and one line saying so."""
+        self._clear_status()
+        if self.streamed:
+            click.echo()
+        click.echo("kb: interrupted.", err=True)
+
     def token(self, piece: str) -> None:
         if self.stream:
             self._clear_status()
             self.streamed.append(piece)
-            click.echo(piece, nl=False)
+            self._pending += piece
+            # Shown a word at a time, so that markup or a URL the model writes is held back whole
+            # (kb/injection.py); and what is shown is never a terminal control.
+            words = re.split(r"(\s+)", self._pending)
+            self._pending = words.pop() if words else ""
+            click.echo(printable("".join(_shown_word(w) for w in words), newlines=True), nl=False)
 
     def finish(self, answer: Answer) -> None:
+        from .injection import clean_answer
+
         self._clear_status()
+        if self._pending:
+            click.echo(printable(_shown_word(self._pending), newlines=True), nl=False)
+            self._pending = ""
+        links = [e.hit.link for e in answer.cited] + [h.link for h in answer.nearest]
+        text = clean_answer(answer.text, links)
         for warning in answer.warnings:
-            click.echo(f"kb: {warning}", err=True)
+            click.echo(f"kb: {printable(warning)}", err=True)
         streamed = "".join(self.streamed).strip()
         if streamed:
             click.echo()
         if answer.abstained:
-            click.echo(answer.text)
+            click.echo(printable(text, newlines=True))
             if answer.nearest:
                 click.echo("\nNearest sources:")
                 for hit in answer.nearest:
                     where = locator_label(hit.locator)
                     click.echo(
-                        f"  - {hit.source.title}" + (f" ({where})" if where else "") + f"  {hit.link or hit.source.uri}"
+                        f"  - {printable(hit.source.title)}"
+                        + (f" ({where})" if where else "")
+                        + f"  {printable(hit.link or hit.source.uri)}"
                     )
             return
-        if not streamed or _plain(streamed) != _plain(answer.text):
+        if not streamed or _plain(streamed) != _plain(text):
             if streamed:
                 note = (
                     "kb: the model's answer did not hold up against the evidence; here is what the sources say:"
@@ -246,7 +296,7 @@ class AnswerPrinter:
                     else "kb: checked answer (unsupported sentences and citations removed):"
                 )
                 click.echo("\n" + note)
-            click.echo(answer.text)
+            click.echo(printable(text, newlines=True))
         if self.status:
             took = answer.timings.get("total_s", time.monotonic() - self._started)
             click.echo(f"kb: answered in {took:.1f} s", file=sys.stderr)
@@ -254,10 +304,18 @@ class AnswerPrinter:
         for piece in answer.cited:
             where = locator_label(piece.hit.locator)
             click.echo(
-                f"  [{piece.key}] {piece.hit.source.title}"
+                f"  [{piece.key}] {printable(piece.hit.source.title)}"
                 + (f", {where}" if where else "")
-                + f"\n      {piece.hit.link or piece.hit.source.uri}"
+                + f"\n      {printable(piece.hit.link or piece.hit.source.uri)}"
             )
+
+
+_HELD_BACK = re.compile(r"!\[|\]\(|<|>|://|www\.", re.I)
+
+
+def _shown_word(word: str) -> str:
+    """A streamed word as the terminal shows it: markup and URLs are held back (the checked answer follows)."""
+    return "" if _HELD_BACK.search(word) else word
 
 
 def format_models(rows: list[dict[str, Any]]) -> str:
@@ -287,9 +345,9 @@ def format_eval(report: dict[str, Any]) -> str:
     for r in report["results"]:
         rank = str(r["rank"]) if r["rank"] else "-"
         kw = {True: "yes", False: "no", None: ""}[r["keyword_hit"]]
-        answer = textwrap.shorten(r["answer"], width=60, placeholder="\u2026")
+        answer = printable(textwrap.shorten(r["answer"], width=60, placeholder="\u2026"))
         lines.append(
-            f"{r['id']:<6} {'yes' if r['answerable'] else 'no':<4} {rank:>4} {kw:>3} "
+            f"{printable(r['id']):<6} {'yes' if r['answerable'] else 'no':<4} {rank:>4} {kw:>3} "
             f"{r['valid_citations']}/{r['citations']:<3} {'yes' if r['abstained'] else 'no':>4} "
             f"{r['origin']:<8} {r['seconds']:>5.1f}  {answer}"
         )

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 
 from .errors import KBError
+from .filecheck import damaged
 from .links import local_link
 from .store import KB
 from .types import Hit, Locator, SourceRef
+from .vectors import VectorDamage, checked_distances
 
 RRF_K = 60
 """The constant of reciprocal rank fusion (Cormack et al. 2009): score = sum 1 / (RRF_K + rank)."""
@@ -73,9 +75,22 @@ class Searcher:
             from .errors import ModelMismatch
 
             raise ModelMismatch(f"{kb.path} was built with the embedding model {model}, not {embedder.model_id}.")
+        recorded = kb.meta().get("embedding_dimension", "")
+        if str(getattr(embedder, "dimension", recorded)) != recorded:
+            raise damaged(
+                kb.path,
+                f"its metadata records {recorded!r}-dimensional vectors, but {model} makes "
+                f"{embedder.dimension}-dimensional ones",
+            )
         self.embedder = embedder
 
     def search(self, query: str, k: int = 10, candidates: int = 50) -> list[Hit]:
+        try:
+            return self._search(query, k, candidates)
+        except VectorDamage as exc:
+            raise damaged(self.kb.path, str(exc)) from exc
+
+    def _search(self, query: str, k: int, candidates: int) -> list[Hit]:
         query = query.strip()
         if not query:
             raise KBError("The query is empty.")
@@ -153,7 +168,10 @@ def _distances(kb: KB, ids: list[int], query: np.ndarray) -> dict[int, float]:
         return {}
     marks = ",".join("?" * len(ids))
     rows = kb.conn.execute(f"SELECT chunk_id, vector FROM embeddings WHERE chunk_id IN ({marks})", ids).fetchall()
-    return {cid: float(1.0 - np.frombuffer(blob, dtype="<f4") @ query) for cid, blob in rows}
+    for cid, blob in rows:
+        if not isinstance(blob, bytes) or len(blob) != 4 * len(query):
+            raise VectorDamage(f"the vector of chunk {cid} is not a {len(query)}-dimensional float32 vector")
+    return dict(checked_distances([(cid, float(1.0 - np.frombuffer(blob, dtype="<f4") @ query)) for cid, blob in rows]))
 
 
 def embed_query(embedder: Any, text: str) -> np.ndarray:

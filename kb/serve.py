@@ -10,30 +10,34 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KBError
+from .filecheck import check_path, in_wal_mode, writable_folder
 from .store import KB
+from .terminal import printable
 
 LLM_KEYS = ("model", "llm_url", "llm_model", "n_ctx", "threads", "llm_timeout", "fast", "judge")
 """The `kb ask` options the ask page passes to kb's answer engine (the plugin's configuration)."""
 
 
-def check_files(paths: list[str | Path]) -> list[Path]:
-    """Every path checked as kb opens a file someone sent: header, size, schema and SQLite's quick check."""
+SHUTDOWN_S = 2
+"""Seconds `kb serve` lets requests finish after Ctrl-C; an answer still being written is abandoned
+(the process ends; nothing is written by kb serve)."""
+
+
+def check_files(paths: list[str | Path], notes: list[str] | None = None) -> list[Path]:
+    """Every path checked as kb opens a file someone sent: header, size, schema, SQLite's quick check
+    and every vector; what the user should know of how a file opened is added to `notes`."""
     checked: list[Path] = []
     for path in dict.fromkeys(Path(p) for p in paths):
+        check_path(path)  # first: an unfinished export is named as one, even while still empty
         if path.is_file() and path.stat().st_size == 0:
             raise KBError(f"{path} is empty, not a kb file.")
         with KB.open(path, readonly=True, integrity=True) as kb:
             if kb.model_id is None:
                 raise KBError(f"{path} holds no sources yet; add some with `kb ingest {path} SOURCE...`.")
+            if notes is not None:
+                notes.extend(kb.notes)
         checked.append(path)
     return checked
-
-
-def in_wal_mode(path: Path) -> bool:
-    """True when the file's header says WAL (a teacher's working KB); export writes rollback-journal files."""
-    with path.open("rb") as handle:
-        header = handle.read(20)
-    return len(header) == 20 and header[18] == 2
 
 
 def build(paths: list[Path], config: dict[str, Any]) -> Any:
@@ -45,10 +49,19 @@ def build(paths: list[Path], config: dict[str, Any]) -> Any:
 
     if not pm.is_registered(plugin):  # installed without its entry point (e.g. run from a checkout)
         pm.register(plugin, "kb")
+    # Datasette runs every handle_exception hook, and its default prints a traceback with locals per
+    # failed request; kb's (datasette_plugins/kb_plugin/failures.py) answers and logs one line instead.
+    if not pm.is_blocked("datasette.handle_exception"):
+        pm.set_blocked("datasette.handle_exception")
+    # Datasette turns on tracebacks for exceptions in SQL functions (a traceback per refused
+    # kb_embed() call); the request answers 400 with SQLite's message either way.
+    from .db import sqlite3
+
+    sqlite3.enable_callback_tracebacks(False)
     # A learner's copy never changes while served: immutable, so Datasette counts rows once and locks
     # nothing. A WAL file may be written by `kb ingest` meanwhile: read through mode=ro, never written.
-    immutable = [str(p) for p in paths if not in_wal_mode(p)]
-    mutable = [str(p) for p in paths if in_wal_mode(p)]
+    immutable = [str(p) for p in paths if not in_wal_mode(p) or not writable_folder(p.parent)]
+    mutable = [str(p) for p in paths if str(p) not in immutable]
     return Datasette(
         mutable,
         immutables=immutable,
@@ -58,7 +71,10 @@ def build(paths: list[Path], config: dict[str, Any]) -> Any:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether the server can listen on host:port, bound as uvicorn binds it: with SO_REUSEADDR, so
+    the connections of a server just stopped (TIME-WAIT, about a minute) do not count as in use."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -75,7 +91,10 @@ def serve(
 
     if llm.get("model") and llm.get("llm_url"):
         raise KBError("Give either --model or --llm-url, not both.")
-    files = check_files(paths)
+    notes: list[str] = []
+    files = check_files(paths, notes)
+    for note in notes:
+        print(printable(f"kb: {note}"), file=sys.stderr, flush=True)
     if not port_is_free(host, port):
         raise KBError(f"Port {port} on {host} is in use; choose another with --port.")
     config = {k: v for k, v in llm.items() if k in LLM_KEYS and v is not None}
@@ -85,9 +104,53 @@ def serve(
     path = f"/-/kb/{tilde_encode(names[0])}" if len(names) == 1 else "/-/kb"
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}{path}"
-    print(f"Serving {len(names)} kb file(s) read-only at {url} (Ctrl-C to stop).", flush=True)
+    print(printable(f"Serving {len(names)} kb file(s) read-only at {url} (Ctrl-C to stop)."), flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"Anyone who can reach {host}:{port} can browse and ask these files.", file=sys.stderr, flush=True)
+        print(printable(f"Anyone who can reach {host}:{port} can browse and ask these files."), file=sys.stderr)
     if open_browser:
         webbrowser.open(url)
-    uvicorn.run(datasette.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1)
+    config = uvicorn.Config(datasette.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1)
+    try:
+        _server_class()(config).run()
+    except KeyboardInterrupt:
+        pass  # uvicorn raises the Ctrl-C it caught again once it has stopped
+    stop_now()
+
+
+def _server_class() -> type:
+    """uvicorn.Server with kb's shutdown; built on first use, as uvicorn is imported only to serve."""
+    import threading
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, which ends the process SHUTDOWN_S after Ctrl-C whatever is still running.
+
+        Not uvicorn's timeout_graceful_shutdown: it cancels the request under way, and uvicorn
+        then logs the CancelledError's traceback."""
+
+        _timer: threading.Timer | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            if self._timer is None:
+                self._timer = threading.Timer(SHUTDOWN_S, stop_now)
+                self._timer.daemon = True
+                self._timer.start()
+
+    return Server
+
+
+def stop_now() -> None:
+    """End the process once the server has stopped listening. An answer may still be running on the
+    ask thread, inside llama.cpp: interpreter shutdown would join that thread (concurrent.futures
+    waits for its workers), which took over 60 s once. kb serve writes nothing, so there is
+    nothing to finish."""
+    import os
+
+    from datasette_plugins.kb_plugin.engine import workers
+
+    workers.shutdown()
+    print("kb: stopped.", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(0)

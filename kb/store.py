@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .db import connect, sqlite3, transaction
+from .db import sqlite3, transaction
 from .errors import ExtensionUnavailable, KBError, ModelMismatch, NotAKBFile, SchemaTooNew
+from .filecheck import (  # noqa: F401 - check_header, QUICK_CHECK_MAX_BYTES and VECTOR_TABLES are public here
+    QUICK_CHECK_MAX_BYTES,
+    SQLITE_HEADER,
+    VECTOR_TABLES,
+    check_header,
+    check_integrity,
+    check_keyword_index,
+    check_metadata,
+    check_path,
+    check_schema,
+    check_vectors,
+    expected_schema,
+    open_connection,
+    schema_version,
+)
 from .links import deep_link
-from .migrations import MIGRATIONS, SCHEMA_VERSION, migrate
+from .locking import WriterLock
+from .migrations import SCHEMA_VERSION, migrate
 from .types import Chunk, Document
 from .vectors import BACKENDS, VectorIndex, open_index, to_blob
 
-SQLITE_HEADER = b"SQLite format 3\x00"
+MIN_READ_VERSION = 3
+"""The oldest schema kb reads without upgrading, where it may not write (a learner's copy served
+read-only): the migrations since then only add what readers do not need."""
 
 
 def utcnow() -> str:
@@ -45,13 +62,28 @@ class StoredSource:
     kind: str | None = None
 
 
+def _upgrade(conn: Any, path: Path) -> None:
+    """Run the migrations the file lacks (none if another writer ran them first), in WAL mode."""
+    version = schema_version(conn, path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    migrate(conn, version)
+    if version == 0:
+        conn.executemany(
+            "INSERT INTO kb_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING",
+            [("created_with", f"kb {__version__}"), ("created_at", utcnow())],
+        )
+
+
 class KB:
     """One KB file. Use `KB.open()`; every write goes through one transaction per source."""
 
-    def __init__(self, path: Path, conn: Any, readonly: bool):
+    def __init__(self, path: Path, conn: Any, readonly: bool, lock: WriterLock | None = None):
         self.path = path
         self.conn = conn
         self.readonly = readonly
+        self.notes: list[str] = []
+        """What the user should know about how the file was opened (read-only media, say)."""
+        self._lock = lock
         self._index: VectorIndex | None = None
         if self.meta().get("vector_backend") == "vec":
             # Load sqlite-vec now, so SQL on kb.conn can touch the index table too. sqlite-vss is
@@ -63,14 +95,29 @@ class KB:
 
     @classmethod
     def open(
-        cls, path: str | Path, *, create: bool = False, readonly: bool = False, integrity: bool | None = None
+        cls,
+        path: str | Path,
+        *,
+        create: bool = False,
+        readonly: bool = False,
+        integrity: bool | None = None,
+        write: bool = False,
+        wait: bool = True,
+        on_wait: Callable[[str], None] | None = None,
+        repair: bool = False,
     ) -> KB:
         """Open a KB file, creating it when `create` and it does not exist; refuse anything else.
 
-        Every existing file has its header, size and schema checked; SQLite's quick check runs too
-        when `integrity` is True, or when it is None and the file is small enough for it to be cheap.
+        Every existing file has its name, type, header, size, schema and metadata checked; SQLite's
+        quick check and the check of every stored vector (length, NaN) run too when `integrity` is
+        True, or when it is None and the file is small enough for them to be cheap (larger files
+        have their vectors checked as searches read them). A writer (`write` or `create`) holds
+        the KB's writer lock until close(): another writer waits (`on_wait` is told once) or, with
+        `wait` False, is refused at once. With
+        `repair` (kb reindex), damage to the derived indexes is left for the caller to rebuild.
         """
         path = Path(path)
+        check_path(path)
         exists = path.exists()
         if not exists and not create:
             raise KBError(f"{path} does not exist; build it first with `kb ingest {path} SOURCE...`.")
@@ -78,10 +125,33 @@ class KB:
             raise KBError(f"Cannot create {path}: the folder {path.parent} does not exist.")
         if exists:
             check_header(path)
+        lock = None
+        if (write or create) and not readonly:
+            lock = WriterLock.acquire(path, wait=wait, on_wait=on_wait)
+        try:
+            return cls._open(path, readonly, integrity, lock, wait, on_wait, repair)
+        except BaseException:
+            if lock is not None:
+                lock.release()  # _open closed its connection before raising
+            raise
+
+    @classmethod
+    def _open(
+        cls,
+        path: Path,
+        readonly: bool,
+        integrity: bool | None,
+        lock: WriterLock | None,
+        wait: bool,
+        on_wait: Callable[[str], None] | None,
+        repair: bool = False,
+    ) -> KB:
+        # Under the writer lock the file may have been created meanwhile: look again.
+        exists = path.exists() and path.stat().st_size > 0
         conn = None
         try:
-            conn = connect(path, readonly=readonly)
-            version = _schema_version(conn, path)
+            conn, note = open_connection(path, readonly)
+            version = schema_version(conn, path)
             if version > SCHEMA_VERSION:
                 raise SchemaTooNew(
                     f"{path} was made by a newer kb (schema v{version}; this kb reads up to v{SCHEMA_VERSION}); "
@@ -90,8 +160,16 @@ class KB:
             if exists:
                 # A file someone sent you is checked before any of its SQL can run.
                 check_schema(conn, path, version)
-                if integrity or (integrity is None and path.stat().st_size <= QUICK_CHECK_MAX_BYTES):
+                meta = check_metadata(conn, path) if version else {}
+                if version and not repair:
+                    check_keyword_index(conn, path)
+                cheap = integrity is None and path.stat().st_size <= QUICK_CHECK_MAX_BYTES
+                if integrity or cheap:
                     check_integrity(conn, path)
+                    if "embedding_dimension" in meta:
+                        check_vectors(conn, path, int(meta["embedding_dimension"]), thorough=True)
+            if note:
+                readonly = True  # opened immutable, on read-only media
         except (sqlite3.DatabaseError, KBError) as exc:
             if conn is not None:
                 conn.close()
@@ -100,21 +178,49 @@ class KB:
             raise NotAKBFile(f"{path} is not a kb file or is damaged ({exc}).") from exc
         if version < SCHEMA_VERSION:
             if readonly:
+                if version >= MIN_READ_VERSION:
+                    return cls._made(path, conn, readonly, None, note)
                 conn.close()
                 raise KBError(f"{path} has an older schema (v{version}); open it once without read-only to upgrade it.")
-            conn.execute("PRAGMA journal_mode = WAL")
-            migrate(conn, version)
-            if version == 0:
-                kb = cls(path, conn, readonly)
-                kb.set_meta({"created_with": f"kb {__version__}", "created_at": utcnow()})
-                return kb
-        elif create:
+            if lock is None:
+                # Upgrading writes: one process at a time, under the writer lock for the upgrade only.
+                conn.close()
+                with WriterLock.acquire(path, wait=wait, on_wait=on_wait):
+                    conn, _ = open_connection(path, readonly)
+                    try:
+                        _upgrade(conn, path)
+                    finally:
+                        # Closed before the lock: releasing it closes a descriptor of the file, which
+                        # drops the POSIX locks SQLite holds on it in this process.
+                        conn.close()
+                conn, note = open_connection(path, readonly)
+                return cls._made(path, conn, readonly, None, note)
+            try:
+                _upgrade(conn, path)
+            except BaseException:
+                conn.close()
+                raise
+        elif lock is not None:
             # WAL while writing: readers (Datasette, a second kb search) are never blocked.
             conn.execute("PRAGMA journal_mode = WAL")
-        return cls(path, conn, readonly)
+        return cls._made(path, conn, readonly, lock, note)
+
+    @classmethod
+    def _made(cls, path: Path, conn: Any, readonly: bool, lock: WriterLock | None, note: str | None) -> KB:
+        try:
+            kb = cls(path, conn, readonly, lock)
+        except BaseException:
+            conn.close()
+            raise
+        kb.notes += [note] if note else []
+        return kb
 
     def close(self) -> None:
         self.conn.close()
+        if self._lock is not None:
+            # After the connection: releasing closes a descriptor of the file (see WriterLock.release).
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> KB:
         return self
@@ -216,6 +322,8 @@ class KB:
             # for a complete index: until "ready", searches scan the embeddings instead.
             self.set_meta({"vector_backend": backend, "vector_index_state": "building"})
             count = new.rebuild(commit_batch)
+            # The keyword index is derived too: rebuilt from the chunks, it recovers rows it lost.
+            self.conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
             self.set_meta({"vector_index_state": "ready"})
         self._index = new
         return count
@@ -303,8 +411,16 @@ class KB:
         vectors: np.ndarray | None = None,
         error: str | None = None,
         fetched_at: str | None = None,
+        flags: Sequence[str | None] | None = None,
     ) -> int:
-        """Replace everything kb holds for `doc.uri` in one transaction; return the source id."""
+        """Replace everything kb holds for `doc.uri` in one transaction; return the source id.
+
+        `flags` are the chunks' kb.injection.flags(), computed here when not given.
+        """
+        if flags is None:
+            from .injection import flags as find_flags
+
+            flags = [find_flags(c.text, c.locator.heading) for c in chunks]
         metadata = dict(doc.metadata)
         metadata["_settings"] = settings_key
         with transaction(self.conn):
@@ -340,12 +456,12 @@ class KB:
             if chunks:
                 assert vectors is not None and len(vectors) == len(chunks)
                 ids = []
-                for chunk in chunks:
+                for chunk, flag in zip(chunks, flags, strict=True):
                     loc = chunk.locator
                     cursor = self.conn.execute(
                         "INSERT INTO chunks(source_id, ordinal, text, page, slide, start_s, end_s, heading, anchor, "
-                        "link) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "link, flags) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
                             source_id,
                             chunk.ordinal,
@@ -357,6 +473,7 @@ class KB:
                             loc.heading,
                             loc.anchor,
                             deep_link(doc.uri, doc.kind, loc),
+                            flag,
                         ),
                     )
                     ids.append(cursor.lastrowid)
@@ -386,6 +503,20 @@ class KB:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def flag_counts(self) -> dict[str, dict[str, int]]:
+        """Chunks flagged at ingest (kb/injection.py), by source uri and flag: {uri: {"instructions": 2}}."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(chunks)")}
+        if "flags" not in columns:
+            return {}  # a file of an older schema, read where it may not be upgraded
+        counts: dict[str, dict[str, int]] = {}
+        for uri, found, n in self.conn.execute(
+            "SELECT sources.uri, chunks.flags, count(*) FROM chunks JOIN sources ON sources.id = chunks.source_id "
+            "WHERE chunks.flags IS NOT NULL GROUP BY sources.uri, chunks.flags"
+        ):
+            for flag in str(found).split(","):
+                counts.setdefault(uri, {})[flag] = counts.setdefault(uri, {}).get(flag, 0) + n
+        return counts
+
     def info(self) -> dict[str, Any]:
         """Counts, model and per-source status, for `kb info`."""
         meta = self.meta()
@@ -411,6 +542,9 @@ class KB:
                 "FROM sources ORDER BY uri"
             )
         ]
+        flagged = self.flag_counts()
+        for source in sources:
+            source["flags"] = flagged.get(source["uri"], {})
         roots = [r[0] for r in self.conn.execute("SELECT target FROM roots ORDER BY id")]
         return {
             "path": str(self.path),
@@ -420,120 +554,3 @@ class KB:
             "roots": roots,
             "size_bytes": self.path.stat().st_size,
         }
-
-
-QUICK_CHECK_MAX_BYTES = 64 * 2**20
-"""KB.open runs `PRAGMA quick_check` on files up to this size by default: it reads every page,
-about 3 ms per MB here (0.2 s at this size); `kb serve` and `kb export` always run it."""
-
-VECTOR_TABLES = {"chunks_vec": "vec0", "chunks_vss": "vss0"}
-"""The vector index virtual tables kb may add to its schema (kb/vectors.py), with their modules."""
-
-
-def check_header(path: Path) -> None:
-    """Refuse what is not an SQLite file, or is one cut short (cheap: the first 100 bytes and the size)."""
-    if path.is_dir():
-        raise NotAKBFile(f"{path} is a folder, not a kb file.")
-    try:
-        with path.open("rb") as handle:
-            header = handle.read(100)
-        size = path.stat().st_size
-    except OSError as exc:
-        raise NotAKBFile(f"{path} cannot be read ({exc.strerror}).") from exc
-    if not header:
-        return  # an empty file: SQLite makes it a new database
-    if header[:16] != SQLITE_HEADER:
-        raise NotAKBFile(f"{path} is not a kb file (it is not an SQLite database).")
-    if len(header) < 100:
-        raise NotAKBFile(
-            f"{path} is not a kb file or is damaged: it is truncated ({size:,} bytes); ask for a complete copy."
-        )
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    if page_size < 512 or page_size & (page_size - 1):
-        raise NotAKBFile(
-            f"{path} is not a kb file or is damaged: its header names an impossible page size ({page_size})."
-        )
-    if Path(f"{path}-wal").exists():
-        return  # a live WAL file: the database file alone may be shorter until the next checkpoint
-    # The page count in the header is valid when its change counter matches "version-valid-for".
-    pages = int.from_bytes(header[28:32], "big") if header[24:28] == header[92:96] else 0
-    if size % page_size or size < pages * page_size:
-        raise NotAKBFile(
-            f"{path} is not a kb file or is damaged: it is truncated "
-            f"({size:,} bytes, expected {max(pages * page_size, size):,}); "
-            "ask for a complete copy."
-        )
-
-
-def _normal_sql(sql: str | None) -> str:
-    return " ".join((sql or "").split())
-
-
-@cache
-def expected_schema(version: int) -> dict[str, tuple[str, str, str]]:
-    """sqlite_master of a KB at schema `version`, as name -> (type, tbl_name, SQL), from the migrations."""
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        for migration in MIGRATIONS[:version]:
-            migration(conn)
-        rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
-    finally:
-        conn.close()
-    return {name: (kind, table, _normal_sql(sql)) for kind, name, table, sql in rows}
-
-
-def check_schema(conn: Any, path: Path, version: int) -> None:
-    """Refuse a KB whose views, triggers or tables differ from those kb creates at `version`.
-
-    kb creates no trigger and one view; a changed view can show other links than the rows hold, and
-    a trigger runs its SQL when kb next writes. Plain tables someone added (and their indexes) are
-    only data; trusted_schema=OFF keeps their expressions from calling unsafe functions.
-    """
-    expected = expected_schema(version)
-    rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
-    names = {row[1] for row in rows}
-    vector = {
-        name
-        for kind, name, _, sql in rows
-        if name in VECTOR_TABLES
-        and _normal_sql(sql).startswith(f"CREATE VIRTUAL TABLE {name} USING {VECTOR_TABLES[name]}(")
-    }
-    refusal = "kb refuses altered files, since a view or trigger can hide SQL that runs when the file is used"
-    for kind, name, table, sql in rows:
-        want = expected.get(name)
-        if want is not None:
-            if want != (kind, table, _normal_sql(sql)):
-                raise NotAKBFile(f"{path} has a changed {kind} {name!r}; {refusal}.")
-        elif kind in ("view", "trigger"):
-            raise NotAKBFile(f"{path} has a {kind} kb does not create ({name!r}); {refusal}.")
-        elif _normal_sql(sql).upper().startswith("CREATE VIRTUAL") and name not in vector:
-            raise NotAKBFile(f"{path} has a virtual table kb does not create ({name!r}); {refusal}.")
-    missing = [name for name in expected if name not in names]
-    if missing:
-        raise NotAKBFile(f"{path} is not a complete kb file (it lacks {', '.join(sorted(missing))}).")
-
-
-def check_integrity(conn: Any, path: Path) -> None:
-    """SQLite's quick check (every page's structure, not the indexes' contents)."""
-    problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
-    if problems != ["ok"]:
-        detail = " ".join(" ".join(problems).split())[:200]
-        raise NotAKBFile(
-            f"{path} is not a kb file or is damaged (SQLite's quick check found: {detail}); ask for a new copy."
-        )
-
-
-def _schema_version(conn: Any, path: Path) -> int:
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not tables:
-        return 0
-    if "kb_meta" not in tables:
-        raise NotAKBFile(f"{path} is an SQLite database but not a kb file (it has no kb_meta table).")
-    row = conn.execute("SELECT value FROM kb_meta WHERE key = 'schema_version'").fetchone()
-    if row is None:
-        raise NotAKBFile(f"{path} is not a kb file (its kb_meta records no schema version).")
-    try:
-        return int(row[0])
-    except ValueError as exc:
-        raise NotAKBFile(f"{path} is not a kb file (schema version {row[0]!r}).") from exc

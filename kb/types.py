@@ -137,6 +137,8 @@ class SourceReport:
     note: str | None = None
     """Worth knowing about a source read fine: "OCR on pages 1-3"."""
     size: int = 0
+    flags: dict[str, int] = field(default_factory=dict)
+    """Chunks flagged at ingest, by flag: {"instructions": 2, "markup": 1} (kb/injection.py)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +149,7 @@ class SourceReport:
             "pages": self.pages,
             "reason": self.reason,
             "note": self.note,
+            "flags": dict(self.flags),
             "seconds": round(self.seconds, 3),
         }
 

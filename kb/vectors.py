@@ -25,6 +25,20 @@ def from_blob(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f4")
 
 
+class VectorDamage(Exception):
+    """A stored vector (or a distance computed from one) kb cannot use: the file is damaged.
+
+    The message says what is wrong; kb.search names the file (filecheck.damaged)."""
+
+
+def checked_distances(pairs: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """`pairs` as they are, refused if a distance is NaN or infinite (a damaged vector made it)."""
+    for chunk_id, distance in pairs:
+        if not np.isfinite(distance):
+            raise VectorDamage(f"the vector of chunk {chunk_id} holds NaN or infinity")
+    return pairs
+
+
 class VectorIndex(ABC):
     """A nearest-neighbour index kept in the KB file."""
 
@@ -119,7 +133,7 @@ class VecIndex(VectorIndex):
             f"SELECT rowid, distance FROM {self.table} WHERE embedding MATCH ? AND k = ? ORDER BY distance",
             (to_blob(vector), int(k)),
         ).fetchall()
-        return [(int(r[0]), float(r[1])) for r in rows]
+        return checked_distances([(int(r[0]), float(r[1])) for r in rows])
 
 
 VSS_HEADER = b"v\x01"
@@ -158,7 +172,7 @@ class VssIndex(VectorIndex):
             (VSS_HEADER + to_blob(vector), int(k)),
         ).fetchall()
         # vss0's flat index answers squared L2; for unit vectors that is 2 * cosine distance.
-        return [(int(r[0]), float(r[1]) / 2.0) for r in rows]
+        return checked_distances([(int(r[0]), float(r[1]) / 2.0) for r in rows])
 
 
 class NumpyScan(VectorIndex):
@@ -186,8 +200,17 @@ class NumpyScan(VectorIndex):
         stamp = (self.conn.execute("PRAGMA data_version").fetchone()[0], self.conn.total_changes)
         if self._cache is None or self._cache[0] != stamp:
             rows = self.conn.execute("SELECT chunk_id, vector FROM embeddings").fetchall()
+            size = 4 * self.dimension
+            wrong = next((r for r in rows if not isinstance(r[1], bytes) or len(r[1]) != size), None)
+            if wrong is not None:
+                raise VectorDamage(
+                    f"the vector of chunk {wrong[0]} is not a {self.dimension}-dimensional float32 vector"
+                )
             ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), self.dimension)
+            finite = np.isfinite(matrix).all(axis=1)
+            if not finite.all():
+                raise VectorDamage(f"the vector of chunk {int(ids[np.argmin(finite)])} holds NaN or infinity")
             self._cache = (stamp, ids, matrix)
         return self._cache[1], self._cache[2]
 

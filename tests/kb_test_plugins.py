@@ -43,18 +43,42 @@ class OtherHashEmbedder(HashEmbedder):
     aliases = ("other-hash",)
 
 
+class SlowQueryHashEmbedder(HashEmbedder):
+    """The hash embedder with a query path as slow as a real model's on a busy machine: for time limits."""
+
+    model_id = "test/slow-query-hash-embedder"
+    aliases = ("slow-query-hash",)
+    query_s = 0.1
+
+    def embed_query(self, text):
+        import time
+
+        time.sleep(self.query_s)
+        return self.embed([text])[0]
+
+
 class SlowConnector:
-    """Reads a `.slow` file by sleeping as many seconds as it says: a long step, for the progress display."""
+    """Reads a `.slow` file by sleeping as many seconds as it says: a long step, for the progress display.
+
+    A file saying "until PATH" is read once PATH exists (at most two minutes): a step that lasts
+    exactly as long as a test needs, however busy the machine is."""
 
     kind = "slow"
     suffixes = (".slow",)
 
     def extract(self, source):
         import time
+        from pathlib import Path
 
         from kb.types import Document, Locator, Section
 
-        time.sleep(float(source.data))
+        said = bytes(source.data).decode() if not isinstance(source.data, str) else source.data
+        if said.startswith("until "):
+            deadline = time.monotonic() + 120
+            while not Path(said[6:].strip()).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            time.sleep(float(said))
         return Document(source.uri, self.kind, source.stem, [Section(f"Slept {source.stem}.", Locator())])
 
 
@@ -67,3 +91,4 @@ def register_connectors(register):
 def register_embedders(register):
     register(HashEmbedder)
     register(OtherHashEmbedder)
+    register(SlowQueryHashEmbedder)

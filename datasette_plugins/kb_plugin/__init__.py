@@ -16,7 +16,9 @@ from typing import Any
 
 from datasette import hookimpl
 
-from . import browse, catalog, cells, files, pages, sourceview
+from kb.terminal import printable
+
+from . import browse, catalog, cells, failures, files, pages, sourceview
 from .status import KB, REFUSED, database_status, file_status, known_status, lock_extension_loading, prepare
 
 
@@ -26,7 +28,7 @@ def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
     lock_extension_loading(conn)
     if database == "_memory" and datasette.crossdb:
         conn.execute("PRAGMA trusted_schema = OFF")  # KB files get attached to it
-    prepare(conn, database_status(datasette, database))
+    prepare(conn, database_status(datasette, database), datasette.setting("sql_time_limit_ms"))
 
 
 @hookimpl
@@ -45,7 +47,7 @@ def startup(datasette: Any) -> Any:
             if status.kind == REFUSED:
                 datasette.remove_database(name)
                 taken[name] = status.reason
-                print(f"kb: not serving {name}: {status.reason}", file=sys.stderr)
+                print(printable(f"kb: not serving {name}: {status.reason}"), file=sys.stderr)
 
     return check_files
 
@@ -61,6 +63,11 @@ def register_routes() -> list[tuple[str, Any]]:
         # rich is installed (print_exception outside an except block), which made it a 500.
         (r"^/-/kb/", files.not_found),
     ]
+
+
+@hookimpl
+def handle_exception(datasette: Any, request: Any, exception: BaseException) -> Any:
+    return failures.handle(datasette, request, exception)
 
 
 @hookimpl

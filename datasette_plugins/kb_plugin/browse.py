@@ -86,11 +86,13 @@ def _index_vars(datasette: Any) -> dict[str, Any]:
 
 
 async def _row_vars(datasette: Any, database: str, request: Any) -> dict[str, Any]:
-    raw = tilde_decode(request.url_vars.get("pks", ""))
-    if not raw.isdigit():
+    from .pages import ascii_int
+
+    chunk_id = ascii_int(tilde_decode(request.url_vars.get("pks", "")), 0, 2**63 - 1)
+    if chunk_id is None:
         return {}
     rows = await datasette.get_database(database).execute(
-        "SELECT id, source_id, page, slide, start_s, heading, link FROM chunks WHERE id = ?", [int(raw)]
+        "SELECT id, source_id, page, slide, start_s, heading, link FROM chunks WHERE id = ?", [chunk_id]
     )
     row = rows.first()
     status = known_status(datasette, database)

@@ -50,6 +50,9 @@ TABLES: dict[str, dict[str, Any]] = {
             "anchor": "HTML id of the nearest heading in a web page.",
             "link": "The deep link a citation opens: page, slide, heading anchor or time (in a learner copy, "
             "relative to the copy's folder). Click it to open the source there.",
+            "flags": "What the passage holds besides course text: instructions (sentences addressed to an AI, "
+            "such as 'ignore previous instructions'), markup (image or link markup). Such passages stay "
+            "searchable; answers never carry their images or links.",
         },
     },
     "embeddings": {

@@ -1,8 +1,10 @@
-"""kb's answer engine and search behind the web pages: off the event loop, one answer at a time.
+"""kb's answer engine and search behind the web pages: off the event loop, bounded, one answer at a time.
 
 The LLM is one model in memory (loading it takes about a second, answering about five), so answers
-run on one worker thread that keeps the model and an engine per KB file; searches run on a second
-thread so that they do not wait behind an answer. Each thread opens its own read-only connections.
+run on one worker thread that keeps the model and an engine per KB file. Searches run on a small
+pool of their own threads (each with its own read-only connection per KB), so a burst of them
+shares the CPU instead of queueing behind one thread, and never waits behind an answer. What waits
+is bounded: past the limits, the page answers 503 with Retry-After instead of piling work up.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,31 +20,42 @@ from typing import Any
 
 from kb.errors import KBError
 
-MAX_WAITING = 4
-"""Questions allowed to wait for the answer thread; more are told to try again (503)."""
+MAX_WAITING = 8
+"""Questions allowed in the answer queue (the one being answered included); more are told to try
+again (503). A class of eight asking at once is served, the last after about eight answers' time."""
+SEARCH_THREADS = min(4, max(2, os.cpu_count() or 2))
+"""Search threads: the query embedding and SQLite both release the GIL, so a few threads use the
+cores; more would only add memory (a connection and its page cache per thread and file)."""
+MAX_SEARCHES_WAITING = 512
+"""Searches allowed in flight at once (running or queued); past it, 503 with Retry-After."""
 
 
 class Busy(KBError):
-    """Too many questions are waiting for an answer."""
+    """Too many requests are waiting; `retry_after` is the seconds to suggest."""
+
+    def __init__(self, message: str, retry_after: int = 5):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Workers:
-    """The two worker threads and what they keep between requests."""
+    """The worker threads and what they keep between requests."""
 
     def __init__(self) -> None:
         self.ask_pool = ThreadPoolExecutor(1, thread_name_prefix="kb-ask")
-        self.search_pool = ThreadPoolExecutor(1, thread_name_prefix="kb-search")
+        self.search_pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="kb-search")
         self.waiting = 0  # touched on the event loop only
+        self.searching = 0  # touched on the event loop only
         self.durations: deque[float] = deque(maxlen=20)
         """Seconds the last answers took here, so the page can say how long to expect."""
         self._llm: Any = None
         self._llm_key: tuple | None = None
         self._engines: dict[str, tuple[tuple, Any]] = {}  # ask thread only
-        self._searchers: dict[str, tuple[tuple, Any]] = {}  # search thread only
+        self._local = threading.local()  # each search thread's searchers, by path
 
     async def ask(self, path: str, question: str, config: dict[str, Any]) -> Any:
         if self.waiting >= MAX_WAITING:
-            raise Busy("Too many questions are waiting for an answer; try again in a minute.")
+            raise Busy("Too many questions are waiting for an answer; try again in a minute.", self.answer_seconds())
         self.waiting += 1
         try:
             answer = await asyncio.get_running_loop().run_in_executor(
@@ -53,6 +67,10 @@ class Workers:
             self.durations.append(answer.timings.get("total_s", 0.0))
         return answer
 
+    def answer_seconds(self) -> int:
+        """Seconds after which a question turned away might find room: about one answer's time."""
+        return max(5, int(statistics.median(self.durations))) if self.durations else 30
+
     def expected_wait(self) -> str:
         """What the ask page says while a learner waits: measured here once answers have been given."""
         if not self.durations:
@@ -63,7 +81,18 @@ class Workers:
         return f"answers have taken about {statistics.median(self.durations):.0f} s each on this machine"
 
     async def search(self, path: str, query: str, k: int) -> list[Any]:
-        return await asyncio.get_running_loop().run_in_executor(self.search_pool, self._search, path, query, k)
+        if self.searching >= MAX_SEARCHES_WAITING:
+            raise Busy("Too many searches are waiting; try again in a few seconds.", 2)
+        self.searching += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.search_pool, self._search, path, query, k)
+        finally:
+            self.searching -= 1
+
+    def shutdown(self) -> None:
+        """Stop taking work; queued work is dropped (the server is stopping)."""
+        self.ask_pool.shutdown(wait=False, cancel_futures=True)
+        self.search_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- on the worker threads ---------------------------------------------------------------
 
@@ -82,7 +111,10 @@ class Workers:
     def _search(self, path: str, query: str, k: int) -> list[Any]:
         from kb.search import Searcher
 
-        searcher = _cached(self._searchers, path, lambda kb: Searcher(kb, _embedder(kb)))
+        searchers = getattr(self._local, "searchers", None)
+        if searchers is None:
+            searchers = self._local.searchers = {}
+        searcher = _cached(searchers, path, lambda kb: Searcher(kb, _embedder(kb)))
         return searcher.search(query, k)
 
     def _shared_llm(self, config: dict[str, Any]) -> Any:

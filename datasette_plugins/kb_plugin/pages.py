@@ -11,11 +11,13 @@ from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Response
 
 from kb.answer import MAX_QUESTION_CHARS
-from kb.errors import KBError
+from kb.errors import KBError, NotAKBFile
+from kb.injection import clean_answer, clean_answer_record
 from kb.llm import LLMError
 
 from .cells import locator_label
 from .engine import Busy, workers
+from .failures import failure
 from .status import KB, Status, database_status
 from .targets import file_url, open_url, view_url
 
@@ -34,6 +36,20 @@ class PageError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+_ASCII_INT = re.compile(r"[0-9]{1,18}")
+
+
+def ascii_int(raw: str | None, low: int, high: int) -> int | None:
+    """`raw` as a whole number from low to high, written in ASCII digits only; None otherwise.
+
+    str.isdigit() accepts "²" (which int() then refuses) and "٣" (which int() reads as 3).
+    """
+    if raw is None or not _ASCII_INT.fullmatch(raw):
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
 
 
 def ask_url(datasette: Any, database: str) -> str:
@@ -63,6 +79,7 @@ async def kb_page(datasette: Any, request: Any) -> Response:
     if request.args.get("mode", "ask") in MODES:
         context["mode"] = request.args.get("mode", "ask")
     code = 200
+    headers: dict[str, str] = {}
     try:
         name, status = await kb_database(datasette, request, route)
         context.update(_base_context(datasette, name, status))
@@ -84,18 +101,26 @@ async def kb_page(datasette: Any, request: Any) -> Response:
                 }
     except PageError as exc:
         context["error"], code = str(exc), exc.status
-    except (Busy, LLMError) as exc:
-        context["error"], code = str(exc), 503  # not the learner's mistake: try again later
+    except Busy as exc:
+        # Not the learner's mistake: try again later, and the client is told when.
+        context["error"], code = str(exc), 503
+        headers["Retry-After"] = str(exc.retry_after)
+    except LLMError as exc:
+        context["error"], code = failure(request, exc, 503)
+    except NotAKBFile as exc:  # damage found while answering (a vector, the keyword index)
+        context["error"], code = failure(request, exc, 500)
     except KBError as exc:
         context["error"], code = str(exc), 413 if "too long" in str(exc) else 400
+    except Exception as exc:  # a damaged file or a bug: one sentence and one log line, never a traceback
+        context["error"], code = failure(request, exc, 500)
     if as_json:
         body = {"ok": code == 200, "database": context["database"], "mode": context.get("mode")}
         body.update(context.get("json") or {})
         if "error" in context:
             body["error"] = context["error"]
-        return Response.json(body, status=code)
+        return Response.json(body, status=code, headers=headers)
     html = await datasette.render_template("kb_ask.html", context, request=request)
-    return Response.html(html, status=code)
+    return Response.html(html, status=code, headers=headers)
 
 
 async def kb_database(datasette: Any, request: Any, route: str) -> tuple[str, Status]:
@@ -119,13 +144,13 @@ def _read_args(request: Any) -> tuple[str, str, int]:
     mode = request.args.get("mode") or "ask"
     if mode not in MODES:
         raise PageError("mode must be ask or search.")
-    raw_k = request.args.get("k") or "10"
-    if not raw_k.isdigit() or not 1 <= int(raw_k) <= MAX_K:
+    k = ascii_int(request.args.get("k") or "10", 1, MAX_K)
+    if k is None:
         raise PageError(f"k must be a whole number from 1 to {MAX_K}.")
     if len(q) > MAX_CHARS:
         # Bounded before any work: the text is not echoed back into the form either.
         raise PageError(f"The question is too long ({len(q):,} characters; the limit is {MAX_CHARS:,}).", 413)
-    return q, mode, int(raw_k)
+    return q, mode, k
 
 
 def _base_context(datasette: Any, name: str, status: Status) -> dict[str, Any]:
@@ -169,21 +194,31 @@ def _answer_context(datasette: Any, name: str, status: Status, answer: Any) -> d
     data = answer.to_dict()
     for record in [*data["citations"], *data["nearest"]]:
         record.update(_links(datasette, name, status, record))
+    # Nothing in an answer may phone home: no image, no link but the citations kb made (kb/injection.py).
+    data = clean_answer_record(data)
     citations = [
-        {**_hit_view(datasette, name, status, e.hit), "key": e.key, "origin": answer.origin} for e in answer.cited
+        {**_clean_view(_hit_view(datasette, name, status, e.hit)), "key": e.key, "origin": answer.origin}
+        for e in answer.cited
     ]
     return {
         "answer": {
-            "parts": answer_parts(answer.text),
+            "parts": answer_parts(data["answer"]),
             "abstained": answer.abstained,
             "citations": citations,
-            "nearest": [_hit_view(datasette, name, status, h) for h in answer.nearest] if answer.abstained else [],
-            "warnings": answer.warnings,
+            "nearest": [_clean_view(_hit_view(datasette, name, status, h)) for h in answer.nearest]
+            if answer.abstained
+            else [],
+            "warnings": [clean_answer(w) for w in answer.warnings],
             "seconds": round(answer.timings.get("total_s", 0.0), 1),
             "origin": answer.origin,
         },
         "json": data,
     }
+
+
+def _clean_view(view: dict[str, Any]) -> dict[str, Any]:
+    """A passage shown under an answer: its text without images, links or URLs (its own links stay)."""
+    return {**view, "text": clean_answer(view["text"])}
 
 
 def _links(datasette: Any, name: str, status: Status, record: dict[str, Any]) -> dict[str, Any]:

@@ -100,12 +100,12 @@ async def source_page(datasette: Any, request: Any) -> Response:
 
 
 async def _context(datasette: Any, request: Any, name: str, source: SourceInfo) -> dict[str, Any]:
-    from .pages import PageError, ask_url
+    from .pages import PageError, ascii_int, ask_url
 
     raw = request.args.get("chunk") or ""
-    if raw and not raw.isdigit():
+    cited = ascii_int(raw, 0, 2**63 - 1) if raw else None
+    if raw and cited is None:
         raise PageError("chunk must be a passage number.")
-    cited = int(raw) if raw else None
     db = datasette.get_database(name)
     result = await db.execute(
         "SELECT id, ordinal, text, page, slide, start_s, end_s, heading, anchor, link FROM chunks "
@@ -119,7 +119,7 @@ async def _context(datasette: Any, request: Any, name: str, source: SourceInfo) 
         start = max(0, position - WINDOW // 3)
     else:
         cited = None  # a passage of another source (or none): show this one from the start
-        start = min(int(offset), max(len(rows) - 1, 0)) if offset.isdigit() else 0
+        start = min(ascii_int(offset, 0, 2**63 - 1) or 0, max(len(rows) - 1, 0))
     shown = rows[start : start + WINDOW]
     here = view_url(datasette, name, source.id)
     cited_row = rows[position] if position is not None else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,12 +159,24 @@ def known_status(datasette: Any, database: str) -> Status | None:
     return cached[1] if cached is not None else None
 
 
-def prepare(conn: Any, status: Status | None) -> None:
-    """Set up one of Datasette's connections: defensive settings, the vector extension, kb's SQL functions."""
+HEAP_LIMIT = 256 * 2**20
+"""SQLite's hard heap limit in a process serving KBs (all connections together): a query typed into
+Datasette (`select length(randomblob(900000000))`) fails with "out of memory" instead of taking the
+machine's. kb's own queries use a few MB: page caches, FTS5 doclists, sorting 50 hits."""
+VALUE_LIMIT = 64 * 2**20
+"""Longest string or BLOB one KB connection may make (SQLITE_LIMIT_LENGTH), where the sqlite3
+module can set it (pysqlite3 has no setlimit(); the heap limit bounds it there): kb stores nothing
+larger than a 256 KiB block of an original."""
+
+
+def prepare(conn: Any, status: Status | None, time_limit_ms: int | None = None) -> None:
+    """Set up one of Datasette's connections: defensive settings, memory bounds, the vector
+    extension, kb's SQL functions (kb_embed within `time_limit_ms`, Datasette's SQL time limit)."""
     if status is None or status.kind == OTHER:
         return
     # As kb itself opens KB files: views and triggers in the file may not call functions with side effects.
     conn.execute("PRAGMA trusted_schema = OFF")
+    bound_memory(conn)
     if status.kind != KB:
         return
     if status.vector_extension:
@@ -175,7 +188,10 @@ def prepare(conn: Any, status: Status | None) -> None:
         except ExtensionUnavailable:
             pass  # the pages work without it; the semantic query scans the stored vectors instead
     model = status.meta.get("embedding_model")
-    conn.create_function("kb_embed", 1, lambda text: _embed(model, text), deterministic=True)
+    budget = EmbedBudget((time_limit_ms or 3000) / 1000, conn)
+    # Each statement starts the budget again: SQLite calls the trace callback as a statement begins.
+    conn.set_trace_callback(budget.restart)
+    conn.create_function("kb_embed", 1, lambda text: budget.embed(model, text), deterministic=True)
     conn.create_function("kb_distance", 2, cosine_distance, deterministic=True)
     conn.create_function("kb_fts_query", 1, _fts_query, deterministic=True)
 
@@ -200,16 +216,52 @@ def embedder_for(model: str) -> Any:
         return _embedders[model]
 
 
-def _embed(model: str | None, text: Any) -> bytes | None:
-    from kb.search import MAX_QUERY_CHARS, embed_query
-    from kb.vectors import to_blob
+def bound_memory(conn: Any) -> None:
+    """SQLite's process-wide heap limit, and this connection's largest value (kept if already lower)."""
+    conn.execute(f"PRAGMA hard_heap_limit = {HEAP_LIMIT}")
+    if hasattr(conn, "setlimit"):
+        from kb.db import sqlite3
 
-    if model is None or text is None:
-        return None
-    text = str(text)
-    if len(text) > MAX_QUERY_CHARS:
-        raise ValueError(f"kb_embed() takes at most {MAX_QUERY_CHARS:,} characters")
-    return to_blob(embed_query(embedder_for(model), text))
+        if conn.getlimit(sqlite3.SQLITE_LIMIT_LENGTH) > VALUE_LIMIT:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, VALUE_LIMIT)
+
+
+MAX_EMBED_CHARS = 2000
+"""Longest text kb_embed() embeds: a question (kb ask's own limit); the model reads 256 tokens at most."""
+
+
+class EmbedBudget:
+    """kb_embed() for one connection: within Datasette's SQL time limit, however it is called.
+
+    Datasette stops a query from a progress handler that SQLite calls every 1,000 instructions;
+    one call of a Python function is one instruction, so a recursive CTE calling kb_embed() on a
+    new text each row ran 13-19 s past a 3 s limit. The time a statement has spent is counted
+    here, and past the limit the statement is interrupted as Datasette's own limit does (so the
+    page says "SQL query took too long"); a text already embedded costs nothing.
+    """
+
+    def __init__(self, limit_s: float, conn: Any):
+        self.limit_s = limit_s
+        self.started = time.monotonic()
+        self._conn = conn
+
+    def restart(self, statement: str) -> None:
+        self.started = time.monotonic()
+
+    def embed(self, model: str | None, text: Any) -> bytes | None:
+        from kb.search import embed_query
+        from kb.vectors import to_blob
+
+        if model is None or text is None:
+            return None
+        text = str(text)
+        if len(text) > MAX_EMBED_CHARS:
+            # SQLite shows any exception of a function as "user-defined function raised exception".
+            raise ValueError(f"kb_embed() takes at most {MAX_EMBED_CHARS:,} characters")
+        if time.monotonic() - self.started > self.limit_s:
+            self._conn.interrupt()  # the statement ends with "interrupted" at its next step
+            return None
+        return to_blob(embed_query(embedder_for(model), text))
 
 
 def cosine_distance(a: Any, b: Any) -> float | None:
