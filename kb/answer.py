@@ -29,6 +29,7 @@ from .db import transaction
 from .errors import KBError
 from .evidence import Verdict, excerpt, judge_constraint, verdict_from, where
 from .grounding import coverage, looping, with_citations
+from .injection import as_evidence, clean_answer
 from .llm import LLM, Generation
 from .search import Searcher
 from .store import KB, utcnow
@@ -197,7 +198,9 @@ class AnswerEngine:
         timings: dict[str, float] = {}
         started = time.monotonic()
         stage("retrieving")
-        hits = self.searcher.search(question, k=self.settings.candidates)
+        # Course text is data: sentences that address a model, and markup, never reach the model,
+        # a quote or a support check (search results keep the text as written).
+        hits = as_evidence(self.searcher.search(question, k=self.settings.candidates))
         evidence = self._gate(question, hits)
         timings["retrieval_s"] = time.monotonic() - started
 
@@ -220,6 +223,8 @@ class AnswerEngine:
         answer.timings = timings
         answer.settings = {**asdict(self.settings), **answer.settings}
         answer.model = self._llm.describe() if self._llm is not None else {}
+        # Nothing a client could render into a request elsewhere: no images, no URL kb did not make.
+        answer.text = clean_answer(answer.text, [e.hit.link for e in answer.cited])
         warning = language_warning(question)
         if warning:
             answer.warnings.append(warning)

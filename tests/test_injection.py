@@ -5,10 +5,8 @@ that survives extraction must be flagged, and no surface (`kb ask`, `--json`, th
 plugin's JSON) may carry an image, HTML or a URL kb did not make. The model is an obedient
 stand-in on loopback (tests/hostile_llm.py) that does what the passages tell it: the worst case.
 
-Tests marked `xfail(strict=True, reason=WIRING)` hold once the answer engine keeps instruction-like
-sentences out of the evidence (kb/evidence.py, kb/checks.py, kb/answer.py call kb.injection); they
-fail now only for lack of that wiring, and strict=True makes them fail loudly once it is done, so
-the marks are taken off then.
+The answer engine keeps instruction-like sentences out of its evidence (kb/answer.py passes its
+hits through kb.injection.as_evidence) and cleans what it answers (clean_answer).
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ from kb.injection import (
     without_instructions,
 )
 
-WIRING = "wired by the answer engine"
 QUESTION = "Is the course cancelled?"
 PHONES_HOME = re.compile(r"!\[|<\s*img|<\s*a\b|https?://|attacker\.example|www\.", re.I)
 
@@ -259,11 +256,8 @@ def test_kb_ask_json_carries_no_image_or_foreign_url(finding_kb, hostile_llm, mo
     answer = _ask_json(finding_kb, hostile_llm, *mode)
     assert not answer["abstained"], answer
     assert not PHONES_HOME.search(_said(answer)), answer
-    # Until the answer engine calls as_evidence(), the stand-in sees the attack and obeys it (the
-    # probe's case); once it does, the attack never reaches it. Either way nothing may phone home.
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 @pytest.mark.parametrize("mode", [[], ["--fast"]], ids=["judged", "fast"])
 def test_kb_ask_never_passes_or_quotes_the_injected_instruction(finding_kb, hostile_llm, mode):
     hostile_llm.requests.clear()
@@ -305,7 +299,6 @@ def test_the_ask_page_and_its_json_carry_no_image_or_foreign_url(finding_kb, hos
     assert not re.search(r"<img|attacker\.example|!\[", answer_html), answer_html
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_the_ask_page_never_repeats_the_injected_instruction(finding_kb, hostile_llm, hash_embedder):
     api = f"/-/kb/kb.json?{urlencode({'q': QUESTION})}"
     body = _plugin(finding_kb, hostile_llm, api)[api].json()
