@@ -140,6 +140,8 @@ def test_a_version_1_kb_is_upgraded_in_place(tmp_path, hash_embedder):
         "VALUES ('file:///x.md', 'markdown', 'x', 'now', 'ok')"
     )
     conn.execute("INSERT INTO chunks(source_id, ordinal, text) VALUES (1, 0, 'rain falls')")
+    # As kb wrote every chunk: with its keyword-index row (opening checks the index covers them all).
+    conn.execute("INSERT INTO chunks_fts(rowid, text, heading) VALUES (1, 'rain falls', NULL)")
     conn.close()
     with KB.open(db) as kb:
         assert kb.meta()["schema_version"] == str(SCHEMA_VERSION)
