@@ -181,6 +181,11 @@ def check_answer(question: str, raw: str, evidence: list[Evidence], similarity: 
         chosen = extract(question, evidence, similarity)
         text = " ".join(with_citations(sentence, [key]) for key, sentence in chosen)
         cited = [key for key, _ in chosen]
+        # A reply that was only "Yes." (seen on BoolQ) is the model's answer, and the passages' own
+        # words follow it; a "Yes" whose own sentences failed their checks is not kept.
+        polar = _POLAR_START.match(raw)
+        if polar and not dropped and not strip_citations(raw[polar.end() :]).strip():
+            text = f"{polar.group(1).capitalize()}. {text}"
     answer = Answer(
         question=question,
         text=text,

@@ -469,3 +469,12 @@ def test_a_yes_no_answer_that_says_the_question_back_is_a_claim():
         "How long does water stay in the atmosphere?", "Water stays in the atmosphere [1].", EVIDENCE
     )
     assert said_back.origin == "extract"
+
+
+def test_a_reply_that_is_only_yes_keeps_its_yes_before_the_passages_words():
+    question = "Does water stay in the atmosphere for about 9 days?"
+    bare = check_answer(question, "Yes.", EVIDENCE)
+    assert bare.origin == "extract" and bare.text.startswith("Yes. ") and "[1]" in bare.text
+    # A "Yes" whose own sentence failed its check is not the model's last word.
+    failed = check_answer(question, "Yes. The Moon pulls the oceans into two tidal bulges [2].", EVIDENCE)
+    assert failed.origin == "extract" and not failed.text.startswith("Yes")
