@@ -194,11 +194,11 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def calibrate(name: str, archive: zipfile.ZipFile | None, n: int) -> list[tuple[bool, float, float | None]]:
-    """The verdict's P(yes) and the best retrieval relevance on a development slice (questions the
-    reported run never asks), as (answerable, relevance, p_yes): how AskSettings.min_yes was chosen."""
+def calibrate(name: str, archive: zipfile.ZipFile | None, n: int) -> list[tuple[bool, float | None]]:
+    """The support score on a development slice (questions the reported run never asks), as
+    (answerable, support): how AskSettings.min_support was chosen. None: gated out, no model asked."""
     from kb import KB, prompts
-    from kb.answer import AnswerEngine, AskSettings, relevance
+    from kb.answer import AnswerEngine, AskSettings, _support_checks
     from kb.plugins import get_llm
 
     if name == "course":
@@ -213,22 +213,22 @@ def calibrate(name: str, archive: zipfile.ZipFile | None, n: int) -> list[tuple[
         engine = AnswerEngine(kb, lambda: get_llm("llama-cpp"), AskSettings())
         for item, answerable in items:
             hits = engine.searcher.search(item.question, k=engine.settings.candidates)
-            best = max((relevance(item.question, h) for h in hits), default=0.0)
             evidence = engine._gate(item.question, hits)
-            p_yes = None
+            grounds: dict = {}
             if evidence:
                 p_yes = engine.llm.yes_probability(prompts.verify_messages(item.question, engine._excerpts(evidence)))
-            rows.append((answerable, best, p_yes))
-            print(f"{answerable!s:<5} rel={best:.1f} p_yes={p_yes} {item.question[:70]}", file=sys.stderr, flush=True)
+                grounds = _support_checks(item.question, evidence, p_yes)
+            rows.append((answerable, grounds.get("support")))
+            print(f"{answerable!s:<5} {grounds} {item.question[:70]}", file=sys.stderr, flush=True)
     return rows
 
 
-def threshold_table(rows: list[tuple[bool, float, float | None]]) -> str:
-    lines = [f"{'min_yes':>7} {'abstain':>8} {'false abst.':>11}"]
-    for threshold in [0.4, 0.45, 0.5, 0.55, 0.6, 0.62, 0.65, 0.7, 0.75]:
-        held = [p is None or p < threshold for a, _, p in rows if not a]
-        inside = [p is None or p < threshold for a, _, p in rows if a]
-        lines.append(f"{threshold:>7.2f} {_rate(held) or 0:>8.3f} {_rate(inside) or 0:>11.3f}")
+def threshold_table(rows: list[tuple[bool, float | None]]) -> str:
+    lines = [f"{'min_support':>11} {'abstain':>8} {'false abst.':>11}"]
+    for threshold in [0.1, 0.15, 0.2, 0.22, 0.25, 0.3, 0.35, 0.4, 0.5]:
+        held = [s is None or s < threshold for a, s in rows if not a]
+        inside = [s is None or s < threshold for a, s in rows if a]
+        lines.append(f"{threshold:>11.2f} {_rate(held) or 0:>8.3f} {_rate(inside) or 0:>11.3f}")
     return "\n".join(lines)
 
 
@@ -279,12 +279,12 @@ def main() -> None:
     parser.add_argument("--tiers", default="default,low,extract")
     parser.add_argument("--datasets", default="sciq,boolq,course")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--calibrate", action="store_true", help="P(yes) on a development slice, per threshold")
+    parser.add_argument("--calibrate", action="store_true", help="the support score on a development slice, per threshold")
     options = parser.parse_args()
     if options.calibrate:
         for name in options.datasets.split(","):
             rows = calibrate(name, wheel() if name != "course" else None, options.n)
-            print(f"{name}: the verdict's P(yes) on {len(rows)} development questions\n{threshold_table(rows)}\n")
+            print(f"{name}: the support score on {len(rows)} development questions\n{threshold_table(rows)}\n")
         return
     tiers = options.tiers.split(",")
     archive = wheel()

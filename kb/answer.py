@@ -67,11 +67,13 @@ class AskSettings:
     "retrieval": never (retrieval scores alone decide what is evidence)."""
     extract_only: bool = False
     """No model at all: the answer is the evidence's own best sentences."""
-    min_yes: float = 0.55
-    """The model's probability that the passages answer the question, below which kb abstains.
-    Chosen on development questions (benchmarks/bench_quality.py --calibrate): on SciQ, 0.55 abstained
-    on 78% of unanswerable questions and on 4% of answerable ones, 0.6 on 89% and 7%; on the course's
-    near-subject traps against its answerable questions, 0.55 gave 61% and 12%, 0.6 83% and 26%."""
+    min_support: float = 0.22
+    """Below this support (see `support()`: the model's P(yes) that the passages answer the question,
+    less what retrieval says against it) kb abstains before writing a word. Chosen with the weights in
+    `support()` on development questions nobody here wrote (87 SciQ, benchmarks/bench_quality.py
+    --calibrate) and the course's 34 answerable questions against its 18 near-subject traps: SciQ
+    abstained on 86% of held-out questions and on 5% of answerable ones (P(yes) alone at 0.55: 70% and
+    9%); the course 78% of traps and 15% of answerable ones (P(yes) alone: 61% and 12%)."""
     judge_tokens: int = 260
     """Room for three quotes; the grammar closes the JSON before this in practice."""
     answer_tokens: int = 160
@@ -108,6 +110,26 @@ def relevance(question: str, hit: Hit) -> float:
     covered = coverage(question, f"{hit.locator.heading or ''} {hit.text}")
     raw = 0.75 * similarity + 0.25 * covered
     return round(max(0.0, min(10.0, (raw - 0.15) / 0.55 * 10.0)), 2)
+
+
+SUPPORT_RELEVANCE_WEIGHT = 1.0
+SUPPORT_MISSING_WEIGHT = 0.6
+
+
+def support(p_yes: float, best_relevance: float, covered: float) -> float:
+    """How far the evidence answers the question: P(yes), less the best passage's shortfall from full
+    relevance (0-10 scale) and the share of the question's content words no passage contains.
+
+    A small model says yes to passages on the right subject that do not answer (P(yes) 0.59 to "what
+    is the residence time of water in a swamp or marsh?" over the course's residence times of other
+    stores); retrieval knows that "swamp" and "marsh" are in none of them. On SciQ development questions P(yes) alone had AUC 0.96 and best relevance 0.95; together
+    they part answerable from held-out questions better than either (see AskSettings.min_support).
+    """
+    return (
+        p_yes
+        - SUPPORT_RELEVANCE_WEIGHT * max(0.0, 10.0 - best_relevance) / 10.0
+        - SUPPORT_MISSING_WEIGHT * (1.0 - covered)
+    )
 
 
 _SENTENCE_ENDS = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])?\s")
@@ -266,11 +288,13 @@ class AnswerEngine:
         # JSON's own "sufficient" said true to nearly everything). Below the threshold kb abstains
         # before generating a word.
         p_yes = self.llm.yes_probability(prompts.verify_messages(question, excerpts))
-        if p_yes is not None and p_yes < self.settings.min_yes:
-            timings["evidence_s"] = time.monotonic() - phase
-            answer = self._abstain(question, hits, "judge")
-            answer.checks["judge"] = {"p_yes": round(p_yes, 4)}
-            return answer
+        if p_yes is not None:
+            grounds = _support_checks(question, evidence, p_yes)
+            if grounds["support"] < self.settings.min_support:
+                timings["evidence_s"] = time.monotonic() - phase
+                answer = self._abstain(question, hits, "judge")
+                answer.checks["judge"] = grounds
+                return answer
         messages = prompts.judge_messages(question, excerpts)
         constraint = judge_constraint([e.key for e in evidence])
         result = self.llm.generate(messages, max_tokens=self.settings.judge_tokens, constraint=constraint)
@@ -278,6 +302,8 @@ class AnswerEngine:
         verdict.p_yes = p_yes
         timings["evidence_s"] = time.monotonic() - phase
         checks = _verdict_checks(verdict)
+        if p_yes is not None:
+            checks["judge"].update(grounds)
         kept = [e for e in evidence if e.key in verdict.quotes]
         # Without a probability (a server that gives no logprobs) the model's own word decides.
         if not kept or (p_yes is None and not verdict.sufficient):
@@ -371,10 +397,20 @@ class AnswerEngine:
 
 def _verdict_checks(verdict: Verdict) -> dict:
     checks: dict = {"judge": {"sufficient": verdict.sufficient, "quotes": sum(map(len, verdict.quotes.values()))}}
-    if verdict.p_yes is not None:
-        checks["judge"]["p_yes"] = round(verdict.p_yes, 4)
     if verdict.rejected:
         checks["judge"]["rejected_quotes"] = [q for _, q in verdict.rejected]
     if not verdict.parsed:
         checks["judge"]["unparsed"] = verdict.raw[:500]
     return checks
+
+
+def _support_checks(question: str, evidence: list[Evidence], p_yes: float) -> dict:
+    """What the support score was made of, as the answer's checks record it."""
+    best = max(e.score for e in evidence)
+    covered = coverage(question, " ".join(f"{e.hit.locator.heading or ''} {e.hit.text}" for e in evidence))
+    return {
+        "p_yes": round(p_yes, 4),
+        "relevance": round(best, 2),
+        "covered": round(covered, 3),
+        "support": round(support(p_yes, best, covered), 4),
+    }

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from kb import KB
-from kb.answer import AnswerEngine, AskSettings, enough, relevance
+from kb.answer import AnswerEngine, AskSettings, enough, relevance, support
 from kb.checks import MAX_ANSWER_SENTENCES, check_answer
 from kb.errors import KBError
 from kb.evidence import check_quotes, judge_constraint, occurs, parse_verdict, snap, verdict_from
@@ -349,11 +349,25 @@ def test_the_judge_probability_decides_not_its_word(course_db):
         assert answer.abstained and answer.checks["judge"]["p_yes"] == 0.2
         assert doubtful.calls == ["verdict"]  # abstained before generating anything
         sure = ScriptedLLM("Each tip records about 0.2 mm [1].", p_yes=0.9)
-        assert not AnswerEngine(kb, lambda: sure, AskSettings(min_yes=0.85)).ask(QUESTION).abstained
+        assert not AnswerEngine(kb, lambda: sure, AskSettings(min_support=0.6)).ask(QUESTION).abstained
         # Without a probability (a server without logprobs), the JSON's own verdict decides.
         unsure = ScriptedLLM("Each tip records about 0.2 mm [1].", sufficient=False)
         answer = AnswerEngine(kb, lambda: unsure).ask(QUESTION)
         assert answer.abstained and answer.checks["judge"]["quotes"] == 1 and not answer.checks["judge"]["sufficient"]
+
+
+def test_retrieval_speaks_against_a_confident_yes(course_db):
+    """The same P(yes) stands for a question the course's words cover and falls for one whose own
+    words (a swamp, a marsh) no passage holds: the support score subtracts what retrieval knows."""
+    with KB.open(course_db) as kb:
+        llm = ScriptedLLM("Each tip records about 0.2 mm [1].", p_yes=0.6)
+        covered = AnswerEngine(kb, lambda: llm).ask(QUESTION)
+        near = AnswerEngine(kb, lambda: llm).ask("What is the residence time of water in a swamp or marsh?")
+    assert not covered.abstained and covered.checks["judge"]["support"] >= 0.22
+    assert near.abstained and near.checks["abstained_by"] == "judge"
+    grounds = near.checks["judge"]
+    assert grounds["p_yes"] == 0.6 and grounds["covered"] < 1.0 and grounds["support"] < 0.22
+    assert grounds["support"] == pytest.approx(support(0.6, grounds["relevance"], grounds["covered"]), abs=1e-3)
 
 
 def test_a_judge_that_invents_its_quotes_is_not_believed(course_db):
