@@ -363,10 +363,10 @@ def test_retrieval_speaks_against_a_confident_yes(course_db):
         llm = ScriptedLLM("Each tip records about 0.2 mm [1].", p_yes=0.6)
         covered = AnswerEngine(kb, lambda: llm).ask(QUESTION)
         near = AnswerEngine(kb, lambda: llm).ask("What is the residence time of water in a swamp or marsh?")
-    assert not covered.abstained and covered.checks["judge"]["support"] >= 0.22
+    assert not covered.abstained and covered.checks["judge"]["support"] >= AskSettings().min_support
     assert near.abstained and near.checks["abstained_by"] == "judge"
     grounds = near.checks["judge"]
-    assert grounds["p_yes"] == 0.6 and grounds["covered"] < 1.0 and grounds["support"] < 0.22
+    assert grounds["p_yes"] == 0.6 and grounds["covered"] < 1.0 and grounds["support"] < AskSettings().min_support
     assert grounds["support"] == pytest.approx(support(0.6, grounds["relevance"], grounds["covered"]), abs=1e-3)
 
 
