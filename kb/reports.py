@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .ingest import IngestResult
-from .progress import plural
+from .progress import clock, plural
 from .terminal import printable
 from .types import Answer, Hit, Locator
 
@@ -24,18 +24,11 @@ def locator_label(locator: Locator) -> str:
         parts.append(f"slide {locator.slide}")
     if locator.start_s is not None:
         parts.append(
-            _timestamp(locator.start_s) + (f"-{_timestamp(locator.end_s)}" if locator.end_s is not None else "")
+            clock(locator.start_s) + (f"-{clock(locator.end_s)}" if locator.end_s is not None else "")
         )
     if locator.heading:
         parts.append(f"\u00a7 {printable(locator.heading)}")
     return ", ".join(parts)
-
-
-def _timestamp(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _short_uri(uri: str) -> str:
