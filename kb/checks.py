@@ -171,21 +171,12 @@ def check_answer(question: str, raw: str, evidence: list[Evidence], similarity: 
     if claims:
         text = " ".join(with_citations(claim, keys) for claim, keys in claims)
         cited = [k for _, keys in claims for k in keys]
-        # A bare "Yes." or "No." opening the reply is no claim of its own (the sentences after it,
-        # checked, carry the support), but it is the answer to a yes/no question: keep it.
-        polar = _POLAR_START.match(raw)
-        if polar and not text.lower().startswith(polar.group(1).lower()):
-            text = f"{polar.group(1).capitalize()}. {text}"
     else:
         origin = "extract"
         chosen = extract(question, evidence, similarity)
         text = " ".join(with_citations(sentence, [key]) for key, sentence in chosen)
         cited = [key for key, _ in chosen]
-        # A reply that was only "Yes." (seen on BoolQ) is the model's answer, and the passages' own
-        # words follow it; a "Yes" whose own sentences failed their checks is not kept.
-        polar = _POLAR_START.match(raw)
-        if polar and not dropped and not strip_citations(raw[polar.end() :]).strip():
-            text = f"{polar.group(1).capitalize()}. {text}"
+    text = _with_polar_word(raw, text, extracted=not claims, dropped=bool(dropped))
     answer = Answer(
         question=question,
         text=text,
@@ -198,3 +189,16 @@ def check_answer(question: str, raw: str, evidence: list[Evidence], similarity: 
     )
     answer.checks = {"dropped": dropped} if dropped else {}
     return answer
+
+
+def _with_polar_word(raw: str, text: str, extracted: bool, dropped: bool) -> str:
+    """A bare "Yes." or "No." opening the reply is no claim of its own, but it is the answer to a
+    yes/no question: it leads the checked sentences. Before the passages' own words (the fallback)
+    only when the reply was that word alone (seen on BoolQ): a "Yes" whose own sentences failed their
+    checks is not kept."""
+    polar = _POLAR_START.match(raw)
+    if not polar or text.lower().startswith(polar.group(1).lower()):
+        return text
+    if extracted and (dropped or strip_citations(raw[polar.end() :]).strip()):
+        return text
+    return f"{polar.group(1).capitalize()}. {text}"
