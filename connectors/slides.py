@@ -20,7 +20,7 @@ from kb.errors import SourceError
 from kb.hookspecs import hookimpl
 from kb.types import Document, Locator, Section, SourceFile
 
-from .office_safety import check_archive, fallback_title
+from ._office_safety import check_archive, fallback_title
 
 DIAGRAM_URI = "http://schemas.openxmlformats.org/drawingml/2006/diagram"
 NS = {

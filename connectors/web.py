@@ -23,7 +23,7 @@ from kb.errors import SourceError
 from kb.hookspecs import hookimpl
 from kb.types import FetchContext, Fetched
 
-from .robots import Robots
+from ._robots import Robots
 from .safe_http import FetchError, Policy, Response, fetch
 
 PAGE_MAX_BYTES = 10 * 2**20
