@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from kb.errors import SourceError
-from kb.types import Document, SourceFile
+from kb import Document, SourceError, SourceFile
 
+from ._timed import MEDIA_SUFFIXES, Segment, group_segments
 from .text import decode_text
 
 CAPTION_SUFFIXES = (".vtt", ".srt")
@@ -25,15 +24,6 @@ _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})"
 _CUE_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
 _TAG = re.compile(r"<[^>]*>")  # <c.colour>, <i>, <00:00:01.500> word timings, <v Speaker>
 _SSA_OVERRIDE = re.compile(r"\{\\[^}]*\}")  # {\an8} in SRT files converted from SSA
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A stretch of speech with its time in the recording: a caption cue or a transcribed sentence."""
-
-    start: float
-    end: float
-    text: str
 
 
 def _seconds(hours: str | None, minutes: str, seconds: str, millis: str) -> float:
@@ -135,8 +125,6 @@ class CaptionsConnector:
     suffixes = CAPTION_SUFFIXES
 
     def extract(self, source: SourceFile) -> Document:
-        from .media import MEDIA_SUFFIXES, group_segments
-
         path = Path(source.path) if source.path is not None else None
         if path is not None and source.uri.startswith("file:"):
             media = media_for_sidecar(path, MEDIA_SUFFIXES)

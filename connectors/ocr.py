@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from kb.errors import SourceError
+from kb import SourceError
 
 PAGE_TIMEOUT_S = 60.0
 """Longest one page may take (a page of text takes 2-4 s here); a page past it is skipped and named."""

@@ -20,10 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from kb import __version__
-from kb.errors import SourceError
+from kb import SourceError, __version__
 
-USER_AGENT = f"kb/{__version__} (course-materials indexer; +https://pypi.org/project/kb/)"
+PRODUCT = "kb"
+"""The product token: the User-Agent starts with it and robots.txt groups are matched against it."""
+DISTRIBUTION = "coursekb"
+"""This project's name on PyPI (`kb` there is an unrelated project): where a site owner can read about it."""
+USER_AGENT = (
+    f"{PRODUCT}/{__version__} ({DISTRIBUTION}, a course-materials indexer; +https://pypi.org/project/{DISTRIBUTION}/)"
+)
 REDIRECTS = (301, 302, 303, 307, 308)
 READ_SIZE = 64 * 1024
 NAT64 = ipaddress.ip_network("64:ff9b::/96")

@@ -16,9 +16,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import Document, Locator, Section, SourceFile
+from kb import Document, Locator, Section, SourceError, SourceFile, hookimpl
 
 from ._office_safety import check_archive, fallback_title
 

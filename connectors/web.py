@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import FetchContext, Fetched
+from kb import FetchContext, Fetched, SourceError, hookimpl
 
 from ._robots import Robots
 from .safe_http import FetchError, Policy, Response, fetch

@@ -19,10 +19,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from kb.errors import SourceError
-from kb.types import FetchContext, Fetched
+from kb import FetchContext, Fetched, SourceError, SourceTimeout, deadline
 
-from .media import DEFAULT_MAX_DURATION_S, MEDIA_SUFFIXES, MediaConnector, format_duration
+from ._timed import DEFAULT_MAX_DURATION_S, MAX_MEDIA_BYTES, MEDIA_SUFFIXES, format_duration
 from .safe_http import FetchError, address_problem, resolve
 
 # Streaming manifests are media too: yt-dlp reads their formats and subtitle tracks.
@@ -100,7 +99,7 @@ class Session:
         self.workdir = workdir
         self.context = context
         self.max_duration = float(context.options.get("max_duration_s") or DEFAULT_MAX_DURATION_S)
-        self.max_bytes = MediaConnector.max_bytes
+        self.max_bytes = MAX_MEDIA_BYTES
 
     def params(self, **extra: Any) -> dict[str, Any]:
         logger = Collector()
@@ -153,8 +152,6 @@ class Session:
         """Run one yt-dlp action under the per-source deadline; its errors become one reason."""
         import yt_dlp
         from yt_dlp.utils import DownloadError, YoutubeDLError
-
-        from kb.ingest import SourceTimeout, deadline
 
         params = self.params(**extra)
         try:

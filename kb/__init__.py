@@ -6,12 +6,10 @@ when first used (PEP 562), so `import kb.errors` or a connector's `from kb impor
 does not import the answer engine, the vector store and NumPy.
 """
 
-from __future__ import annotations
-
-import importlib
-import sys
-import types
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import sys as _sys
+import types as _types
+import typing as _typing
 
 from .version import __version__
 
@@ -99,7 +97,7 @@ __all__ = [
     "__version__",
 ]
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from .answer import AnswerEngine, AskSettings
     from .chunker import ChunkingSettings, chunk_document
     from .contracts import LLM, Connector, Embedder, Fetcher
@@ -128,11 +126,11 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'kb' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(_importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value  # asked once: later lookups are plain attribute reads
     return value
 
@@ -141,14 +139,14 @@ def __dir__() -> list[str]:
     return __all__
 
 
-class _Package(types.ModuleType):
+class _Package(_types.ModuleType):
     """Keeps `kb.search` and `kb.ingest` the functions: importing the submodules of the same name
     would otherwise rebind the package attribute to the module (as the eager imports once undid)."""
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _PUBLIC.get(name) == name:
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, _types.ModuleType) and _PUBLIC.get(name) == name:
             return
         super().__setattr__(name, value)
 
 
-sys.modules[__name__].__class__ = _Package
+_sys.modules[__name__].__class__ = _Package
