@@ -90,7 +90,7 @@ def sidecar_captions(media: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     try:
-        tagged = sorted(p for p in folder.glob(f"{glob_escape(stem)}.*") if p.suffix.lower() in CAPTION_SUFFIXES)
+        tagged = sorted(p for p in folder.glob(f"{_glob_escape(stem)}.*") if p.suffix.lower() in CAPTION_SUFFIXES)
     except OSError:
         return None
     tagged = [p for p in tagged if p.is_file() and p.name.count(".") == media.name.count(".") + 1]
@@ -98,7 +98,7 @@ def sidecar_captions(media: Path) -> Path | None:
     return tagged[0] if tagged else None
 
 
-def media_for_sidecar(captions: Path, media_suffixes: tuple[str, ...]) -> Path | None:
+def _media_for_sidecar(captions: Path, media_suffixes: tuple[str, ...]) -> Path | None:
     """The local recording a caption file belongs to, if one lies beside it."""
     stem = captions.stem
     candidates = [stem]
@@ -114,7 +114,7 @@ def media_for_sidecar(captions: Path, media_suffixes: tuple[str, ...]) -> Path |
     return None
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
@@ -127,7 +127,7 @@ class CaptionsConnector:
     def extract(self, source: SourceFile) -> Document:
         path = Path(source.path) if source.path is not None else None
         if path is not None and source.uri.startswith("file:"):
-            media = media_for_sidecar(path, MEDIA_SUFFIXES)
+            media = _media_for_sidecar(path, MEDIA_SUFFIXES)
             if media is not None:
                 # The media connector reads these captions with the recording (and links to the
                 # recording, which is what a learner wants to open): ingesting them here too would

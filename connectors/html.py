@@ -91,14 +91,14 @@ def parse_html(data: bytes) -> Any:
     return root
 
 
-def html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> Document:
+def _html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> Document:
     """Turn a parsed page into a Document of heading-located sections."""
     from lxml import etree
 
     title_el = root.find(".//title")
     title = " ".join(title_el.text_content().split()) if title_el is not None else ""
-    strip_boilerplate(root)
-    strip_permalinks(root)
+    _strip_boilerplate(root)
+    _strip_permalinks(root)
     main = _main_element(root)
 
     builder = SectionBuilder(max_chars)
@@ -176,7 +176,7 @@ class _Open:
     wraps_content: bool = False
 
 
-def strip_boilerplate(root: Any) -> None:
+def _strip_boilerplate(root: Any) -> None:
     """Drop scripts, menus, banners, sidebars, cookie notices and footers, in one flat pass."""
     from lxml import etree
 
@@ -234,7 +234,7 @@ VuePress, GitHub)."""
 PERMALINK_TEXT = frozenset(("\u00b6", "#", "\u00a7", "\U0001f517", "\u2693", ""))
 
 
-def strip_permalinks(root: Any) -> None:
+def _strip_permalinks(root: Any) -> None:
     """Drop the "¶"/"#" links beside headings and definitions: a mark for the mouse, noise in the text."""
     for link in list(root.iter("a")):
         href = (link.get("href") or "").strip()
@@ -288,7 +288,7 @@ class HtmlConnector:
         root = parse_html(source.data)
         # A fetched page has no local path: its name ("floods.html") stands in.
         fallback = source.stem
-        return html_document(root, source.uri, fallback, source.limits.max_chars)
+        return _html_document(root, source.uri, fallback, source.limits.max_chars)
 
 
 @hookimpl

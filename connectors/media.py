@@ -131,7 +131,7 @@ def decode_audio(path: Path, max_seconds: float, declared: float | None) -> Any:
     return audio
 
 
-def sha256_file(path: Path) -> str:
+def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(1 << 20):
@@ -202,7 +202,7 @@ class MediaConnector:
     ) -> tuple[list[Segment], dict[str, Any]]:
         model = choose_model(source.options)
         # The engine hashed the file already; hash it here only when called on its own.
-        cached_at = cache_path(source.content_hash or sha256_file(path), model)
+        cached_at = cache_path(source.content_hash or _sha256_file(path), model)
         transcript = load_cached(cached_at)
         if transcript is None:
             source.progress("decoding audio")

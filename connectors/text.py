@@ -95,7 +95,7 @@ class MarkdownConnector:
         def open_heading(level: int, heading: str) -> None:
             flush()
             heading = _plain(heading).strip()
-            builder.open_heading(level, heading, slug(heading, slugs) if heading else None)
+            builder.open_heading(level, heading, _slug(heading, slugs) if heading else None)
 
         for i, line in enumerate(lines):
             if fence:
@@ -137,7 +137,7 @@ class MarkdownConnector:
 _SLUG_DROP = re.compile(r"[^\w\- ]", re.UNICODE)
 
 
-def slug(heading: str, seen: dict[str, int]) -> str:
+def _slug(heading: str, seen: dict[str, int]) -> str:
     """The id GitHub, GitLab and markdown-it-anchor give a heading: lower case, punctuation dropped,
     spaces to hyphens; a repeated one gets -1, -2, ..."""
     base = _SLUG_DROP.sub("", heading.strip().lower()).replace(" ", "-")

@@ -159,7 +159,7 @@ def _format_number(n: int, fmt: str) -> str:
     return str(n)
 
 
-def paragraph_text(p: Any, code: bool = False) -> str:
+def _paragraph_text(p: Any, code: bool = False) -> str:
     """A paragraph's visible text: runs, hyperlinks, insertions and text boxes, without deleted text.
 
     Walks with an explicit stack, skipping mc:Fallback, which repeats a text box's words for old readers.
@@ -197,7 +197,7 @@ def _table_text(tbl: Any) -> str:
             merge = tc.find("w:tcPr/w:vMerge", {"w": W})
             if merge is not None and merge.get(w("val")) != "restart":
                 continue  # the continuation of a vertically merged cell: its text is above
-            texts = (paragraph_text(p) for p in tc.iter(w("p")) if not _nested(p, tc))
+            texts = (_paragraph_text(p) for p in tc.iter(w("p")) if not _nested(p, tc))
             cells.append(" ".join(" ".join(t.split()) for t in texts if t))
         if any(cells):
             rows.append(" | ".join(cells))
@@ -279,13 +279,13 @@ def _read_body(body: Any, styles: _Styles, lists: _Lists, source: SourceFile) ->
         if block.tag == w("tbl"):
             text = _table_text(block)
         else:
-            text = paragraph_text(block)
+            text = _paragraph_text(block)
             style_id = _val(block, "w:pPr/w:pStyle")
             if styles.is_code(style_id):
                 # One paragraph per line of code (Word's "Code", "HTML Preformatted", ... styles): kept as lines.
                 if buffer:
                     flush()
-                text = paragraph_text(block, code=True)
+                text = _paragraph_text(block, code=True)
                 builder.count(len(text))
                 code.append(text)
                 continue

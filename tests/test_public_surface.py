@@ -113,3 +113,26 @@ def test_importing_errors_or_what_a_connector_needs_stays_small():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["['kb', 'kb.errors', 'kb.version']", "False False"]
+
+
+def test_built_in_plugins_keep_their_contracts():
+    """Every built-in connector, fetcher, embedder and LLM backend has what its kb.contracts Protocol names."""
+    from kb import plugins
+    from kb.contracts import LLM, Connector, Embedder, Fetcher
+
+    def missing(cls: type, protocol: type) -> list[str]:
+        members = [*protocol.__annotations__, *(n for n, v in vars(protocol).items() if callable(v) and n[0] != "_")]
+        return [m for m in members if not hasattr(cls, m)]
+
+    registered = {
+        Connector: set(plugins.connectors().values()),
+        Fetcher: set(plugins.fetchers()),
+        Embedder: set(plugins.embedders().values()),
+        LLM: set(plugins.llms().values()),
+    }
+    assert all(registered.values())
+    gaps = {cls.__name__: missing(cls, protocol) for protocol, classes in registered.items() for cls in classes}
+    assert {name: gap for name, gap in gaps.items() if gap} == {}
+    # The three the engine constructs without arguments pass the runtime check too.
+    for protocol in (Connector, Fetcher, Embedder):
+        assert all(isinstance(cls(), protocol) for cls in registered[protocol]), protocol
