@@ -49,6 +49,9 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# The distribution was named kb until it took coursekb (kb on PyPI is another project): an old
+	@# install would register the `kb` command and the Datasette plugin a second time.
+	$(BIN)/pip uninstall --quiet --yes kb 2>/dev/null || true
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 

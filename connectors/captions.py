@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from kb.errors import SourceError
-from kb.types import Document, SourceFile
+from kb import Document, SourceError, SourceFile
 
+from ._timed import MEDIA_SUFFIXES, Segment, group_segments
 from .text import decode_text
 
 CAPTION_SUFFIXES = (".vtt", ".srt")
@@ -25,15 +24,6 @@ _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})[.,](\d{1,3})"
 _CUE_TIMING = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
 _TAG = re.compile(r"<[^>]*>")  # <c.colour>, <i>, <00:00:01.500> word timings, <v Speaker>
 _SSA_OVERRIDE = re.compile(r"\{\\[^}]*\}")  # {\an8} in SRT files converted from SSA
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A stretch of speech with its time in the recording: a caption cue or a transcribed sentence."""
-
-    start: float
-    end: float
-    text: str
 
 
 def _seconds(hours: str | None, minutes: str, seconds: str, millis: str) -> float:
@@ -100,7 +90,7 @@ def sidecar_captions(media: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     try:
-        tagged = sorted(p for p in folder.glob(f"{glob_escape(stem)}.*") if p.suffix.lower() in CAPTION_SUFFIXES)
+        tagged = sorted(p for p in folder.glob(f"{_glob_escape(stem)}.*") if p.suffix.lower() in CAPTION_SUFFIXES)
     except OSError:
         return None
     tagged = [p for p in tagged if p.is_file() and p.name.count(".") == media.name.count(".") + 1]
@@ -108,7 +98,7 @@ def sidecar_captions(media: Path) -> Path | None:
     return tagged[0] if tagged else None
 
 
-def media_for_sidecar(captions: Path, media_suffixes: tuple[str, ...]) -> Path | None:
+def _media_for_sidecar(captions: Path, media_suffixes: tuple[str, ...]) -> Path | None:
     """The local recording a caption file belongs to, if one lies beside it."""
     stem = captions.stem
     candidates = [stem]
@@ -124,7 +114,7 @@ def media_for_sidecar(captions: Path, media_suffixes: tuple[str, ...]) -> Path |
     return None
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
@@ -135,11 +125,9 @@ class CaptionsConnector:
     suffixes = CAPTION_SUFFIXES
 
     def extract(self, source: SourceFile) -> Document:
-        from .media import MEDIA_SUFFIXES, group_segments
-
         path = Path(source.path) if source.path is not None else None
         if path is not None and source.uri.startswith("file:"):
-            media = media_for_sidecar(path, MEDIA_SUFFIXES)
+            media = _media_for_sidecar(path, MEDIA_SUFFIXES)
             if media is not None:
                 # The media connector reads these captions with the recording (and links to the
                 # recording, which is what a learner wants to open): ingesting them here too would

@@ -12,9 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import Document, Locator, Section, SourceFile
+from kb import Document, SectionBuilder, SourceError, SourceFile, hookimpl
 
 MAX_HTML_BYTES = 20 * 2**20
 """lxml's tree costs ~20x the page in memory: 20 MB of HTML stays under half a gigabyte."""
@@ -93,35 +91,28 @@ def parse_html(data: bytes) -> Any:
     return root
 
 
-def html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> Document:
+def _html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> Document:
     """Turn a parsed page into a Document of heading-located sections."""
     from lxml import etree
 
     title_el = root.find(".//title")
     title = " ".join(title_el.text_content().split()) if title_el is not None else ""
-    strip_boilerplate(root)
-    strip_permalinks(root)
+    _strip_boilerplate(root)
+    _strip_permalinks(root)
     main = _main_element(root)
 
-    sections: list[Section] = []
-    stack: list[tuple[int, str, str | None]] = []  # (level, text, anchor)
+    builder = SectionBuilder(max_chars)
     buffer: list[str] = []
     heading_parts: list[str] | None = None
     heading_level = 0
     heading_anchor: str | None = None
     pending_anchor: str | None = None
-    total = 0
-    first_h1: str | None = None
 
     def flush(code: str | None = None) -> None:
-        text = "".join(buffer).strip()
+        builder.add("".join(buffer).strip())
         buffer.clear()
-        path = " > ".join(h for _, h, _ in stack) or None
-        anchor = next((a for _, _, a in reversed(stack) if a), None)
-        if text:
-            sections.append(Section(text=text, locator=Locator(heading=path, anchor=anchor)))
-        if code and code.strip():
-            sections.append(Section(text=code, locator=Locator(heading=path, anchor=anchor), code=True))
+        if code:
+            builder.add(code, code=True)
 
     walker = etree.iterwalk(main, events=("start", "end"))
     for event, element in walker:
@@ -129,7 +120,7 @@ def html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> D
         if event == "start" and tag == "pre" and heading_parts is None:
             # Code and preformatted text keep their lines: a section of its own that is never reflowed.
             code = element.text_content()
-            total += len(code)
+            builder.count(len(code))
             flush(code)
             walker.skip_subtree()
             continue
@@ -153,30 +144,23 @@ def html_document(root: Any, uri: str, fallback_title: str, max_chars: int) -> D
                 target.append("\n\n" if tag != "br" else "\n")
             if element.text:
                 target.append(element.text)
-                total += len(element.text)
+                builder.count(len(element.text))
         else:
             if tag in HEADINGS and heading_parts is not None and HEADINGS[tag] == heading_level:
                 text = " ".join("".join(heading_parts).split())
                 heading_parts = None
-                while stack and stack[-1][0] >= heading_level:
-                    stack.pop()
-                if text:
-                    stack.append((heading_level, text, heading_anchor))
-                    if heading_level == 1 and first_h1 is None:
-                        first_h1 = text
+                builder.open_heading(heading_level, text, heading_anchor)
             elif tag in BLOCKS:
                 (heading_parts if heading_parts is not None else buffer).append("\n\n")
             if element is not main and element.tail:
                 (heading_parts if heading_parts is not None else buffer).append(element.tail)
-                total += len(element.tail)
-        if total > max_chars:
-            raise SourceError(f"too much text (over {max_chars:,} characters)")
+                builder.count(len(element.tail))
     flush()
     return Document(
         uri=uri,
         kind="html",
-        title=title or first_h1 or fallback_title,
-        sections=sections,
+        title=title or builder.first_heading(1) or fallback_title,
+        sections=builder.sections,
         metadata={"lang": root.get("lang")} if root.get("lang") else {},
     )
 
@@ -192,7 +176,7 @@ class _Open:
     wraps_content: bool = False
 
 
-def strip_boilerplate(root: Any) -> None:
+def _strip_boilerplate(root: Any) -> None:
     """Drop scripts, menus, banners, sidebars, cookie notices and footers, in one flat pass."""
     from lxml import etree
 
@@ -250,7 +234,7 @@ VuePress, GitHub)."""
 PERMALINK_TEXT = frozenset(("\u00b6", "#", "\u00a7", "\U0001f517", "\u2693", ""))
 
 
-def strip_permalinks(root: Any) -> None:
+def _strip_permalinks(root: Any) -> None:
     """Drop the "¶"/"#" links beside headings and definitions: a mark for the mouse, noise in the text."""
     for link in list(root.iter("a")):
         href = (link.get("href") or "").strip()
@@ -304,7 +288,7 @@ class HtmlConnector:
         root = parse_html(source.data)
         # A fetched page has no local path: its name ("floods.html") stands in.
         fallback = source.stem
-        return html_document(root, source.uri, fallback, source.limits.max_chars)
+        return _html_document(root, source.uri, fallback, source.limits.max_chars)
 
 
 @hookimpl

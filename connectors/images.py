@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import Document, Locator, Section, SourceFile
+from kb import Document, Locator, Section, SourceError, SourceFile, hookimpl
 
 from . import ocr
 

@@ -14,9 +14,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import Document, SourceFile
+from kb import Document, SourceError, SourceFile, hookimpl
 
 TARGETS = {".doc": ("docx", "Word"), ".ppt": ("pptx", "PowerPoint"), ".xls": ("xlsx", "Excel")}
 CONVERT_TIMEOUT_S = 120.0
@@ -33,7 +31,7 @@ class LegacyOfficeConnector:
     suffixes = tuple(TARGETS)
 
     def extract(self, source: SourceFile) -> Document:
-        from kb.plugins import connector_for
+        from kb import connector_for
 
         suffix = Path(source.name or str(source.path)).suffix.lower()
         target, program = TARGETS[suffix]

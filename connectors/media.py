@@ -18,25 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kb.chunker import DEFAULT_MAX_CHARS
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import Document, Locator, Section, SourceFile
+from kb import Document, SourceError, SourceFile, hookimpl
 
-from .captions import CaptionsConnector, Segment, read_caption_file, sidecar_captions
+from ._timed import DEFAULT_MAX_DURATION_S, MAX_MEDIA_BYTES, MEDIA_SUFFIXES, Segment, format_duration, group_segments
+from .captions import CaptionsConnector, read_caption_file, sidecar_captions
 from .transcribe import SAMPLE_RATE, cache_path, choose_model, load_cached, save_cached, transcribe
 
-MEDIA_SUFFIXES = (
-    ".wav", ".mp3", ".m4a", ".ogg", ".oga", ".opus", ".flac", ".aac",
-    ".mp4", ".m4v", ".mov", ".webm", ".mkv",
-)  # fmt: skip
-DEFAULT_MAX_DURATION_S = 4 * 3600.0
-"""Longest recording read (option max_duration_s): a day-long stream is refused from its header."""
-SOFT_SECTION_CHARS = 450
-"""A section closes at the first sentence end past this size: about 30 s of speech, so a citation
-opens the recording near the sentence it cites."""
-HARD_SECTION_CHARS = DEFAULT_MAX_CHARS
-"""Never more than the chunker's size, so the chunker keeps each section as one chunk."""
 # A truncated file decodes to less audio than its header declares; VBR MP3s without a Xing header
 # misstate their length a little, so only a clear shortfall counts.
 TRUNCATED_FRACTION = 0.9
@@ -53,17 +40,6 @@ class Probe:
     title: str | None
     codec: str
     tags: dict[str, str]
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
 
 
 def probe(path: Path) -> Probe:
@@ -155,40 +131,12 @@ def decode_audio(path: Path, max_seconds: float, declared: float | None) -> Any:
     return audio
 
 
-def sha256_file(path: Path) -> str:
+def _sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
-
-
-def group_segments(segments: list[Segment], title: str | None) -> list[Section]:
-    """Consecutive sentences (or cues) into sections no larger than one chunk, each with its times."""
-    sections: list[Section] = []
-    current: list[Segment] = []
-    size = 0
-
-    def close() -> None:
-        nonlocal size
-        if current:
-            text = " ".join(s.text for s in current)
-            locator = Locator(start_s=current[0].start, end_s=max(s.end for s in current), heading=title)
-            sections.append(Section(text=text, locator=locator))
-        current.clear()
-        size = 0
-
-    for segment in segments:
-        extra = len(segment.text) + (1 if current else 0)
-        if current and size + extra > HARD_SECTION_CHARS:
-            close()
-            extra = len(segment.text)
-        current.append(segment)
-        size += extra
-        if size >= SOFT_SECTION_CHARS:
-            close()
-    close()
-    return sections
 
 
 class MediaConnector:
@@ -197,7 +145,7 @@ class MediaConnector:
     kind = "media"
     suffixes = MEDIA_SUFFIXES
     reads_path = True  # the engine hashes the file as a stream instead of reading it into memory
-    max_bytes = 4 * 2**30
+    max_bytes = MAX_MEDIA_BYTES
 
     def time_budget(self, source: SourceFile) -> float:
         """Seconds that transcribing this recording may take: half its length plus a minute.
@@ -254,7 +202,7 @@ class MediaConnector:
     ) -> tuple[list[Segment], dict[str, Any]]:
         model = choose_model(source.options)
         # The engine hashed the file already; hash it here only when called on its own.
-        cached_at = cache_path(source.content_hash or sha256_file(path), model)
+        cached_at = cache_path(source.content_hash or _sha256_file(path), model)
         transcript = load_cached(cached_at)
         if transcript is None:
             source.progress("decoding audio")

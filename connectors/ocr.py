@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from kb.errors import SourceError
+from kb import SourceError
 
 PAGE_TIMEOUT_S = 60.0
 """Longest one page may take (a page of text takes 2-4 s here); a page past it is skipped and named."""
@@ -34,7 +34,7 @@ def available() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def languages() -> frozenset[str]:
+def _languages() -> frozenset[str]:
     try:
         proc = subprocess.run(["tesseract", "--list-langs"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -44,9 +44,9 @@ def languages() -> frozenset[str]:
 
 def check_language(lang: str) -> None:
     """Refuse a language tesseract has no data for, naming the Debian package that brings it."""
-    missing = [part for part in lang.split("+") if part and part not in languages()]
+    missing = [part for part in lang.split("+") if part and part not in _languages()]
     if missing:
-        have = ", ".join(sorted(languages() - {"osd"})) or "none"
+        have = ", ".join(sorted(_languages() - {"osd"})) or "none"
         raise SourceError(
             f"tesseract has no {'+'.join(missing)} language data (installed: {have}); "
             f"apt-get install {' '.join('tesseract-ocr-' + m.lower().replace('_', '-') for m in missing)}"

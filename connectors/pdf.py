@@ -7,9 +7,7 @@ import logging
 import re
 from typing import Any
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import Document, Locator, Section, SourceFile
+from kb import Document, Locator, Section, SourceError, SourceFile, hookimpl
 
 OCR_SECONDS_PER_PAGE = 4.0
 """Time a page may take to render and OCR here (2.5 s measured for a full page of text, one thread)."""

@@ -20,10 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from kb import __version__
-from kb.errors import SourceError
+from kb import SourceError, __version__
 
-USER_AGENT = f"kb/{__version__} (course-materials indexer; +https://pypi.org/project/kb/)"
+PRODUCT = "kb"
+"""The product token: the User-Agent starts with it and robots.txt groups are matched against it."""
+DISTRIBUTION = "coursekb"
+"""This project's name on PyPI (`kb` there is an unrelated project): where a site owner can read about it."""
+USER_AGENT = (
+    f"{PRODUCT}/{__version__} ({DISTRIBUTION}, a course-materials indexer; +https://pypi.org/project/{DISTRIBUTION}/)"
+)
 REDIRECTS = (301, 302, 303, 307, 308)
 READ_SIZE = 64 * 1024
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -144,7 +149,7 @@ def resolve(host: str, port: int, timeout_s: float) -> list[str]:
     return list(dict.fromkeys(addresses))
 
 
-def allowed_addresses(host: str, addresses: list[str], allow_private: bool) -> list[str]:
+def _allowed_addresses(host: str, addresses: list[str], allow_private: bool) -> list[str]:
     """The addresses kb may connect to, in the resolver's order, or Refused naming why none qualifies."""
     if allow_private:
         return addresses
@@ -160,7 +165,7 @@ def allowed_addresses(host: str, addresses: list[str], allow_private: bool) -> l
 
 
 @dataclass(frozen=True)
-class Target:
+class _Target:
     scheme: str
     host: str
     """ASCII (IDNA) host name or bare IP literal."""
@@ -168,7 +173,7 @@ class Target:
     request_path: str
 
 
-def parse_target(url: str) -> Target:
+def _parse_target(url: str) -> _Target:
     """Check a URL's scheme and split it for a request; Refused for anything but http(s)."""
     try:
         parts = urlsplit(url.strip())
@@ -191,10 +196,12 @@ def parse_target(url: str) -> Target:
     # Spaces and non-ASCII characters would make http.client refuse the request line.
     path = quote(parts.path or "/", safe="/%:@!$&'()*+,;=-._~")
     query = quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
-    return Target(scheme, ascii_host, port or (443 if scheme == "https" else 80), path + (f"?{query}" if query else ""))
+    return _Target(
+        scheme, ascii_host, port or (443 if scheme == "https" else 80), path + (f"?{query}" if query else "")
+    )
 
 
-def without_fragment(url: str) -> str:
+def _without_fragment(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
 
@@ -370,13 +377,13 @@ def fetch(
     """
     deadline = time.monotonic() + policy.timeout_s
     redirects: list[str] = []
-    current = without_fragment(url.strip())
+    current = _without_fragment(url.strip())
     while True:
-        target = parse_target(current)
+        target = _parse_target(current)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(policy)
-        ips = allowed_addresses(target.host, resolve(target.host, target.port, remaining), policy.allow_private)
+        ips = _allowed_addresses(target.host, resolve(target.host, target.port, remaining), policy.allow_private)
         headers = {
             "User-Agent": USER_AGENT,
             "Accept": accept,
@@ -389,7 +396,7 @@ def fetch(
             if len(redirects) >= policy.max_redirects:
                 raise FetchError(f"more than {policy.max_redirects} redirects")
             redirects.append(current)
-            current = without_fragment(urljoin(current, response_headers["location"].strip()))
+            current = _without_fragment(urljoin(current, response_headers["location"].strip()))
             if urlsplit(current).scheme.lower() not in ("http", "https"):
                 raise Refused(
                     f"refused: redirected to a {urlsplit(current).scheme or 'relative'}: URL "
@@ -406,7 +413,7 @@ def _timeout(policy: Policy) -> FetchError:
 
 
 def _request(
-    target: Target,
+    target: _Target,
     ips: list[str],
     headers: dict[str, str],
     deadline: float,
@@ -471,7 +478,7 @@ def _read_body(
     return bytes(body)
 
 
-def _network_reason(target: Target, exc: BaseException) -> str:
+def _network_reason(target: _Target, exc: BaseException) -> str:
     where = f"{target.host}:{target.port}"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"the TLS certificate of {target.host} did not verify ({exc.verify_message})"

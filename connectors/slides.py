@@ -16,11 +16,9 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import Document, Locator, Section, SourceFile
+from kb import Document, Locator, Section, SourceError, SourceFile, hookimpl
 
-from .office_safety import check_archive, fallback_title
+from ._office_safety import check_archive, fallback_title
 
 DIAGRAM_URI = "http://schemas.openxmlformats.org/drawingml/2006/diagram"
 NS = {

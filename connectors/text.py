@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import re
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import Document, Locator, Section, SourceFile
+from kb import Document, Locator, Section, SectionBuilder, SourceError, SourceFile, hookimpl
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
@@ -84,40 +82,26 @@ class MarkdownConnector:
         lines = text.splitlines()
         metadata: dict[str, str] = {"encoding": encoding}
         lines = _front_matter(lines, metadata)
-        sections: list[Section] = []
-        stack: list[tuple[int, str, str]] = []  # (level, heading, anchor)
+        builder = SectionBuilder()
         body: list[str] = []
         code: list[str] = []
         fence: str | None = None
-        title = metadata.get("title")
         slugs: dict[str, int] = {}
 
-        def locator() -> Locator:
-            heading = " > ".join(h for _, h, _ in stack) or None
-            return Locator(heading=heading, anchor=stack[-1][2] if stack else None)
-
         def flush() -> None:
-            if any(line.strip() for line in body):
-                sections.append(Section(text=_plain("\n".join(body)), locator=locator()))
+            builder.add(_plain("\n".join(body)))
             body.clear()
 
         def open_heading(level: int, heading: str) -> None:
-            nonlocal title
             flush()
             heading = _plain(heading).strip()
-            while stack and stack[-1][0] >= level:
-                stack.pop()
-            if heading:
-                stack.append((level, heading, slug(heading, slugs)))
-                if title is None and level == 1:
-                    title = heading
+            builder.open_heading(level, heading, _slug(heading, slugs) if heading else None)
 
         for i, line in enumerate(lines):
             if fence:
                 if line.strip().startswith(fence) and not line.strip().strip(fence[0]):
                     fence = None
-                    if any(c.strip() for c in code):
-                        sections.append(Section(text="\n".join(code), locator=locator(), code=True))
+                    builder.add("\n".join(code), code=True)
                     code.clear()
                 else:
                     code.append(line)
@@ -136,17 +120,16 @@ class MarkdownConnector:
             if line.strip() and _SETEXT.match(following) and body is not None and not line.startswith(("-", "*", ">")):
                 open_heading(1 if following.strip().startswith("=") else 2, line)
                 continue
-            if _SETEXT.match(line) and not body and stack:
+            if _SETEXT.match(line) and not body and builder.heading:
                 continue  # the underline of a setext heading just opened
             body.append(line)
         flush()
-        if code:  # a fence never closed runs to the end of the document (CommonMark)
-            sections.append(Section(text="\n".join(code), locator=locator(), code=True))
+        builder.add("\n".join(code), code=True)  # a fence never closed runs to the end (CommonMark)
         return Document(
             uri=source.uri,
             kind=self.kind,
-            title=title or source.stem,
-            sections=sections,
+            title=metadata.get("title") or builder.first_heading(1) or source.stem,
+            sections=builder.sections,
             metadata=metadata,
         )
 
@@ -154,7 +137,7 @@ class MarkdownConnector:
 _SLUG_DROP = re.compile(r"[^\w\- ]", re.UNICODE)
 
 
-def slug(heading: str, seen: dict[str, int]) -> str:
+def _slug(heading: str, seen: dict[str, int]) -> str:
     """The id GitHub, GitLab and markdown-it-anchor give a heading: lower case, punctuation dropped,
     spaces to hyphens; a repeated one gets -1, -2, ..."""
     base = _SLUG_DROP.sub("", heading.strip().lower()).replace(" ", "-")

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kb.errors import SourceError
+from kb import SourceError
 
-from .captions import Segment
+from ._timed import Segment
 
 SAMPLE_RATE = 16000
 CACHE_VERSION = 1

@@ -19,11 +19,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import FetchContext, Fetched
+from kb import FetchContext, Fetched, SourceError, hookimpl
 
-from .robots import Robots
+from ._robots import Robots
 from .safe_http import FetchError, Policy, Response, fetch
 
 PAGE_MAX_BYTES = 10 * 2**20
@@ -65,14 +63,14 @@ class WebFetcher:
         if context.options.get("crawl"):
             yield from crawl(url, context)
             return
-        fetched, _ = fetch_page(normalise(url) or url, context, want_links=False)
+        fetched, _ = _fetch_page(normalise(url) or url, context, want_links=False)
         yield fetched
 
 
 # -- one page --------------------------------------------------------------------------------------
 
 
-def page_policy(context: FetchContext) -> Policy:
+def _page_policy(context: FetchContext) -> Policy:
     timeout = context.limits.timeout_s
     return Policy(
         allow_private=bool(context.options.get("allow_private")),
@@ -81,9 +79,9 @@ def page_policy(context: FetchContext) -> Policy:
     )
 
 
-def fetch_page(url: str, context: FetchContext, *, want_links: bool) -> tuple[Fetched, list[str]]:
+def _fetch_page(url: str, context: FetchContext, *, want_links: bool) -> tuple[Fetched, list[str]]:
     """Fetch one URL as a Fetched for the engine (an error is a Fetched too), and the links it holds."""
-    policy = page_policy(context)
+    policy = _page_policy(context)
 
     def conditional(asked: str) -> dict[str, str]:
         # Revalidate only what kb holds; a crawl also needs the page's links from last time.
@@ -242,7 +240,7 @@ def crawl(start: str, context: FetchContext) -> Iterator[Fetched]:
     """Breadth first from `start` through links under its prefix, within depth and page limits."""
     max_depth = int(context.options.get("max_depth", 2))
     max_pages = int(context.options.get("max_pages", 50))
-    robots = Robots(page_policy(context))
+    robots = Robots(_page_policy(context))
     first = normalise(start) or start
     queue: deque[tuple[str, int]] = deque([(first, 0)])
     queued = {first}
@@ -257,7 +255,7 @@ def crawl(start: str, context: FetchContext) -> Iterator[Fetched]:
                 yield Fetched(uri=url, error=refusal)
             continue
         asked += 1
-        fetched, links = fetch_page(url, context, want_links=depth < max_depth)
+        fetched, links = _fetch_page(url, context, want_links=depth < max_depth)
         if fetched.uri in done:  # two links that redirect to one page
             continue
         done.add(fetched.uri)

@@ -14,11 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from kb.errors import SourceError
-from kb.hookspecs import hookimpl
-from kb.types import Document, Locator, Section, SourceFile
+from kb import Document, Section, SectionBuilder, SourceError, SourceFile, hookimpl
 
-from .office_safety import check_archive, fallback_title
+from ._office_safety import check_archive, fallback_title
 
 W = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
@@ -161,7 +159,7 @@ def _format_number(n: int, fmt: str) -> str:
     return str(n)
 
 
-def paragraph_text(p: Any, code: bool = False) -> str:
+def _paragraph_text(p: Any, code: bool = False) -> str:
     """A paragraph's visible text: runs, hyperlinks, insertions and text boxes, without deleted text.
 
     Walks with an explicit stack, skipping mc:Fallback, which repeats a text box's words for old readers.
@@ -199,7 +197,7 @@ def _table_text(tbl: Any) -> str:
             merge = tc.find("w:tcPr/w:vMerge", {"w": W})
             if merge is not None and merge.get(w("val")) != "restart":
                 continue  # the continuation of a vertically merged cell: its text is above
-            texts = (paragraph_text(p) for p in tc.iter(w("p")) if not _nested(p, tc))
+            texts = (_paragraph_text(p) for p in tc.iter(w("p")) if not _nested(p, tc))
             cells.append(" ".join(" ".join(t.split()) for t in texts if t))
         if any(cells):
             rows.append(" | ".join(cells))
@@ -267,35 +265,28 @@ class WordConnector:
 
 
 def _read_body(body: Any, styles: _Styles, lists: _Lists, source: SourceFile) -> tuple[list[Section], str | None]:
-    sections: list[Section] = []
-    stack: list[tuple[int, str]] = []
+    builder = SectionBuilder(source.limits.max_chars)
     buffer: list[str] = []
-    first_heading: str | None = None
-    chars = 0
-
     code: list[str] = []
 
     def flush() -> None:
-        heading = " > ".join(text for _, text in stack) or None
-        if buffer:
-            sections.append(Section(text="\n\n".join(buffer), locator=Locator(heading=heading)))
-            buffer.clear()
-        if code:
-            sections.append(Section(text="\n".join(code), locator=Locator(heading=heading), code=True))
-            code.clear()
+        builder.add("\n\n".join(buffer))
+        buffer.clear()
+        builder.add("\n".join(code), code=True)
+        code.clear()
 
     for block in _blocks(body):
         if block.tag == w("tbl"):
             text = _table_text(block)
         else:
-            text = paragraph_text(block)
+            text = _paragraph_text(block)
             style_id = _val(block, "w:pPr/w:pStyle")
             if styles.is_code(style_id):
                 # One paragraph per line of code (Word's "Code", "HTML Preformatted", ... styles): kept as lines.
                 if buffer:
                     flush()
-                text = paragraph_text(block, code=True)
-                chars += len(text)
+                text = _paragraph_text(block, code=True)
+                builder.count(len(text))
                 code.append(text)
                 continue
             if code:
@@ -309,10 +300,7 @@ def _read_body(body: Any, styles: _Styles, lists: _Lists, source: SourceFile) ->
                 heading = " ".join(text.split())
                 if heading:
                     flush()
-                    while stack and stack[-1][0] >= level:
-                        stack.pop()
-                    stack.append((level, heading))
-                    first_heading = first_heading or heading
+                    builder.open_heading(level, heading)
                 continue
             direct_num = block.find("w:pPr/w:numPr", {"w": W})
             # numId 0 set on the paragraph switches off the numbering its style would give it.
@@ -321,12 +309,10 @@ def _read_body(body: Any, styles: _Styles, lists: _Lists, source: SourceFile) ->
                 text = lists.prefix(*numbered) + text
         if not text:
             continue
-        chars += len(text)
-        if chars > source.limits.max_chars:
-            raise SourceError(f"too much text (over {source.limits.max_chars:,} characters)")
+        builder.count(len(text))
         buffer.append(text)
     flush()
-    return sections, first_heading
+    return builder.sections, builder.first_heading()
 
 
 def _core_metadata(props: Any) -> dict[str, Any]:

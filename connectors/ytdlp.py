@@ -19,10 +19,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from kb.errors import SourceError
-from kb.types import FetchContext, Fetched
+from kb import FetchContext, Fetched, SourceError, SourceTimeout, deadline
 
-from .media import DEFAULT_MAX_DURATION_S, MEDIA_SUFFIXES, MediaConnector, format_duration
+from ._timed import DEFAULT_MAX_DURATION_S, MAX_MEDIA_BYTES, MEDIA_SUFFIXES, format_duration
 from .safe_http import FetchError, address_problem, resolve
 
 # Streaming manifests are media too: yt-dlp reads their formats and subtitle tracks.
@@ -49,7 +48,7 @@ class YtDlpFetcher:
             return False
         if PurePosixPath(parsed.path).suffix.lower() in DIRECT_SUFFIXES:
             return True
-        return site_extractor(url) is not None
+        return _site_extractor(url) is not None
 
     def fetch(self, url: str, context: FetchContext) -> Iterator[Fetched]:
         refused = refuse_private(url, context.options)
@@ -58,7 +57,7 @@ class YtDlpFetcher:
             return
         workdir = Path(tempfile.mkdtemp(prefix="kb-ytdlp-"))
         try:
-            session = Session(workdir, context)
+            session = _Session(workdir, context)
             try:
                 info = session.extract(url)
             except SourceError as exc:
@@ -71,7 +70,7 @@ class YtDlpFetcher:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _playlist(self, session: Session, url: str, info: dict, context: FetchContext) -> Iterator[Fetched]:
+    def _playlist(self, session: _Session, url: str, info: dict, context: FetchContext) -> Iterator[Fetched]:
         limit = int(context.options.get("max_playlist_items") or DEFAULT_PLAYLIST_ITEMS)
         entries = [e for e in (info.get("entries") or []) if e]
         if not entries:
@@ -93,17 +92,17 @@ class YtDlpFetcher:
             yield from session.videos(entry_url, entry_info)
 
 
-class Session:
+class _Session:
     """One URL's yt-dlp calls: shared options, a private folder, errors turned into reasons."""
 
     def __init__(self, workdir: Path, context: FetchContext):
         self.workdir = workdir
         self.context = context
         self.max_duration = float(context.options.get("max_duration_s") or DEFAULT_MAX_DURATION_S)
-        self.max_bytes = MediaConnector.max_bytes
+        self.max_bytes = MAX_MEDIA_BYTES
 
     def params(self, **extra: Any) -> dict[str, Any]:
-        logger = Collector()
+        logger = _Collector()
         params = {
             "logger": logger,
             "quiet": True,
@@ -154,8 +153,6 @@ class Session:
         import yt_dlp
         from yt_dlp.utils import DownloadError, YoutubeDLError
 
-        from kb.ingest import SourceTimeout, deadline
-
         params = self.params(**extra)
         try:
             with deadline(self.context.limits.timeout_s), yt_dlp.YoutubeDL(params) as ydl:
@@ -184,10 +181,10 @@ class Session:
         if reason:
             yield Fetched(uri=uri, error=reason)
             return
-        metadata = video_metadata(info)
+        metadata = _video_metadata(info)
         # The generic extractor's title is the file name: the recording's own title tag is better.
         title = info.get("title") if info.get("extractor_key") != "Generic" else None
-        video_id = safe_id(info.get("id") or "video")
+        video_id = _safe_id(info.get("id") or "video")
         previous = self.context.previous(uri)
         if (
             previous
@@ -198,7 +195,7 @@ class Session:
             # A site's video id names fixed content: what was ingested from it is current.
             yield Fetched(uri=uri, name=f"{video_id}.mp4", not_modified=True)
             return
-        captions = pick_captions(info)
+        captions = _pick_captions(info)
         try:
             if captions:
                 lang, kind = captions
@@ -243,7 +240,7 @@ class Session:
         return Path(filepath)
 
 
-class Collector:
+class _Collector:
     """yt-dlp's logger: keeps error lines for the report instead of printing them."""
 
     def __init__(self) -> None:
@@ -265,11 +262,11 @@ class Collector:
         return self.errors[0] if self.errors else None
 
 
-def safe_id(value: str) -> str:
+def _safe_id(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", str(value))[:80] or "video"
 
 
-def video_metadata(info: dict) -> dict[str, Any]:
+def _video_metadata(info: dict) -> dict[str, Any]:
     """What is worth keeping about a video: who made it, under what licence, where it lives."""
     metadata: dict[str, Any] = {
         "video_id": info.get("id"),
@@ -284,7 +281,7 @@ def video_metadata(info: dict) -> dict[str, Any]:
     return {k: v for k, v in metadata.items() if v is not None}
 
 
-def pick_captions(info: dict) -> tuple[str, str] | None:
+def _pick_captions(info: dict) -> tuple[str, str] | None:
     """(language, "uploaded" | "automatic") of the captions to use, or None to transcribe.
 
     Uploaded captions first (a person wrote or checked them), then automatic ones; English first
@@ -345,7 +342,7 @@ def explain(message: str) -> str:
     return f"yt-dlp could not read it ({first[:200]})"
 
 
-def site_extractor(url: str) -> str | None:
+def _site_extractor(url: str) -> str | None:
     """The name of a yt-dlp extractor made for this URL's site, None when only the generic one fits."""
     from yt_dlp.extractor import gen_extractor_classes
     from yt_dlp.plugins import load_all_plugins

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from . import __version__
 from .db import connect, transaction
 from .errors import KBError
 from .export_plan import SOURCE_CHOICES, Plan, PlannedSource, plan, wanted
@@ -25,6 +24,7 @@ from .originals import media_type, read_file_blocks, store, stored_hashes
 from .store import KB, utcnow
 from .types import Locator
 from .vectors import BACKENDS
+from .version import __version__
 
 
 @dataclass

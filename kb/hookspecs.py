@@ -1,4 +1,8 @@
-"""Plugin hooks: built-in connectors and embedders register through these too."""
+"""Plugin hooks: built-in connectors and embedders register through these too.
+
+Each hook hands the plugin a `register` callback for its classes; the classes' contracts are the
+Protocols in `kb.contracts`.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +10,30 @@ from collections.abc import Callable
 
 import pluggy
 
+from .contracts import LLM, Connector, Embedder, Fetcher
+
 hookspec = pluggy.HookspecMarker("kb")
 hookimpl = pluggy.HookimplMarker("kb")
 
 
 @hookspec
-def register_connectors(register: Callable[[type], None]) -> None:
+def register_connectors(register: Callable[[type[Connector]], None]) -> None:
     """Register connector classes: register(PdfConnector)"""
 
 
 @hookspec
-def register_embedders(register: Callable[[type], None]) -> None:
+def register_embedders(register: Callable[[type[Embedder]], None]) -> None:
     """Register embedder classes: register(SentenceTransformerEmbedder)"""
 
 
 @hookspec
-def register_llms(register: Callable[[type], None]) -> None:
+def register_llms(register: Callable[[type[LLM]], None]) -> None:
     """Register LLM backend classes: register(LlamaCppLLM)"""
 
 
 @hookspec
-def register_fetchers(register: Callable[[type], None]) -> None:
+def register_fetchers(register: Callable[[type[Fetcher]], None]) -> None:
     """Register fetcher classes for URLs: register(WebFetcher)
 
-    A fetcher has `name`, `priority` (higher is asked first), `claims(url) -> bool` and
-    `fetch(url, context: kb.FetchContext) -> Iterator[kb.Fetched]` (one URL may yield many
-    sources: a crawl, a playlist).
+    One URL may yield many sources (a crawl, a playlist); see `kb.contracts.Fetcher`.
     """

@@ -5,12 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ from typing import Any
 from . import sync
 from .chunker import ChunkingSettings, chunk_document, clean_line
 from .db import sqlite3
+from .deadlines import SourceTimeout, deadline
 from .discover import Candidate, discover
 from .errors import KBError, SourceError
 from .injection import flags as find_flags
@@ -53,29 +51,6 @@ class IngestResult:
             "totals": self.totals(),
             "seconds": round(self.seconds, 3),
         }
-
-
-class SourceTimeout(BaseException):
-    """Raised by the per-source deadline; a BaseException so a parser's `except Exception` cannot eat it."""
-
-
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Raise SourceError when the block runs longer than `seconds` (main thread only)."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise SourceTimeout(f"took longer than {seconds:g} s to read (the per-source time limit)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class Ingester(sync.KeepInStep):

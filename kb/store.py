@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
 from .db import sqlite3, transaction
 from .errors import ExtensionUnavailable, KBError, ModelMismatch, NotAKBFile, SchemaTooNew
 from .filecheck import (  # noqa: F401 - check_header, QUICK_CHECK_MAX_BYTES and VECTOR_TABLES are public here
@@ -34,6 +33,7 @@ from .locking import WriterLock
 from .migrations import SCHEMA_VERSION, migrate
 from .types import Chunk, Document
 from .vectors import BACKENDS, VectorIndex, open_index, to_blob
+from .version import __version__
 
 MIN_READ_VERSION = 3
 """The oldest schema kb reads without upgrading, where it may not write (a learner's copy served

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from kb.errors import SourceError
+from kb import SourceError
 
 OLE_SIGNATURE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 """Compound File Binary (OLE2): legacy .doc/.ppt, and the wrapper of every password-protected Office file."""

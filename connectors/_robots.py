@@ -1,14 +1,20 @@
-"""robots.txt for a crawl (RFC 9309), fetched once per site through the same safe fetcher as pages."""
+"""robots.txt for a crawl (RFC 9309), fetched once per site through the same safe fetcher as pages.
+
+Parsed by Protego, not `urllib.robotparser`, which gets RFC 9309 wrong both ways: it applies the
+first matching rule instead of the longest (so `Disallow: /` before `Allow: /course/` refuses
+/course/a.html) and knows no `*` or `$` (so `Disallow: /*.pdf$` lets /notes.pdf through).
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from urllib.parse import urlsplit, urlunsplit
-from urllib.robotparser import RobotFileParser
 
-from .safe_http import FetchError, HTTPStatusError, Policy, Refused, fetch
+from protego import Protego
 
-AGENT = "kb"
+from .safe_http import PRODUCT, FetchError, HTTPStatusError, Policy, Refused, fetch
+
+AGENT = PRODUCT
 """The product token robots.txt rules are matched against (the User-Agent header starts with it)."""
 ROBOTS_MAX_BYTES = 512 * 1024
 """RFC 9309 asks crawlers to read at least 500 KiB of a robots.txt; more than that is refused."""
@@ -19,7 +25,7 @@ class Robots:
 
     def __init__(self, policy: Policy):
         self.policy = replace(policy, max_bytes=ROBOTS_MAX_BYTES)
-        self._sites: dict[str, RobotFileParser | str] = {}
+        self._sites: dict[str, Protego | str | None] = {}  # rules, a refusal, or None: no robots.txt
 
     def refusal(self, url: str) -> str | None:
         """Why the crawl may not fetch `url` (None when it may)."""
@@ -30,20 +36,18 @@ class Robots:
         rules = self._sites[site]
         if isinstance(rules, str):
             return rules
-        if not rules.can_fetch(AGENT, url):
+        if rules is not None and not rules.can_fetch(url, AGENT):
             return f"{site}/robots.txt does not allow crawlers to fetch this page"
         return None
 
-    def _load(self, site: str) -> RobotFileParser | str:
-        rules = RobotFileParser(f"{site}/robots.txt")
+    def _load(self, site: str) -> Protego | str | None:
         try:
             response = fetch(f"{site}/robots.txt", self.policy, accept="text/plain, */*;q=0.5")
         except HTTPStatusError as exc:
             if exc.status < 500:
                 # No robots.txt (4xx, or a redirect with nowhere to go): RFC 9309 calls it unavailable,
                 # and everything may be crawled.
-                rules.allow_all = True
-                return rules
+                return None
             return (
                 f"{site}/robots.txt answered {exc.status}, which under RFC 9309 means the whole site is "
                 "closed to crawlers for now; try again later"
@@ -52,6 +56,9 @@ class Robots:
             return str(exc)  # the site itself is out of bounds: say why in the pages' own words
         except FetchError as exc:
             return f"{site}/robots.txt could not be fetched ({exc}), so the site is treated as closed to crawlers"
-        rules.parse(response.body.decode("utf-8", "replace").splitlines())
-        rules.modified()  # can_fetch answers False for rules it believes were never read
-        return rules
+        return parse_robots(response.body.decode("utf-8", "replace"))
+
+
+def parse_robots(text: str) -> Protego:
+    """A robots.txt's rules, matched as RFC 9309 says (the longest matching path wins, `*` and `$`)."""
+    return Protego.parse(text)
