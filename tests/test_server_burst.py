@@ -14,20 +14,13 @@ import urllib.request
 from urllib.parse import urlencode
 
 import pytest
+from conftest import fetch
 from test_signals import free_port, start_serve
 
 from kb.serve import build
 
 
-def fetch(files, *paths, config=None):
-    async def scenario():
-        datasette = build(list(files), config or {})
-        await datasette.invoke_startup()
-        return {path: await datasette.client.get(path) for path in paths}
-
-    return asyncio.run(scenario())
-
-
+@pytest.mark.kb_tree
 @pytest.mark.parametrize("k", ["²", "٣", "３", "1e1", "+3", " 3", "0x3", "9" * 40, "-1"])
 def test_k_must_be_ascii_digits_within_bounds(course_db, k):
     api = f"/-/kb/kb.json?{urlencode({'q': 'rain', 'mode': 'search', 'k': k})}"
@@ -36,6 +29,7 @@ def test_k_must_be_ascii_digits_within_bounds(course_db, k):
     assert response.json()["error"] == "k must be a whole number from 1 to 50."
 
 
+@pytest.mark.kb_tree
 def test_other_numbers_in_urls_are_ascii_too(course_db):
     paths = [
         "/-/kb/kb/source/1?chunk=²",
@@ -57,6 +51,7 @@ def test_other_numbers_in_urls_are_ascii_too(course_db):
     ["/-/kb/a/b", "/-/kb/kb/nope", "/-/kb/kb/source/999999", "/-/kb/kb/files/1/x.pdf", "/nope", "/kb/nope",
      "/kb/chunks/999999", "/-/nope", "/-/kb/kb/source/1/x"],
 )  # fmt: skip
+@pytest.mark.kb_tree
 def test_unknown_paths_are_404(course_db, path, capfd):
     capfd.readouterr()
     response = fetch([course_db], path)[path]
@@ -122,6 +117,7 @@ def _peak_rss_mb(pid: int) -> float:
     return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
 
 
+@pytest.mark.kb_tree
 def test_typed_sql_is_bounded_in_memory_and_time(tmp_path):
     from conftest import COURSE, TEST_PLUGINS, run_kb
 
