@@ -73,6 +73,47 @@ def test_overload_is_503_with_retry_after(course_db, monkeypatch):
         assert int(got[path].headers["retry-after"]) >= 1
 
 
+def test_a_full_ask_queue_is_503_with_retry_after_while_searches_answer(course_db, hash_embedder):
+    """Asks wait behind a bounded queue; searches do not wait behind it. The stand-in model takes
+    each question and says nothing until released, so the queue fills and stays full."""
+    from hostile_llm import StallingLLM
+
+    from datasette_plugins.kb_plugin.engine import MAX_WAITING, workers
+
+    def ask(i: int) -> str:
+        return f"/-/kb/kb.json?{urlencode({'q': f'How is rain measured in a gauge? ({i})'})}"
+
+    def search(i: int) -> str:
+        return f"/-/kb/kb.json?{urlencode({'q': f'rain gauge funnel {i}', 'mode': 'search'})}"
+
+    with StallingLLM() as llm:
+
+        async def scenario():
+            datasette = build([course_db], {"llm_url": llm.url, "llm_timeout": 120})
+            await datasette.invoke_startup()
+            asks = [asyncio.create_task(datasette.client.get(ask(i))) for i in range(MAX_WAITING)]
+            deadline = time.monotonic() + 300  # a guard against a hang, not a measurement
+            while workers.waiting < MAX_WAITING or not llm.requests:  # full, and one answer under way
+                assert time.monotonic() < deadline, (workers.waiting, llm.requests)
+                await asyncio.sleep(0.05)
+            refused = await datasette.client.get(ask(MAX_WAITING))
+            searches = await asyncio.gather(*(datasette.client.get(search(i)) for i in range(6)))
+            still_full = workers.waiting
+            llm.server.release.set()
+            answered = await asyncio.gather(*asks)
+            return refused, searches, still_full, answered
+
+        refused, searches, still_full, answered = asyncio.run(scenario())
+    assert refused.status_code == 503, refused.text
+    assert int(refused.headers["retry-after"]) >= 1
+    assert "Too many questions" in refused.json()["error"]
+    assert still_full == MAX_WAITING  # the searches were answered while every ask was still queued
+    assert [r.status_code for r in searches] == [200] * 6, [r.text for r in searches]
+    assert all(r.json()["hits"] for r in searches)
+    assert all(r.status_code != 500 for r in answered), [r.text for r in answered]
+    assert workers.waiting == 0
+
+
 def test_a_burst_of_searches_runs_on_several_threads_and_all_succeed(course_db, hash_embedder):
     import threading
 
