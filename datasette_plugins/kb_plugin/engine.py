@@ -32,6 +32,11 @@ SEARCH_THREADS = min(4, max(2, os.cpu_count() or 2))
 cores; more would only add memory (a connection and its page cache per thread and file)."""
 MAX_SEARCHES_WAITING = 512
 """Searches allowed in flight at once (running or queued); past it, 503 with Retry-After."""
+BLAS_THREADS = 1
+"""NumPy's BLAS threads in kb serve. The query encoder (kb/bert_numpy.py) multiplies a few tokens by
+384 x 384 matrices: OpenBLAS's own threads spin-wait between such small products, and a search cost
+about 540 ms of CPU instead of 52 ms on 2 cores (measured, issue 17). The search threads are the
+parallelism instead."""
 ASK_DEFER_S = 30.0
 """Longest an answer waits for searches to finish, before starting and at each pause: searches come
 first, but a steady stream of them must not starve the answers for ever."""
@@ -120,6 +125,7 @@ class Workers:
         self._llm_key: tuple | None = None
         self._engines: dict[str, tuple[tuple, Any]] = {}  # ask thread only
         self._local = threading.local()  # each search thread's searchers, by path
+        self._blas_limited = False
 
     # The counts the tests and the status page read (the priority gate keeps them).
     @property
@@ -139,6 +145,7 @@ class Workers:
         self.priority.searching = value
 
     async def ask(self, path: str, question: str, config: dict[str, Any]) -> Any:
+        self._limit_blas()
         async with self.priority.ask(self.answer_seconds()):
             answer = await asyncio.get_running_loop().run_in_executor(
                 self.ask_pool, self._ask, path, question, dict(config)
@@ -161,8 +168,18 @@ class Workers:
         return f"answers have taken about {statistics.median(self.durations):.0f} s each on this machine"
 
     async def search(self, path: str, query: str, k: int) -> list[Any]:
+        self._limit_blas()
         async with self.priority.search():
             return await asyncio.get_running_loop().run_in_executor(self.search_pool, self._search, path, query, k)
+
+    def _limit_blas(self) -> None:
+        """Once, before the first search or answer (not on import: a process that only imports the
+        plugin keeps its BLAS as it was). Process-wide: OpenBLAS has one thread count."""
+        if not self._blas_limited:
+            self._blas_limited = True
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(BLAS_THREADS, user_api="blas")
 
     def shutdown(self) -> None:
         """Stop taking work; queued work is dropped (the server is stopping)."""
