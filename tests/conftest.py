@@ -28,8 +28,9 @@ def pytest_addoption(parser):
         "--kb-tree",
         metavar="PATH",
         default=None,
-        help="(write --kb-tree=PATH: with a space pytest takes PATH for its rootdir) run the kb CLI and `kb serve` processes from the kb source tree at PATH (e.g. a worktree of an "
-        "older commit, to show a test reproduced a bug); only tests marked kb_tree run",
+        help="run the kb CLI and `kb serve` processes from the kb source tree at PATH (a worktree of an older "
+        "commit, to show a test reproduced a bug); only tests marked kb_tree run. Write --kb-tree=PATH: with a "
+        "space, pytest takes PATH for its rootdir",
     )
 
 
