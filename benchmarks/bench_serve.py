@@ -147,7 +147,9 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     tree = (args.kb_tree or ROOT).resolve()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    env["PYTHONSAFEPATH"] = "1"  # or `python -m kb` imports the kb of the current directory before the tree's
     folder = Path(tempfile.mkdtemp(prefix="kb-bench-serve-"))
+    load_before = os.getloadavg()
     try:
         copy = args.db or build_copy(folder, env)
         port = free_port()
@@ -173,6 +175,7 @@ def main() -> None:
         logged = log.read_text(errors="replace")
         report = {
             "kb_tree": str(tree),
+            "load_average_before": load_before,
             "load_average": os.getloadavg(),
             "warm_up": warm,
             "wall_s": round(wall, 2),
@@ -184,7 +187,8 @@ def main() -> None:
         }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"kb serve under a burst ({tree}; load average {report['load_average'][0]:.1f})")
+    before, after = report["load_average_before"][0], report["load_average"][0]
+    print(f"kb serve under a burst ({tree}; load average {before:.1f} before, {after:.1f} after)")
     for kind in ("search", "ask"):
         s = report[kind]
         print(

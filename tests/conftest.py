@@ -19,6 +19,57 @@ sys.path.insert(0, str(TESTS))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+KB_TREE_ENV = "KB_TEST_TREE"
+"""Where --kb-tree is kept for the whole run (an environment variable, so every module sees it)."""
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--kb-tree",
+        metavar="PATH",
+        default=None,
+        help="run the kb CLI and `kb serve` processes from the kb source tree at PATH (a worktree of an older "
+        "commit, to show a test reproduced a bug); only tests marked kb_tree run. Write --kb-tree=PATH: with a "
+        "space, pytest takes PATH for its rootdir",
+    )
+
+
+def pytest_configure(config):
+    tree = config.getoption("--kb-tree")
+    if tree:
+        if not (Path(tree) / "kb" / "__init__.py").is_file():
+            raise pytest.UsageError(f"--kb-tree {tree} is not a kb source tree (it has no kb/__init__.py).")
+        os.environ[KB_TREE_ENV] = str(Path(tree).resolve())
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--kb-tree"):
+        return
+    skip = pytest.mark.skip(reason="runs kb in this process, so it cannot run against --kb-tree")
+    for item in items:
+        if "kb_tree" not in item.keywords:
+            item.add_marker(skip)
+
+
+def kb_tree() -> Path | None:
+    """The kb tree the kb processes run from under --kb-tree; None: this tree."""
+    tree = os.environ.get(KB_TREE_ENV)
+    return Path(tree) if tree else None
+
+
+def kb_env(extra: dict | None = None, base: dict | None = None) -> dict:
+    """The environment for a `kb` process: the test plugins importable, and the --kb-tree's kb first.
+
+    PYTHONSAFEPATH keeps `python -m kb` from importing the kb of the directory the tests run in
+    (it would come before PYTHONPATH)."""
+    env = dict(os.environ if base is None else base)
+    env.update(extra or {})
+    tree = kb_tree()
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree) if tree else None, str(TESTS), env.get("PYTHONPATH")]))
+    if tree:
+        env["PYTHONSAFEPATH"] = "1"
+    return env
+
 
 @pytest.fixture
 def hash_embedder():
@@ -39,6 +90,10 @@ def course_db(tmp_path, hash_embedder) -> Path:
     from kb import KB, Ingester
 
     db = tmp_path / "kb.db"
+    if kb_tree():  # written by the kb under test, as the kb processes will read it
+        proc = run_kb("ingest", str(db), str(COURSE), "--embedder", "hash", env_extra=TEST_PLUGINS)
+        assert proc.returncode == 0, proc.stderr
+        return db
     with KB.open(db, create=True) as kb:
         Ingester(kb, embedder=hash_embedder).run([str(COURSE)])
     return db
@@ -54,9 +109,7 @@ def course(tmp_path) -> Path:
 
 def run_kb(*args: str, env_extra: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `kb` command in a subprocess, with the test plugins importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-    env.update(env_extra or {})
+    env = kb_env(env_extra)
     return subprocess.run(
         [sys.executable, "-m", "kb", *args], capture_output=True, text=True, env=env, timeout=timeout, **kwargs
     )
@@ -112,3 +165,73 @@ def run_kb_measured(*args: str, timeout: float = 120) -> tuple[subprocess.Comple
         [sys.executable, "-c", PEAK_RSS_KB, *args], capture_output=True, text=True, env=env, timeout=timeout
     )
     return proc, int(proc.stderr.rsplit("MAXRSS=", 1)[1].split()[0])
+
+
+def fetch(files, *paths, config=None):
+    """GET each path from one Datasette over `files` (built as `kb serve` builds it); {path: response}.
+
+    In this process through Datasette's own client; under --kb-tree from a real `kb serve` of that
+    tree on loopback (both answers are httpx responses, read the same way)."""
+    if kb_tree():
+        return _fetch_served(list(files), paths, config or {})
+    import asyncio
+
+    from kb.serve import build
+
+    async def scenario():
+        datasette = build(list(files), config or {})
+        await datasette.invoke_startup()
+        return {path: await datasette.client.get(path) for path in paths}
+
+    return asyncio.run(scenario())
+
+
+SERVE_OPTIONS = {"llm_url": "--llm-url", "llm_timeout": "--llm-timeout", "fast": "--fast"}
+"""build()'s settings as `kb serve` takes them."""
+
+
+def _fetch_served(files: list, paths, config: dict) -> dict:
+    import socket
+    import tempfile
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    options = []
+    for key, value in config.items():
+        flag = SERVE_OPTIONS[key]  # a setting with no option here is a test this run cannot make
+        options += [flag] if value is True else [] if value is False else [flag, str(value)]
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kb", "serve", *map(str, files), "--port", str(port), *options],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=kb_env(TEST_PLUGINS),
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"kb serve ended: {log.read()}")
+                try:
+                    if httpx.get(f"{base}/-/kb.json", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "kb serve did not start in 120 s"
+                time.sleep(0.2)
+            with httpx.Client(base_url=base, timeout=300) as client:
+                got = {}
+                for path in paths:
+                    response = client.get(path)
+                    response.read()
+                    got[path] = response
+                return got
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -8,17 +8,15 @@ line in the log, not rich's traceback with locals (63 KB a request before).
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sqlite3 as stdlib_sqlite3
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import TEST_PLUGINS, run_kb
+from conftest import TEST_PLUGINS, fetch, run_kb
 
 from kb import KB, NotAKBFile
-from kb.serve import build
 
 # (which file, SQL that damages it); every statement leaves SQLite's own checks passing.
 DAMAGE = {
@@ -87,6 +85,7 @@ def one_sentence(proc, path: Path) -> str:
     return proc.stderr
 
 
+@pytest.mark.kb_tree
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
 def test_damaged_copies_are_one_sentence_for_every_command_and_kb_serve(originals, tmp_path, kind):
     which, statements = DAMAGE[kind]
@@ -108,12 +107,7 @@ def test_damaged_copies_are_one_sentence_for_every_command_and_kb_serve(original
 
 
 def _serve(path: Path, *requests: str):
-    async def scenario():
-        datasette = build([path], {"llm_url": "http://127.0.0.1:9/v1", "llm_timeout": 5})
-        await datasette.invoke_startup()
-        return {r: await datasette.client.get(r) for r in requests}
-
-    return asyncio.run(scenario())
+    return fetch([path], *requests, config={"llm_url": "http://127.0.0.1:9/v1", "llm_timeout": 5})
 
 
 VECTOR_CHUNKS_GONE = ["DELETE FROM chunks_vec_vector_chunks00"]

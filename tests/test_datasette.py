@@ -12,7 +12,7 @@ import sqlite3 as stdlib_sqlite3
 from urllib.parse import urlencode
 
 import pytest
-from conftest import TEST_PLUGINS, run_kb
+from conftest import TEST_PLUGINS, fetch, run_kb
 
 from kb import KB, Searcher
 from kb.serve import build
@@ -23,17 +23,6 @@ EVIL_MD = (
     "## Tipping <b onmouseover=alert(2)>bucket</b>\n\nA tipping bucket gauge records the timing of rain.\n"
 )
 PAYLOADS = ("<script>alert(1)", "<script>steal()", "<b onmouseover", 'href="javascript:', "<img src=x")
-
-
-def fetch(files, *paths, config=None):
-    """GET each path from one Datasette over `files` (built as `kb serve` builds it); {path: response}."""
-
-    async def scenario():
-        datasette = build(list(files), config or {})
-        await datasette.invoke_startup()
-        return {path: await datasette.client.get(path) for path in paths}
-
-    return asyncio.run(scenario())
 
 
 def query(**params) -> str:

@@ -11,7 +11,6 @@ hits through kb.injection.as_evidence) and cleans what it answers (clean_answer)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shutil
@@ -19,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
+from conftest import COURSE, TEST_PLUGINS, fetch, run_kb
 from hostile_llm import HostileLLM
 from injection_variants import FINDING, VARIANTS, write_all
 
@@ -171,6 +170,7 @@ def test_ingest_flags_every_variant_that_reaches_the_text(hostile, capsys):
     assert flagged + dropped == len(VARIANTS) >= 20
 
 
+@pytest.mark.kb_tree
 def test_the_ingest_report_names_the_sources_holding_instruction_like_text(tmp_path):
     folder = tmp_path / "course"
     folder.mkdir()
@@ -251,6 +251,7 @@ def _said(record: dict) -> str:
     return json.dumps(stripped, ensure_ascii=False)
 
 
+@pytest.mark.kb_tree
 @pytest.mark.parametrize("mode", [[], ["--fast"]], ids=["judged", "fast"])
 def test_kb_ask_json_carries_no_image_or_foreign_url(finding_kb, hostile_llm, mode):
     answer = _ask_json(finding_kb, hostile_llm, *mode)
@@ -258,6 +259,7 @@ def test_kb_ask_json_carries_no_image_or_foreign_url(finding_kb, hostile_llm, mo
     assert not PHONES_HOME.search(_said(answer)), answer
 
 
+@pytest.mark.kb_tree
 @pytest.mark.parametrize("mode", [[], ["--fast"]], ids=["judged", "fast"])
 def test_kb_ask_never_passes_or_quotes_the_injected_instruction(finding_kb, hostile_llm, mode):
     hostile_llm.requests.clear()
@@ -267,6 +269,7 @@ def test_kb_ask_never_passes_or_quotes_the_injected_instruction(finding_kb, host
     assert not re.search(r"reply only|ignore previous", _said(answer), re.I), answer
 
 
+@pytest.mark.kb_tree
 def test_kb_ask_in_a_terminal_shows_no_image_or_foreign_url(finding_kb, hostile_llm):
     from test_terminal import run_in_pty
 
@@ -276,16 +279,10 @@ def test_kb_ask_in_a_terminal_shows_no_image_or_foreign_url(finding_kb, hostile_
 
 
 def _plugin(db: Path, llm: HostileLLM, *paths: str) -> dict:
-    from kb.serve import build
-
-    async def scenario():
-        datasette = build([db], {"llm_url": llm.url, "llm_timeout": 30})
-        await datasette.invoke_startup()
-        return {path: await datasette.client.get(path) for path in paths}
-
-    return asyncio.run(scenario())
+    return fetch([db], *paths, config={"llm_url": llm.url, "llm_timeout": 30})
 
 
+@pytest.mark.kb_tree
 def test_the_ask_page_and_its_json_carry_no_image_or_foreign_url(finding_kb, hostile_llm, hash_embedder):
     query = urlencode({"q": QUESTION})
     api, page = f"/-/kb/kb.json?{query}", f"/-/kb/kb?{query}"
@@ -299,6 +296,7 @@ def test_the_ask_page_and_its_json_carry_no_image_or_foreign_url(finding_kb, hos
     assert not re.search(r"<img|attacker\.example|!\[", answer_html), answer_html
 
 
+@pytest.mark.kb_tree
 def test_the_ask_page_never_repeats_the_injected_instruction(finding_kb, hostile_llm, hash_embedder):
     api = f"/-/kb/kb.json?{urlencode({'q': QUESTION})}"
     body = _plugin(finding_kb, hostile_llm, api)[api].json()

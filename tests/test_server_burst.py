@@ -14,20 +14,13 @@ import urllib.request
 from urllib.parse import urlencode
 
 import pytest
+from conftest import fetch
 from test_signals import free_port, start_serve
 
 from kb.serve import build
 
 
-def fetch(files, *paths, config=None):
-    async def scenario():
-        datasette = build(list(files), config or {})
-        await datasette.invoke_startup()
-        return {path: await datasette.client.get(path) for path in paths}
-
-    return asyncio.run(scenario())
-
-
+@pytest.mark.kb_tree
 @pytest.mark.parametrize("k", ["²", "٣", "３", "1e1", "+3", " 3", "0x3", "9" * 40, "-1"])
 def test_k_must_be_ascii_digits_within_bounds(course_db, k):
     api = f"/-/kb/kb.json?{urlencode({'q': 'rain', 'mode': 'search', 'k': k})}"
@@ -36,6 +29,7 @@ def test_k_must_be_ascii_digits_within_bounds(course_db, k):
     assert response.json()["error"] == "k must be a whole number from 1 to 50."
 
 
+@pytest.mark.kb_tree
 def test_other_numbers_in_urls_are_ascii_too(course_db):
     paths = [
         "/-/kb/kb/source/1?chunk=²",
@@ -57,6 +51,7 @@ def test_other_numbers_in_urls_are_ascii_too(course_db):
     ["/-/kb/a/b", "/-/kb/kb/nope", "/-/kb/kb/source/999999", "/-/kb/kb/files/1/x.pdf", "/nope", "/kb/nope",
      "/kb/chunks/999999", "/-/nope", "/-/kb/kb/source/1/x"],
 )  # fmt: skip
+@pytest.mark.kb_tree
 def test_unknown_paths_are_404(course_db, path, capfd):
     capfd.readouterr()
     response = fetch([course_db], path)[path]
@@ -76,6 +71,47 @@ def test_overload_is_503_with_retry_after(course_db, monkeypatch):
     for path in (search, ask):
         assert got[path].status_code == 503, got[path].text
         assert int(got[path].headers["retry-after"]) >= 1
+
+
+def test_a_full_ask_queue_is_503_with_retry_after_while_searches_answer(course_db, hash_embedder):
+    """Asks wait behind a bounded queue; searches do not wait behind it. The stand-in model takes
+    each question and says nothing until released, so the queue fills and stays full."""
+    from hostile_llm import StallingLLM
+
+    from datasette_plugins.kb_plugin.engine import MAX_WAITING, workers
+
+    def ask(i: int) -> str:
+        return f"/-/kb/kb.json?{urlencode({'q': f'How is rain measured in a gauge? ({i})'})}"
+
+    def search(i: int) -> str:
+        return f"/-/kb/kb.json?{urlencode({'q': f'rain gauge funnel {i}', 'mode': 'search'})}"
+
+    with StallingLLM() as llm:
+
+        async def scenario():
+            datasette = build([course_db], {"llm_url": llm.url, "llm_timeout": 120})
+            await datasette.invoke_startup()
+            asks = [asyncio.create_task(datasette.client.get(ask(i))) for i in range(MAX_WAITING)]
+            deadline = time.monotonic() + 300  # a guard against a hang, not a measurement
+            while workers.waiting < MAX_WAITING or not llm.requests:  # full, and one answer under way
+                assert time.monotonic() < deadline, (workers.waiting, llm.requests)
+                await asyncio.sleep(0.05)
+            refused = await datasette.client.get(ask(MAX_WAITING))
+            searches = await asyncio.gather(*(datasette.client.get(search(i)) for i in range(6)))
+            still_full = workers.waiting
+            llm.server.release.set()
+            answered = await asyncio.gather(*asks)
+            return refused, searches, still_full, answered
+
+        refused, searches, still_full, answered = asyncio.run(scenario())
+    assert refused.status_code == 503, refused.text
+    assert int(refused.headers["retry-after"]) >= 1
+    assert "Too many questions" in refused.json()["error"]
+    assert still_full == MAX_WAITING  # the searches were answered while every ask was still queued
+    assert [r.status_code for r in searches] == [200] * 6, [r.text for r in searches]
+    assert all(r.json()["hits"] for r in searches)
+    assert all(r.status_code != 500 for r in answered), [r.text for r in answered]
+    assert workers.waiting == 0
 
 
 def test_a_burst_of_searches_runs_on_several_threads_and_all_succeed(course_db, hash_embedder):
@@ -122,6 +158,7 @@ def _peak_rss_mb(pid: int) -> float:
     return int(status.split("VmHWM:", 1)[1].split()[0]) / 1024
 
 
+@pytest.mark.kb_tree
 def test_typed_sql_is_bounded_in_memory_and_time(tmp_path):
     from conftest import COURSE, TEST_PLUGINS, run_kb
 

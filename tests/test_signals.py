@@ -27,7 +27,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb
+from conftest import COURSE, TEST_PLUGINS, kb_env, run_kb
 from hostile_llm import StallingLLM
 
 QUESTION = "How wide is the funnel on the standard UK Met Office rain gauge?"
@@ -47,7 +47,7 @@ def free_port() -> int:
 
 
 def start_serve(db: Path, port: int, *extra: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, **TEST_PLUGINS, "PYTHONPATH": str(TESTS)}
+    env = kb_env({**TEST_PLUGINS, "PYTHONPATH": ""})
     with log.open("a") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kb", "serve", str(db), "--port", str(port), *extra],
@@ -75,6 +75,7 @@ def served_kb(tmp_path_factory) -> Path:
     return db
 
 
+@pytest.mark.kb_tree
 def test_kb_serve_stops_within_5_s_during_an_answer(served_kb, tmp_path):
     port = free_port()
     log = tmp_path / "serve.log"
@@ -106,6 +107,7 @@ def _get_quietly(url: str) -> None:
         pass
 
 
+@pytest.mark.kb_tree
 def test_kb_serve_restarts_on_the_same_port_at_once(served_kb, tmp_path):
     port = free_port()
     log = tmp_path / "serve.log"
@@ -127,8 +129,7 @@ def _interrupt_ask(db: Path, trigger: str, delay: float) -> tuple[float, str, in
     """Run `kb ask` on a terminal; press Ctrl-C `delay` s after `trigger` appears; (seconds to exit, output, status)."""
     pid, master = pty.fork()
     if pid == 0:  # the child: on the new terminal, as a person's shell would start it
-        os.environ["PYTHONPATH"] = str(TESTS)
-        os.execv(sys.executable, [sys.executable, "-m", "kb", "ask", str(db), QUESTION])
+        os.execve(sys.executable, [sys.executable, "-m", "kb", "ask", str(db), QUESTION], kb_env({"PYTHONPATH": ""}))
     output = b""
     pressed = None
     deadline = time.monotonic() + 300
@@ -176,6 +177,7 @@ def real_kb(tmp_path_factory) -> Path:
         ("generation", "writing", 0.3),
     ],
 )
+@pytest.mark.kb_tree
 def test_ctrl_c_stops_kb_ask_within_1_s(real_kb, phase, trigger, delay):
     took, output, status = _interrupt_ask(real_kb, trigger, delay)
     print(f"\nkb ask stopped {took:.2f} s after Ctrl-C during {phase} (the issue's bound: {ASK_BOUND_S:g} s)")

@@ -17,7 +17,7 @@ import termios
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PLUGINS, TESTS, run_kb
+from conftest import TEST_PLUGINS, kb_env, run_kb
 
 from kb.terminal import printable
 
@@ -38,8 +38,7 @@ def run_in_pty(args: list[str], env_extra: dict | None = None, timeout: float = 
     """Run `kb ARGS` with stdin, stdout and stderr on a new pseudo-terminal (120 columns); its output."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {**os.environ, **TEST_PLUGINS, **(env_extra or {}), "TERM": "xterm"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env = kb_env({**TEST_PLUGINS, **(env_extra or {}), "TERM": "xterm"})
     proc = subprocess.Popen(
         [sys.executable, "-m", "kb", *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
     )
@@ -91,6 +90,7 @@ def test_printable_shows_controls_escaped_and_keeps_text():
     assert printable("\x9b2J \u202egnp \u2028 \u200b") == "\\x9b2J \\u202egnp \\u2028 \\u200b"
 
 
+@pytest.mark.kb_tree
 def test_ingest_and_info_in_a_terminal_print_names_escaped(hostile_folder, tmp_path):
     db = tmp_path / "kb.db"
     output = run_in_pty(["ingest", str(db), str(hostile_folder), "--embedder", "hash"])
@@ -109,6 +109,7 @@ def test_ingest_and_info_in_a_terminal_print_names_escaped(hostile_folder, tmp_p
     assert_printable(search)
 
 
+@pytest.mark.kb_tree
 def test_errors_and_json_print_names_escaped(tmp_path):
     bad = tmp_path / "\x1b]0;pwned\x07.db"
     bad.write_bytes(b"not sqlite at all, just text")
@@ -121,6 +122,7 @@ def test_errors_and_json_print_names_escaped(tmp_path):
     assert_printable(missing)
 
 
+@pytest.mark.kb_tree
 def test_json_output_escapes_what_json_allows_raw(hostile_folder, tmp_path):
     db = tmp_path / "kb.db"
     assert run_kb("ingest", str(db), str(hostile_folder), "--embedder", "hash", env_extra=TEST_PLUGINS).returncode == 0

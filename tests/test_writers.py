@@ -8,13 +8,13 @@ times with "table sources already exists". The slow source is kb_test_plugins' `
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from conftest import TEST_PLUGINS, TESTS, run_kb
+import pytest
+from conftest import TEST_PLUGINS, kb_env, run_kb
 
 from kb import KB
 from kb.locking import Busy, WriterLock
@@ -30,7 +30,7 @@ main()
 
 
 def _env() -> dict:
-    return {**os.environ, **TEST_PLUGINS, "PYTHONPATH": str(TESTS)}
+    return kb_env({**TEST_PLUGINS, "PYTHONPATH": ""})
 
 
 def _popen(*args: str, barrier: Path | None = None, stderr: Path | None = None) -> subprocess.Popen:
@@ -55,6 +55,7 @@ def _said(log: Path, proc: subprocess.Popen, words: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.kb_tree
 def test_a_second_writer_waits_says_so_and_finds_the_work_done(tmp_path):
     folder = tmp_path / "course"
     folder.mkdir()
@@ -84,6 +85,7 @@ def test_a_second_writer_waits_says_so_and_finds_the_work_done(tmp_path):
     assert {Path(s["uri"]).name: s["status"] for s in json.loads(out)["sources"]}["long.slow"] == "ok"
 
 
+@pytest.mark.kb_tree
 def test_no_wait_fails_at_once_with_one_sentence(tmp_path):
     folder = tmp_path / "course"
     folder.mkdir()
@@ -118,6 +120,7 @@ def test_no_wait_fails_at_once_with_one_sentence(tmp_path):
     assert first.returncode == 0
 
 
+@pytest.mark.kb_tree
 def test_creating_a_new_kb_at_once_from_several_processes_is_race_free(tmp_path):
     notes = tmp_path / "notes.md"
     notes.write_text("# Notes\n\nRain gauges measure rainfall with a funnel.\n")

@@ -3,8 +3,10 @@
 The LLM is one model in memory (loading it takes about a second, answering about five), so answers
 run on one worker thread that keeps the model and an engine per KB file. Searches run on a small
 pool of their own threads (each with its own read-only connection per KB), so a burst of them
-shares the CPU instead of queueing behind one thread, and never waits behind an answer. What waits
-is bounded: past the limits, the page answers 503 with Retry-After instead of piling work up.
+shares the CPU instead of queueing behind one thread. Searches come first (Priority): an answer
+starts only when no search is in flight, and pauses between its embedding steps while searches
+arrive, so a learner's search never waits behind someone else's answer. What waits is bounded:
+past the limits, the page answers 503 with Retry-After instead of piling work up.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import asyncio
 import os
 import statistics
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 from kb.errors import KBError
@@ -28,6 +32,14 @@ SEARCH_THREADS = min(4, max(2, os.cpu_count() or 2))
 cores; more would only add memory (a connection and its page cache per thread and file)."""
 MAX_SEARCHES_WAITING = 512
 """Searches allowed in flight at once (running or queued); past it, 503 with Retry-After."""
+BLAS_THREADS = 1
+"""NumPy's BLAS threads in kb serve. The query encoder (kb/bert_numpy.py) multiplies a few tokens by
+384 x 384 matrices: OpenBLAS's own threads spin-wait between such small products, and a search cost
+about 540 ms of CPU instead of 52 ms on 2 cores (measured, issue 17). The search threads are the
+parallelism instead."""
+ASK_DEFER_S = 30.0
+"""Longest an answer waits for searches to finish, before starting and at each pause: searches come
+first, but a steady stream of them must not starve the answers for ever."""
 
 
 class Busy(KBError):
@@ -38,31 +50,106 @@ class Busy(KBError):
         self.retry_after = retry_after
 
 
+class Priority:
+    """Searches before answers, each bounded: the gate every route that searches or answers goes through.
+
+        async with priority.search():          # Busy (503, Retry-After 2 s) past `max_searches` in flight
+            ...hand the search to a thread...
+        async with priority.ask(retry_after):  # Busy (503, Retry-After) past `max_asks` admitted
+            ...hand the answer to a thread...
+        priority.begin()                       # on that thread, as the answer starts: waits while searches
+        priority.pause()                       # are in flight; again between the answer's steps
+
+    Waiting for searches is bounded by `defer_s` for each answer (begin() starts its budget), so a
+    steady stream of searches slows answers down but cannot starve them. How many answers run at once
+    is the answer threads' count (Workers: one). search() and ask() are called on the event loop only
+    (their counters are not locked); begin() and pause() on worker threads; `idle` is set while no
+    search is in flight.
+    """
+
+    def __init__(
+        self, max_searches: int = MAX_SEARCHES_WAITING, max_asks: int = MAX_WAITING, defer_s: float = ASK_DEFER_S
+    ) -> None:
+        self.max_searches, self.max_asks, self.defer_s = max_searches, max_asks, defer_s
+        self.searching = 0  # searches in flight: running or waiting for a thread
+        self.waiting = 0  # answers admitted: running or waiting for a thread
+        self.idle = threading.Event()
+        self.idle.set()
+        self._local = threading.local()  # each answer thread's deadline for waiting
+
+    @asynccontextmanager
+    async def search(self) -> AsyncIterator[None]:
+        if self.searching >= self.max_searches:
+            raise Busy("Too many searches are waiting; try again in a few seconds.", 2)
+        self.searching += 1
+        self.idle.clear()
+        try:
+            yield
+        finally:
+            self.searching -= 1
+            if self.searching == 0:
+                self.idle.set()
+
+    @asynccontextmanager
+    async def ask(self, retry_after: int = 30) -> AsyncIterator[None]:
+        if self.waiting >= self.max_asks:
+            raise Busy("Too many questions are waiting for an answer; try again in a minute.", retry_after)
+        self.waiting += 1
+        try:
+            yield
+        finally:
+            self.waiting -= 1
+
+    def begin(self) -> None:
+        """On an answer's thread, as it starts: its waiting budget, then the searches in flight go first."""
+        self._local.deadline = time.monotonic() + self.defer_s
+        self.pause()
+
+    def pause(self) -> None:
+        """On an answer's thread, between its steps: wait (within its budget) while searches are in flight."""
+        deadline = getattr(self._local, "deadline", 0.0)
+        if not self.idle.is_set():
+            self.idle.wait(max(0.0, deadline - time.monotonic()))
+
+
 class Workers:
     """The worker threads and what they keep between requests."""
 
     def __init__(self) -> None:
         self.ask_pool = ThreadPoolExecutor(1, thread_name_prefix="kb-ask")
         self.search_pool = ThreadPoolExecutor(SEARCH_THREADS, thread_name_prefix="kb-search")
-        self.waiting = 0  # touched on the event loop only
-        self.searching = 0  # touched on the event loop only
+        self.priority = Priority()
         self.durations: deque[float] = deque(maxlen=20)
         """Seconds the last answers took here, so the page can say how long to expect."""
         self._llm: Any = None
         self._llm_key: tuple | None = None
         self._engines: dict[str, tuple[tuple, Any]] = {}  # ask thread only
         self._local = threading.local()  # each search thread's searchers, by path
+        self._blas_limited = False
+
+    # The counts the tests and the status page read (the priority gate keeps them).
+    @property
+    def waiting(self) -> int:
+        return self.priority.waiting
+
+    @waiting.setter
+    def waiting(self, value: int) -> None:
+        self.priority.waiting = value
+
+    @property
+    def searching(self) -> int:
+        return self.priority.searching
+
+    @searching.setter
+    def searching(self, value: int) -> None:
+        self.priority.searching = value
 
     async def ask(self, path: str, question: str, config: dict[str, Any]) -> Any:
-        if self.waiting >= MAX_WAITING:
-            raise Busy("Too many questions are waiting for an answer; try again in a minute.", self.answer_seconds())
-        self.waiting += 1
-        try:
+        self._limit_blas()
+        async with self.priority.ask(self.answer_seconds()):
             answer = await asyncio.get_running_loop().run_in_executor(
                 self.ask_pool, self._ask, path, question, dict(config)
             )
-        finally:
-            self.waiting -= 1
         if not answer.abstained:
             self.durations.append(answer.timings.get("total_s", 0.0))
         return answer
@@ -81,13 +168,18 @@ class Workers:
         return f"answers have taken about {statistics.median(self.durations):.0f} s each on this machine"
 
     async def search(self, path: str, query: str, k: int) -> list[Any]:
-        if self.searching >= MAX_SEARCHES_WAITING:
-            raise Busy("Too many searches are waiting; try again in a few seconds.", 2)
-        self.searching += 1
-        try:
+        self._limit_blas()
+        async with self.priority.search():
             return await asyncio.get_running_loop().run_in_executor(self.search_pool, self._search, path, query, k)
-        finally:
-            self.searching -= 1
+
+    def _limit_blas(self) -> None:
+        """Once, before the first search or answer (not on import: a process that only imports the
+        plugin keeps its BLAS as it was). Process-wide: OpenBLAS has one thread count."""
+        if not self._blas_limited:
+            self._blas_limited = True
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(BLAS_THREADS, user_api="blas")
 
     def shutdown(self) -> None:
         """Stop taking work; queued work is dropped (the server is stopping)."""
@@ -102,10 +194,11 @@ class Workers:
 
         def build(kb: Any) -> Any:
             settings = AskSettings(fast=bool(config.get("fast", False)), judge=config.get("judge", "auto"))
-            searcher = Searcher(kb, _embedder(kb))
+            searcher = Searcher(kb, _Yielding(_embedder(kb), self.priority))
             return AnswerEngine(kb, lambda: self._shared_llm(config), settings, searcher=searcher)
 
         engine = _cached(self._engines, path, build)
+        self.priority.begin()
         return engine.ask(question, log=False)
 
     def _search(self, path: str, query: str, k: int) -> list[Any]:
@@ -133,6 +226,23 @@ class Workers:
             )
             self._llm_key = key
         return self._llm
+
+
+class _Yielding:
+    """An answer's embedder: before each text it embeds (the question, then each candidate sentence
+    of the evidence check), it lets the searches in flight go first."""
+
+    def __init__(self, embedder: Any, priority: Priority) -> None:
+        self._embedder, self._priority = embedder, priority
+
+    def embed_query(self, text: str) -> Any:
+        from kb.search import embed_query
+
+        self._priority.pause()
+        return embed_query(self._embedder, text)
+
+    def __getattr__(self, name: str) -> Any:  # model_id, dimension, embed(): the embedder's own
+        return getattr(self._embedder, name)
 
 
 def _embedder(kb: Any) -> Any:
