@@ -53,13 +53,14 @@ class Workers:
         self._engines: dict[str, tuple[tuple, Any]] = {}  # ask thread only
         self._local = threading.local()  # each search thread's searchers, by path
 
-    async def ask(self, path: str, question: str, config: dict[str, Any]) -> Any:
+    async def ask(self, path: str, question: str, config: dict[str, Any], history: list | None = None) -> Any:
+        """The answer to `question`; `history` (kb.followup.Turn) makes a follow-up standalone first."""
         if self.waiting >= MAX_WAITING:
             raise Busy("Too many questions are waiting for an answer; try again in a minute.", self.answer_seconds())
         self.waiting += 1
         try:
             answer = await asyncio.get_running_loop().run_in_executor(
-                self.ask_pool, self._ask, path, question, dict(config)
+                self.ask_pool, self._ask, path, question, dict(config), history
             )
         finally:
             self.waiting -= 1
@@ -96,16 +97,24 @@ class Workers:
 
     # -- on the worker threads ---------------------------------------------------------------
 
-    def _ask(self, path: str, question: str, config: dict[str, Any]) -> Any:
-        from kb.answer import AnswerEngine, AskSettings
+    def _ask(self, path: str, question: str, config: dict[str, Any], history: list | None = None) -> Any:
+        from kb.answer import AnswerEngine, AskSettings, check_question
         from kb.search import Searcher
 
+        settings = AskSettings(fast=bool(config.get("fast", False)), judge=config.get("judge", "auto"))
+        settings.candidates = int(config.get("candidates", settings.candidates))
+
         def build(kb: Any) -> Any:
-            settings = AskSettings(fast=bool(config.get("fast", False)), judge=config.get("judge", "auto"))
             searcher = Searcher(kb, _embedder(kb))
             return AnswerEngine(kb, lambda: self._shared_llm(config), settings, searcher=searcher)
 
         engine = _cached(self._engines, path, build)
+        # Per request (the /v1 API's k, fast and model): the engine and the loaded model are kept.
+        engine.configure(settings, lambda: self._shared_llm(config))
+        if history:
+            from kb.followup import standalone
+
+            question = standalone(engine.llm, history, check_question(question))
         return engine.ask(question, log=False)
 
     def _search(self, path: str, query: str, k: int) -> list[Any]:
@@ -121,7 +130,7 @@ class Workers:
         """One model for every KB served; a new one only when the configuration names another."""
         from kb.answer import load_llm
 
-        key = tuple(sorted((k, str(v)) for k, v in config.items() if k != "judge" and k != "fast"))
+        key = tuple(sorted((k, str(v)) for k, v in config.items() if k not in ("judge", "fast", "candidates")))
         if self._llm is None or self._llm_key != key:
             self._llm = load_llm(
                 model_path=config.get("model"),
