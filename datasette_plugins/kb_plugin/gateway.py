@@ -90,7 +90,7 @@ class Gateway:
                 return 401, message, {"WWW-Authenticate": "Bearer"}
             return None
         if not self.loopback:
-            message = f"kb serve listens on {self.host} without --api-key, so /v1 and /mcp are off; restart it with one."
+            message = f"kb serve listens on {self.host} without --api-key: /v1 and /mcp are off; restart it with one."
             return 403, message, {}
         host = _host_of(headers.get("host", ""))
         origin = headers.get("origin")
