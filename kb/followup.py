@@ -23,9 +23,22 @@ MAX_REWRITE_CHARS = 240
 REWRITE_TOKENS = 64
 
 REWRITE = (
-    "Rewrite the last question so that it can be understood without the conversation: replace words "
-    "like it, they, this and that with what they refer to. Keep it a question. Reply with JSON only."
+    "Rewrite the follow-up question so that it names what it is about: keep its own words and replace "
+    "it, they, this or that with the thing from the conversation. Reply with JSON only."
 )
+EXAMPLES = [
+    (
+        "Student: What is a barometer?\nAssistant: An instrument that measures air pressure.",
+        "and who invented it?",
+        "Who invented the barometer?",
+    ),
+    (
+        "Student: How do plants lose water?\nAssistant: Through the pores of their leaves.",
+        "how fast does that happen?",
+        "How fast do plants lose water through the pores of their leaves?",
+    ),
+]
+"""Few-shot turns: shown only the instruction, the small model repeats the earlier question instead."""
 
 
 @dataclass(frozen=True)
@@ -60,21 +73,18 @@ def _shown(turn: Turn) -> str:
     return f"{'Student' if turn.role == 'user' else 'Assistant'}: {text}"
 
 
+def _ask(conversation: str, followup: str) -> str:
+    return f"Conversation:\n{conversation}\n\nFollow-up question: {followup}\n\n{REWRITE}"
+
+
 def rewrite_messages(history: list[Turn], question: str) -> list[dict[str, str]]:
+    messages = [{"role": "system", "content": "You rewrite a student's follow-up question into a standalone question."}]
+    for conversation, followup, rewritten in EXAMPLES:
+        messages.append({"role": "user", "content": _ask(conversation, followup)})
+        messages.append({"role": "assistant", "content": json.dumps({"question": rewritten})})
     shown = "\n".join(_shown(t) for t in history[-MAX_TURNS:])
-    return [
-        {"role": "system", "content": "You rewrite a student's follow-up question into a standalone question."},
-        {
-            "role": "user",
-            "content": (
-                "Conversation:\nStudent: What is a barometer?\nAssistant: An instrument for air pressure.\n"
-                'Last question: and who invented it?\n{"question": "Who invented the barometer?"}\n\n'
-                "Conversation:\nStudent: How do plants lose water?\nAssistant: Through their leaves.\n"
-                'Last question: how fast?\n{"question": "How fast do plants lose water through their leaves?"}\n\n'
-                f"Conversation:\n{shown}\nLast question: {question}\n\n{REWRITE}"
-            ),
-        },
-    ]
+    messages.append({"role": "user", "content": _ask(shown, question)})
+    return messages
 
 
 def fallback(history: list[Turn], question: str) -> str:
