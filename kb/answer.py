@@ -192,6 +192,14 @@ class AnswerEngine:
         self._llm: LLM | None = None
         self.load_seconds = 0.0
 
+    def configure(self, settings: AskSettings, llm_factory: Callable[[], LLM]) -> None:
+        """Settings and model for the next questions (a server's per-request options). The factory is
+        asked again on next need; a factory that returns the model already loaded costs nothing."""
+        self.settings = settings
+        if llm_factory is not self._llm_factory:
+            self._llm_factory = llm_factory
+            self._llm = None
+
     @property
     def llm(self) -> LLM:
         if self._llm is None:

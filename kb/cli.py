@@ -434,9 +434,14 @@ def export_(
 )
 @click.option("-p", "--port", type=click.IntRange(1, 65535), default=8001, show_default=True, help="Port to listen on.")
 @click.option("--open", "open_browser", is_flag=True, help="Open the ask page in a web browser.")
+@click.option(
+    "--api-key",
+    envvar="KB_API_KEY",
+    help="Bearer token that /v1 and /mcp require (needed to serve them beyond this machine).",
+)
 @llm_options
 @user_errors
-def serve(dbs: tuple[str, ...], host: str, port: int, open_browser: bool, **llm: Any) -> None:
+def serve(dbs: tuple[str, ...], host: str, port: int, open_browser: bool, api_key: str | None, **llm: Any) -> None:
     """Browse, search and ask DB files in a web browser (Datasette with kb's plugin), read-only.
 
     Each file gets an ask page (/-/kb/NAME) that answers with citations: each opens the source
@@ -445,15 +450,48 @@ def serve(dbs: tuple[str, ...], host: str, port: int, open_browser: bool, **llm:
     searches are browsable too. Every file is checked first; a damaged, altered or non-kb file is
     refused. The --model/--llm-url options choose the LLM as for `kb ask`.
 
+    Other programs ask the same files: an OpenAI-compatible API at /v1 (model `kb:NAME`; chat
+    completions with citations, models, embeddings) and MCP at /mcp. Served beyond loopback
+    (--host), both need --api-key.
+
     \b
     Example:
         kb serve course-learner.db
         kb serve course.db other-course.db --port 8080 --open
+        kb serve course.db --host 0.0.0.0 --api-key "$(openssl rand -hex 16)"
     """
     from .serve import serve as run
 
     llm["model"] = llm.pop("model_path")
-    run(list(dbs), host=host, port=port, open_browser=open_browser, **llm)
+    run(list(dbs), host=host, port=port, open_browser=open_browser, api_key=api_key, **llm)
+
+
+@cli.command()
+@click.argument("dbs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@llm_options
+@user_errors
+def mcp(dbs: tuple[str, ...], **llm: Any) -> None:
+    """Serve DB files to an MCP client (a desktop agent) over stdio, read-only.
+
+    Tools: search(query, k), ask(question) with citations or abstention, get_passage(chunk_id),
+    list_sources(); each source is a resource (kb://NAME/sources/ID). With several files, each
+    tool takes `course` (the file's name without .db). `kb serve` offers the same at /mcp.
+
+    \b
+    Example:
+        kb mcp course-learner.db
+        claude mcp add course -- kb mcp /path/to/course-learner.db
+    """
+    from .answer import AskSettings
+    from .mcp_server import run_stdio
+    from .serve import check_files
+
+    if llm.get("model_path") and llm.get("llm_url"):
+        raise KBError("Give either --model or --llm-url, not both.")
+    files = check_files(list(dbs))
+    options = {"model_path": llm["model_path"], "llm_url": llm["llm_url"], "llm_model": llm["llm_model"]}
+    options |= {"n_ctx": llm["n_ctx"], "threads": llm["threads"], "llm_timeout": llm["llm_timeout"]}
+    run_stdio(files, options, AskSettings(fast=llm["fast"], judge=llm["judge"]))
 
 
 def _readonly(db: str) -> bool:

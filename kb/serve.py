@@ -83,7 +83,13 @@ def port_is_free(host: str, port: int) -> bool:
 
 
 def serve(
-    paths: list[str], *, host: str = "127.0.0.1", port: int = 8001, open_browser: bool = False, **llm: Any
+    paths: list[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    open_browser: bool = False,
+    api_key: str | None = None,
+    **llm: Any,
 ) -> None:
     """Check every file, then serve them until Ctrl-C."""
     import uvicorn
@@ -105,11 +111,17 @@ def serve(
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}{path}"
     print(printable(f"Serving {len(names)} kb file(s) read-only at {url} (Ctrl-C to stop)."), flush=True)
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    from datasette_plugins.kb_plugin.gateway import Gateway, is_loopback
+
+    if not is_loopback(host):
         print(printable(f"Anyone who can reach {host}:{port} can browse and ask these files."), file=sys.stderr)
+        if not api_key:
+            print("kb: /v1 and /mcp are off beyond loopback without --api-key.", file=sys.stderr)
+    print(printable(f"OpenAI-compatible API at http://{shown_host}:{port}/v1, MCP at http://{shown_host}:{port}/mcp."))
     if open_browser:
         webbrowser.open(url)
-    config = uvicorn.Config(datasette.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1)
+    app = Gateway(datasette, datasette.app(), host, f"http://{shown_host}:{port}", api_key)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", workers=1)
     try:
         _server_class()(config).run()
     except KeyboardInterrupt:

@@ -144,11 +144,12 @@ class Workers:
     def searching(self, value: int) -> None:
         self.priority.searching = value
 
-    async def ask(self, path: str, question: str, config: dict[str, Any]) -> Any:
+    async def ask(self, path: str, question: str, config: dict[str, Any], history: list | None = None) -> Any:
+        """The answer to `question`; `history` (kb.followup.Turn) makes a follow-up standalone first."""
         self._limit_blas()
         async with self.priority.ask(self.answer_seconds()):
             answer = await asyncio.get_running_loop().run_in_executor(
-                self.ask_pool, self._ask, path, question, dict(config)
+                self.ask_pool, self._ask, path, question, dict(config), history
             )
         if not answer.abstained:
             self.durations.append(answer.timings.get("total_s", 0.0))
@@ -188,17 +189,25 @@ class Workers:
 
     # -- on the worker threads ---------------------------------------------------------------
 
-    def _ask(self, path: str, question: str, config: dict[str, Any]) -> Any:
-        from kb.answer import AnswerEngine, AskSettings
+    def _ask(self, path: str, question: str, config: dict[str, Any], history: list | None = None) -> Any:
+        from kb.answer import AnswerEngine, AskSettings, check_question
         from kb.search import Searcher
 
+        settings = AskSettings(fast=bool(config.get("fast", False)), judge=config.get("judge", "auto"))
+        settings.candidates = int(config.get("candidates", settings.candidates))
+
         def build(kb: Any) -> Any:
-            settings = AskSettings(fast=bool(config.get("fast", False)), judge=config.get("judge", "auto"))
             searcher = Searcher(kb, _Yielding(_embedder(kb), self.priority))
             return AnswerEngine(kb, lambda: self._shared_llm(config), settings, searcher=searcher)
 
         engine = _cached(self._engines, path, build)
+        # Per request (the /v1 API's k, fast and model): the engine and the loaded model are kept.
+        engine.configure(settings, lambda: self._shared_llm(config))
         self.priority.begin()
+        if history:
+            from kb.followup import standalone
+
+            question = standalone(engine.llm, history, check_question(question))
         return engine.ask(question, log=False)
 
     def _search(self, path: str, query: str, k: int) -> list[Any]:
@@ -214,7 +223,7 @@ class Workers:
         """One model for every KB served; a new one only when the configuration names another."""
         from kb.answer import load_llm
 
-        key = tuple(sorted((k, str(v)) for k, v in config.items() if k != "judge" and k != "fast"))
+        key = tuple(sorted((k, str(v)) for k, v in config.items() if k not in ("judge", "fast", "candidates")))
         if self._llm is None or self._llm_key != key:
             self._llm = load_llm(
                 model_path=config.get("model"),
