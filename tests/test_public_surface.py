@@ -37,6 +37,16 @@ DATASETTE_ALLOWED = {
     ("kb_plugin/status.py", "kb.search"),
     ("kb_plugin/status.py", "kb.store"),
     ("kb_plugin/status.py", "kb.vectors"),
+    # The API surfaces (issue 15), merged after the list was drawn up; to shrink with the rest.
+    ("kb_plugin/engine.py", "kb.followup"),
+    ("kb_plugin/mcp_http.py", "kb.injection"),
+    ("kb_plugin/mcp_http.py", "kb.mcp_server"),
+    ("kb_plugin/mcp_http.py", "kb.passages"),
+    ("kb_plugin/openai_api.py", "kb.chat"),
+    ("kb_plugin/openai_api.py", "kb.errors"),
+    ("kb_plugin/openai_api.py", "kb.llm"),
+    ("kb_plugin/openai_api.py", "kb.models"),
+    ("kb_plugin/openai_api.py", "kb.search"),
 }
 
 
