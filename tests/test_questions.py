@@ -438,3 +438,13 @@ def test_the_learner_copy_carries_only_approved_questions(decided, tmp_path):
     conn = stdlib_sqlite3.connect(none)
     assert conn.execute("SELECT count(*) FROM questions").fetchone()[0] == 0
     conn.close()
+
+
+@pytest.mark.parametrize("command", ["make", "list", "approve", "reject", "edit", "export"])
+def test_every_questions_command_has_help_with_an_example(command):
+    from click.testing import CliRunner
+
+    from kb.cli import cli
+
+    result = CliRunner().invoke(cli, ["questions", command, "--help"], prog_name="kb")
+    assert result.exit_code == 0 and "Example" in result.output and "kb questions" in result.output
