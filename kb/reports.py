@@ -196,7 +196,8 @@ def format_export(report: Any) -> tuple[str, list[str]]:
         lines.append(f"Left out the answers log ({report.answers_left_out} answers; --with-log keeps it).")
     if report.questions or report.questions_left_out:
         lines.append(
-            f"Study questions: {report.questions} approved ones in the copy, {report.questions_left_out} others left out."
+            f"Study questions: {report.questions} approved ones in the copy, "
+            f"{report.questions_left_out} others left out."
         )
     warnings = [f"{printable(p['uri'])}: {printable(p['reason'])}." for p in report.problems]
     warnings += [
