@@ -189,12 +189,25 @@ class Generator:
         source_globs: tuple[str, ...] = (),
         on_question: OnQuestion | None = None,
         limit: int | None = None,
+        per_source: int | None = None,
     ) -> RunReport:
-        """Questions for every section: `per_section` each, their kinds taken in turn over the run."""
+        """Questions for every section: `per_section` each, their kinds taken in turn over the run.
+
+        `limit` stops after that many sections; `per_source` takes only the first that many of each
+        source (a sample of the whole course, as the benchmark uses)."""
         bad = [k for k in kinds if k not in KINDS]
         if bad or not kinds:
             raise KBError(f"Unknown kind {bad[0] if bad else ''!r}; choose from {', '.join(KINDS)}.")
-        todo = sections(self.kb, source_globs)[:limit]
+        todo = sections(self.kb, source_globs)
+        if per_source:
+            taken: dict[int, int] = {}
+            sample = []
+            for section in todo:
+                taken[section.source_id] = taken.get(section.source_id, 0) + 1
+                if taken[section.source_id] <= per_source:
+                    sample.append(section)
+            todo = sample
+        todo = todo[:limit]
         if not todo:
             raise KBError(f"{self.kb.path} has no passage long enough to make questions from.")
         report = RunReport()
