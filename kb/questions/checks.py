@@ -22,6 +22,7 @@ LEANING = re.compile(
     r"\b(according to (the|this) (passage|text|section|excerpt|document|lecture|article|author|course)"
     r"|(in|from) (the|this) (passage|text|section|excerpt|document|above)"
     r"|the (text|excerpt|author|writer)\b"
+    r"|\bthis (handout|passage|text|section|chapter|lecture|document|page|guide|excerpt|article|slide)\b"
     r"|(mentioned|stated|described|given) (above|here|earlier)"
     r"|as (stated|mentioned|described))",
     re.I,
