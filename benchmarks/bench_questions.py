@@ -1,6 +1,6 @@
 """`kb questions` on the sample course with the default model: how many made, kept, rejected and why.
 
-    python benchmarks/bench_questions.py [--per-source 2] [--per-section 1] [--db course.db] [--json PATH]
+    python benchmarks/bench_questions.py [--per-source 2] [--per-section 1] [--limit N] [--db course.db] [--json PATH]
 
 Ingests corpora/hydrology (or uses --db, copied, so the file given is not changed), loads the default
 model once, and makes questions from the first --per-source passages of every source, their kinds
@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-source", type=int, default=2, help="passages per source (0: all)")
     parser.add_argument("--per-section", type=int, default=1)
+    parser.add_argument("--limit", type=int, help="at most this many passages in all (a quick look on a busy machine)")
     parser.add_argument("--db", type=Path, help="an ingest of the sample course to copy instead of ingesting")
     parser.add_argument("--model", default=None)
     parser.add_argument("--json", type=Path)
@@ -63,7 +64,10 @@ def main() -> None:
                 print(f"  [{number}/{total}] {q.kind:<9} {q.reason or 'kept':<20} {q.question[:70]}", flush=True)
 
             report = generator.run(
-                per_section=options.per_section, per_source=options.per_source or None, on_question=progress
+                per_section=options.per_section,
+                per_source=options.per_source or None,
+                on_question=progress,
+                limit=options.limit,
             )
     print()
     print(format_report(report))
