@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="at most this many passages in all (a quick look on a busy machine)")
     parser.add_argument("--db", type=Path, help="an ingest of the sample course to copy instead of ingesting")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (default: the physical cores)")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
 
@@ -56,7 +57,7 @@ def main() -> None:
         with KB.open(db, write=True) as kb:
             kb.conn.execute("DELETE FROM questions")
             started = time.monotonic()
-            llm = load_llm(options.model)
+            llm = load_llm(options.model, threads=options.threads)
             load_s = time.monotonic() - started
             generator = Generator(kb, llm)
 
