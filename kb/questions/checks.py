@@ -161,14 +161,14 @@ class Duplicates:
 
     def __init__(self, embed: Callable[[str], Any]):
         self.embed = embed
-        self.kept: list[tuple[int | None, Any]] = []
+        self.kept: list[tuple[Question, Any]] = []
 
     @staticmethod
     def text(q: Question) -> str:
         return f"{q.question} {q.correct_text}"
 
     def add(self, q: Question) -> None:
-        self.kept.append((q.id, self.embed(self.text(q))))
+        self.kept.append((q, self.embed(self.text(q))))  # the question itself: its id comes when it is saved
 
     def check(self, q: Question) -> str | None:
         import numpy as np
@@ -180,6 +180,6 @@ class Duplicates:
         best = int(np.argmax(scores))
         q.checks["nearest_similarity"] = round(scores[best], 3)
         if scores[best] >= DUPLICATE_SIMILARITY:
-            q.checks["duplicate_of"] = self.kept[best][0]
+            q.checks["duplicate_of"] = self.kept[best][0].id
             return "duplicate"
         return None
