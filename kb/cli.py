@@ -394,19 +394,34 @@ def reindex(db: str, vector_backend: str | None, no_wait: bool) -> None:
     help="Leave out sources whose path below the course folder (or URL) matches; repeatable.",
 )
 @click.option("--with-log", is_flag=True, help="Keep the answers log (every kb ask asked of DB).")
+@click.option(
+    "--questions",
+    type=click.Choice(["approved", "none"]),
+    default="approved",
+    show_default=True,
+    help="Study questions to carry (kb questions): those the teacher approved, or none; never drafts.",
+)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
 def export_(
-    db: str, out: str, sources: str, exclude: tuple[str, ...], with_log: bool, force: bool, as_json: bool
+    db: str,
+    out: str,
+    sources: str,
+    exclude: tuple[str, ...],
+    with_log: bool,
+    questions: str,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Write the learner copy of DB to OUT: one compacted file that stands alone.
 
     The copy holds every source's text, passages and embeddings, and (with --sources) the
     original files, so citations open the PDF page, the slide or the lecture time with no
     course folder around. Paths become relative to the course folder; the answers log stays
-    behind unless --with-log. Only the derived vector index is left out, so a stock SQLite
-    and a plain Datasette open it; `kb search`, `kb ask` and `kb serve` work on it.
+    behind unless --with-log, and of the study questions only the approved ones go. Only the
+    derived vector index is left out, so a stock SQLite and a plain Datasette open it; `kb
+    search`, `kb ask` and `kb serve` work on it.
 
     \b
     Example:
@@ -417,7 +432,7 @@ def export_(
     from .reports import format_export
 
     with open_kb(db) as kb:
-        report = export(kb, out, force=force, sources=sources, exclude=exclude, with_log=with_log)
+        report = export(kb, out, force=force, sources=sources, exclude=exclude, with_log=with_log, questions=questions)
     if as_json:
         _print_json(report.to_dict())
         return
@@ -509,8 +524,8 @@ def _readonly(db: str) -> bool:
     return in_wal_mode(path) and not writable_folder(path.parent)
 
 
-# The commands that bring sources in and take them out live in their own module.
-from . import cli_sources  # noqa: E402,F401
+# The commands that bring sources in and take them out, and the study questions, live in their own modules.
+from . import cli_questions, cli_sources  # noqa: E402,F401
 
 
 def main() -> None:

@@ -49,6 +49,10 @@ class ExportReport:
     answers: int = 0
     """Rows of the answers log in the copy (0 unless --with-log)."""
     answers_left_out: int = 0
+    questions: int = 0
+    """Study questions in the copy: the approved ones (none with --questions none)."""
+    questions_left_out: int = 0
+    """Drafts and rejected questions (all of them with --questions none): the teacher's, not the learner's."""
     private_paths: list[str] = field(default_factory=list)
     """Places in the copy where a path of this machine still appears (the course's own text, say)."""
 
@@ -66,6 +70,8 @@ class ExportReport:
             "web_sources": self.web_sources,
             "answers": self.answers,
             "answers_left_out": self.answers_left_out,
+            "questions": self.questions,
+            "questions_left_out": self.questions_left_out,
             "private_paths": self.private_paths,
         }
 
@@ -78,6 +84,7 @@ def export(
     sources: str = "documents",
     exclude: tuple[str, ...] | list[str] = (),
     with_log: bool = False,
+    questions: str = "approved",
 ) -> ExportReport:
     """Write the learner copy of `source` to `out`; the KB itself is only read.
 
@@ -88,6 +95,8 @@ def export(
     out = Path(out)
     if sources not in SOURCE_CHOICES:
         raise KBError(f"--sources must be one of {', '.join(SOURCE_CHOICES)}, not {sources!r}.")
+    if questions not in QUESTION_CHOICES:
+        raise KBError(f"--questions must be one of {', '.join(QUESTION_CHOICES)}, not {questions!r}.")
     if out.resolve() == source.path.resolve():
         raise KBError("The learner copy must be a different file from the KB.")
     if out.exists() and not out.is_file():
@@ -113,7 +122,7 @@ def export(
         conn = connect(partial)
         try:
             conn.execute("INSERT INTO kb_meta(key, value) VALUES ('export_incomplete', '1')")
-            _write_copy(conn, the_plan, sources, with_log, report)
+            _write_copy(conn, the_plan, sources, with_log, report, questions)
             conn.execute("DELETE FROM kb_meta WHERE key = 'export_incomplete'")
             report.private_paths = _private_paths(conn, _private_prefixes(the_plan, source.path))
             report.sources, report.chunks, report.answers = (
@@ -142,7 +151,13 @@ def recorded_folders(kb: KB) -> list[Path]:
     return [f for f in set(folders) if not any(other in f.parents for other in folders)]
 
 
-def _write_copy(conn: Any, the_plan: Plan, choice: str, with_log: bool, report: ExportReport) -> None:
+QUESTION_CHOICES = ("approved", "none")
+"""`kb export --questions`: the study questions the teacher approved, or none."""
+
+
+def _write_copy(
+    conn: Any, the_plan: Plan, choice: str, with_log: bool, report: ExportReport, questions: str = "approved"
+) -> None:
     with transaction(conn):
         # What the teacher ingested, and from where, is for `kb sync` on the teacher's machine only.
         conn.execute("DELETE FROM roots")
@@ -152,6 +167,7 @@ def _write_copy(conn: Any, the_plan: Plan, choice: str, with_log: bool, report: 
             report.answers_left_out = _scrub_log(conn, the_plan)
         else:
             report.answers_left_out = conn.execute("DELETE FROM answers").rowcount
+        _keep_questions(conn, the_plan, questions, report)
         keep = {s.content_hash for s in the_plan.kept if wanted(s, choice) and s.content_hash}
         # Originals a KB already holds (stored at ingest) stay only where --sources wants them.
         stale = [h for h in stored_hashes(conn) if h not in keep]
@@ -170,6 +186,20 @@ def _write_copy(conn: Any, the_plan: Plan, choice: str, with_log: bool, report: 
     check = conn.execute("PRAGMA integrity_check").fetchone()[0]
     if check != "ok":
         raise KBError(f"The copy failed SQLite's integrity check ({check}); the KB is unchanged.")
+
+
+def _keep_questions(conn: Any, the_plan: Plan, choice: str, report: ExportReport) -> None:
+    """Only what the teacher approved reaches learners: drafts are undecided, rejected ones may be wrong.
+
+    Questions of a source left out went with it (ON DELETE CASCADE); the rest lose any path of
+    this machine their text or checks hold, as the sources do.
+    """
+    condition = "1" if choice == "none" else "status != 'approved'"
+    report.questions_left_out = conn.execute(f"DELETE FROM questions WHERE {condition}").rowcount
+    # A question whose source was left out goes with it, even where foreign keys were not enforced.
+    conn.execute("DELETE FROM questions WHERE source_id IS NOT NULL AND source_id NOT IN (SELECT id FROM sources)")
+    _strip(conn, "questions", ("question", "answer", "quote", "locator", "checks"), _root_prefixes(the_plan))
+    report.questions = conn.execute("SELECT count(*) FROM questions").fetchone()[0]
 
 
 def _leave_out(conn: Any, the_plan: Plan, report: ExportReport) -> None:

@@ -170,6 +170,43 @@ def m004_chunk_flags(conn: Any) -> None:
     conn.executemany("UPDATE chunks SET flags = ? WHERE id = ?", marked)
 
 
+def m005_questions(conn: Any) -> None:
+    """Study questions (kb/questions/): each with its answer, the quote that backs it and its chunk,
+    the teacher's decision (draft, approved, rejected) and what the checks found.
+
+    A question outlives a re-ingest of its source (chunk_id becomes NULL; the quote and locator stay
+    for the teacher to judge) and goes when its source is removed.
+    """
+    _run_script(
+        conn,
+        """
+        CREATE TABLE questions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL CHECK (kind IN ('short', 'mcq', 'truefalse', 'cloze')),
+            question TEXT NOT NULL,
+            answer TEXT NOT NULL,
+            options TEXT,
+            correct INTEGER,
+            quote TEXT NOT NULL,
+            chunk_id INTEGER REFERENCES chunks(id) ON DELETE SET NULL,
+            source_id INTEGER REFERENCES sources(id) ON DELETE CASCADE,
+            locator TEXT,
+            status TEXT NOT NULL DEFAULT 'draft' CHECK (status IN ('draft', 'approved', 'rejected')),
+            reason TEXT,
+            checks TEXT,
+            model TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT
+        );
+        CREATE INDEX questions_status ON questions(status, kind);
+        CREATE INDEX questions_chunk ON questions(chunk_id);
+        """,
+    )
+    # Names this KB's questions outside it: Anki note GUIDs are made from it and the question's id,
+    # so a second export updates the cards the first one made (copies of the file share it).
+    conn.execute("INSERT OR IGNORE INTO kb_meta(key, value) VALUES ('questions_uid', lower(hex(randomblob(16))))")
+
+
 def _run_script(conn: Any, script: str) -> None:
     # executescript() would COMMIT the caller's transaction first, so run statement by statement.
     statement = ""
@@ -189,6 +226,7 @@ MIGRATIONS: list[Migration] = [
     m002_source_files,
     m003_missing_duplicates_roots,
     m004_chunk_flags,
+    m005_questions,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

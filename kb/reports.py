@@ -187,6 +187,11 @@ def format_export(report: Any) -> tuple[str, list[str]]:
         lines.append(f"Kept the answers log: {report.answers} answers.")
     elif report.answers_left_out:
         lines.append(f"Left out the answers log ({report.answers_left_out} answers; --with-log keeps it).")
+    if report.questions or report.questions_left_out:
+        lines.append(
+            f"Study questions: {report.questions} approved ones in the copy, "
+            f"{report.questions_left_out} others left out."
+        )
     warnings = [f"{printable(p['uri'])}: {printable(p['reason'])}." for p in report.problems]
     warnings += [
         f"the copy still holds a path of this machine in {printable(place)}." for place in report.private_paths

@@ -197,9 +197,10 @@ def test_an_older_kb_is_flagged_when_it_is_upgraded(tmp_path, hash_embedder):
     db = tmp_path / "kb.db"
     with KB.open(db, create=True) as kb:
         Ingester(kb, embedder=hash_embedder).run([str(tmp_path / "notice.txt")])
-    conn = sqlite3.connect(db)  # the file as the schema before flags left it
+    conn = sqlite3.connect(db)  # the file as the schema before flags (v3, m004) left it
     conn.execute("ALTER TABLE chunks DROP COLUMN flags")
-    conn.execute("UPDATE kb_meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION - 1),))
+    conn.execute("DROP TABLE questions")  # m005, after flags
+    conn.execute("UPDATE kb_meta SET value = '3' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     with KB.open(db, readonly=True) as kb:  # read as it is where it may not be written

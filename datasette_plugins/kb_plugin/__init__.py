@@ -3,9 +3,9 @@
 Registered through the `datasette` entry point (pyproject.toml), so a plain `datasette course.db`
 uses it too; `kb serve` starts Datasette with it. Each hook is a line or two over the modules:
 status (which files are KBs, connection setup), catalog (descriptions, stored queries), cells
-(links in tables), targets (where a link leads), pages (the ask page), sourceview (a source's text
-with the cited passage), files (stored originals, by range), browse (Datasette's own pages, course
-first) and engine (kb's answer engine off the event loop).
+(links in tables), targets (where a link leads), pages (the ask page), quiz (the self-test page),
+sourceview (a source's text with the cited passage), files (stored originals, by range), browse
+(Datasette's own pages, course first) and engine (kb's answer engine off the event loop).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from datasette import hookimpl
 
 from kb.terminal import printable
 
-from . import browse, catalog, cells, failures, files, pages, sourceview
+from . import browse, catalog, cells, failures, files, pages, quiz, sourceview
 from .status import KB, REFUSED, database_status, file_status, known_status, lock_extension_loading, prepare
 
 
@@ -57,6 +57,7 @@ def register_routes() -> list[tuple[str, Any]]:
     return [
         (r"^/-/kb(\.(?P<format>json))?$", pages.kb_index),
         (r"^/-/kb/(?P<database>[^/]+?)(\.(?P<format>json))?$", pages.kb_page),
+        (r"^/-/kb/(?P<database>[^/]+?)/quiz$", quiz.quiz_page),
         (r"^/-/kb/(?P<database>[^/]+?)/source/(?P<source>[0-9]{1,18})$", sourceview.source_page),
         (r"^/-/kb/(?P<database>[^/]+?)/files/(?P<source>[0-9]{1,18})/(?P<name>[^/]+)$", files.serve_file),
         # Anything else under /-/kb/ is answered here: Datasette 0.65's own 404 page raises when

@@ -73,6 +73,26 @@ TABLES: dict[str, dict[str, Any]] = {
             "citations": "JSON list of the cited chunks with their deep links.",
         },
     },
+    "questions": {
+        "description": "Study questions made from the passages by kb questions, each with its answer, the quote "
+        "that backs it and its chunk. Drafts passed every check and wait for the teacher; rejected ones say why. "
+        "A learner copy holds only the approved ones, which its self-test page asks.",
+        "label_column": "question",
+        "facets": ["status", "kind", "reason"],
+        "columns": {
+            "kind": "short (short answer), mcq (multiple choice, four options), truefalse, or cloze (one blank).",
+            "question": "The question; a true/false statement; a cloze's sentence with its blank (_____).",
+            "answer": "The answer: the correct option's text, true or false, or the cloze's missing words.",
+            "options": "Multiple choice: the four options as a JSON array, in the order shown.",
+            "correct": "Multiple choice: the position of the correct option (0 is A).",
+            "quote": "The passage's own words that back the answer (checked to occur in the chunk).",
+            "chunk_id": "The passage the question was made from (empty once its source was re-ingested).",
+            "locator": "Where that passage is: source, page, slide, time or heading.",
+            "status": "draft (passed its checks), approved (by the teacher) or rejected.",
+            "reason": "Why it was rejected: the check that failed, or teacher.",
+            "checks": "JSON: what each check found, with kb's answer engine's own answer and citations.",
+        },
+    },
     "chunk_sources": {
         "description": "Each chunk with its source's title and deep link, for browsing and faceting.",
     },
@@ -161,6 +181,7 @@ def database_metadata(name: str, status: Status, ask_url: str, table_url: Any) -
         f'<p>Or browse <a href="{escape(table_url("sources"))}">its {status.counts.get("sources", 0):,} sources</a> '
         f"({stored:,} with their original file) and "
         f'<a href="{escape(table_url("chunks"))}">their {status.counts.get("chunks", 0):,} passages</a>.</p>'
+        f'<p><a href="{escape(ask_url)}/quiz">Test yourself</a> on the study questions the teacher approved.</p>'
         f'<p class="kb-small">Embedded with {escape(model)}. The stored queries below search it by keyword '
         "(BM25), by meaning (embeddings) or both, as <code>kb search</code> does.</p>"
     )
