@@ -70,7 +70,7 @@ def error_body(message: str, status: int, param: str | None = None, code: str | 
 
 
 def model_name(model: Any, known: list[str]) -> str:
-    """The KB a `model` field names: `kb:<name>`, or the only KB served when the client sends another id."""
+    """The KB a `model` field names: `kb:<name>` (or the bare name); any other id is a 404."""
     if not isinstance(model, str) or not model:
         raise RequestError(
             "model is required: one of " + ", ".join(MODEL_PREFIX + n for n in known) + ".", param="model"
@@ -176,11 +176,9 @@ def _quote(piece: Evidence) -> str:
     return quote if len(quote) <= MAX_QUOTE_CHARS else quote[:MAX_QUOTE_CHARS].rsplit(" ", 1)[0] + " …"
 
 
-def citation(piece: Evidence, url: str | None) -> dict[str, Any]:
-    """kb's detail of one citation (`message.citations[]`)."""
-    hit = piece.hit
+def where_fields(hit: Hit, url: str | None) -> dict[str, Any]:
+    """The fields that say where a passage is, as every surface (citations, MCP search hits) gives them."""
     return {
-        "index": piece.key,
         "chunk_id": hit.chunk_id,
         "title": hit.source.title or hit.source.uri,
         "kind": hit.source.kind,
@@ -190,9 +188,12 @@ def citation(piece: Evidence, url: str | None) -> dict[str, Any]:
         "start_s": hit.locator.start_s,
         "end_s": hit.locator.end_s,
         "url": url,
-        "quote": _quote(piece),
-        "score": piece.score,
     }
+
+
+def citation(piece: Evidence, url: str | None) -> dict[str, Any]:
+    """kb's detail of one citation (`message.citations[]`)."""
+    return {"index": piece.key, **where_fields(piece.hit, url), "quote": _quote(piece), "score": piece.score}
 
 
 @dataclass

@@ -194,6 +194,8 @@ def _keep_questions(conn: Any, the_plan: Plan, choice: str, report: ExportReport
     Questions of a source left out went with it (ON DELETE CASCADE); the rest lose any path of
     this machine their text or checks hold, as the sources do.
     """
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'questions'").fetchone():
+        return  # a KB of schema v3/v4 opened read-only (not upgraded): it has no questions
     condition = "1" if choice == "none" else "status != 'approved'"
     report.questions_left_out = conn.execute(f"DELETE FROM questions WHERE {condition}").rowcount
     # A question whose source was left out goes with it, even where foreign keys were not enforced.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from .answer import MAX_QUESTION_CHARS
 from .llm import LLM, Constraint
 from .search import _WORD, STOPWORDS
 
@@ -90,7 +91,9 @@ def rewrite_messages(history: list[Turn], question: str) -> list[dict[str, str]]
 def fallback(history: list[Turn], question: str) -> str:
     """The earlier question and the follow-up together: retrieval still finds the earlier topic."""
     earlier = next((t.text for t in reversed(history) if t.role == "user"), "")
-    return " ".join(f"{' '.join(earlier.split())[:MAX_TURN_CHARS]} {question}".split())
+    # The whole stays within the question limit the follow-up itself met.
+    room = max(0, min(MAX_TURN_CHARS, MAX_QUESTION_CHARS - len(question) - 1))
+    return " ".join(f"{' '.join(earlier.split())[:room]} {question}".split())
 
 
 _REFERRING = frozenset("it its they them their this that these those he she his her one ones".split())
@@ -104,7 +107,7 @@ def _asks(text: str) -> set[str]:
 
 def parse_rewrite(raw: str, followup: str = "") -> str | None:
     """The rewritten question, or None when the reply is not one bounded single-line question that
-    still asks what `question` asked (the small model sometimes repeats the earlier question instead)."""
+    still asks what `followup` asked (the small model sometimes repeats the earlier question instead)."""
     try:
         value = json.loads(raw)
     except ValueError:

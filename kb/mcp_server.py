@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from .chat import MAX_K, reply
+from .chat import MAX_K, reply, where_fields
 from .errors import KBError
 
 MAX_TOOL_QUERY_CHARS = 2000
@@ -39,20 +39,7 @@ class Library(Protocol):
 
 def hit_record(hit: Any, url: str | None) -> dict[str, Any]:
     """A search hit with the citation fields (and its rank and text)."""
-    return {
-        "rank": hit.rank,
-        "chunk_id": hit.chunk_id,
-        "title": hit.source.title or hit.source.uri,
-        "kind": hit.source.kind,
-        "page": hit.locator.page,
-        "slide": hit.locator.slide,
-        "heading": hit.locator.heading,
-        "start_s": hit.locator.start_s,
-        "end_s": hit.locator.end_s,
-        "url": url,
-        "text": hit.text,
-        "score": round(hit.score, 6),
-    }
+    return {"rank": hit.rank, **where_fields(hit, url), "text": hit.text, "score": round(hit.score, 6)}
 
 
 def answer_record(answer: Any, link: Any) -> dict[str, Any]:

@@ -23,9 +23,7 @@ def locator_label(locator: Locator) -> str:
     if locator.slide is not None:
         parts.append(f"slide {locator.slide}")
     if locator.start_s is not None:
-        parts.append(
-            clock(locator.start_s) + (f"-{clock(locator.end_s)}" if locator.end_s is not None else "")
-        )
+        parts.append(clock(locator.start_s) + (f"-{clock(locator.end_s)}" if locator.end_s is not None else ""))
     if locator.heading:
         parts.append(f"\u00a7 {printable(locator.heading)}")
     return ", ".join(parts)

@@ -115,9 +115,12 @@ def serve(
 
     if not is_loopback(host):
         print(printable(f"Anyone who can reach {host}:{port} can browse and ask these files."), file=sys.stderr)
-        if not api_key:
-            print("kb: /v1 and /mcp are off beyond loopback without --api-key.", file=sys.stderr)
-    print(printable(f"OpenAI-compatible API at http://{shown_host}:{port}/v1, MCP at http://{shown_host}:{port}/mcp."))
+    if is_loopback(host) or api_key:
+        print(
+            printable(f"OpenAI-compatible API at http://{shown_host}:{port}/v1, MCP at http://{shown_host}:{port}/mcp.")
+        )
+    else:
+        print("kb: /v1 and /mcp are off beyond loopback without --api-key.", file=sys.stderr)
     if open_browser:
         webbrowser.open(url)
     app = Gateway(datasette, datasette.app(), host, f"http://{shown_host}:{port}", api_key)

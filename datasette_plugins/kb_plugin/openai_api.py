@@ -274,12 +274,17 @@ async def embed(site: Site, scope: dict, receive: Any, send: Any) -> None:
     if _embedding["waiting"] >= MAX_EMBEDDINGS_WAITING:
         raise Busy("Too many embedding requests are waiting; try again in a few seconds.", 2)
     _, status = kbs[name]
-    embedder = embedder_for(status.meta["embedding_model"])
+
+    def vectors_of() -> list:
+        embedder = embedder_for(status.meta["embedding_model"])  # may load the model: not on the event loop
+        return [np.asarray(embed_query(embedder, t), dtype="<f4") for t in texts]
+
+    # Embedding is a search's first step: the same one-thread BLAS, search threads and priority gate.
+    workers._limit_blas()
     _embedding["waiting"] += 1
     try:
-        vectors = await asyncio.get_running_loop().run_in_executor(
-            None, lambda: [np.asarray(embed_query(embedder, t), dtype="<f4") for t in texts]
-        )
+        async with workers.priority.search():
+            vectors = await asyncio.get_running_loop().run_in_executor(workers.search_pool, vectors_of)
     finally:
         _embedding["waiting"] -= 1
     data = []

@@ -120,6 +120,10 @@ class Generator:
         try:
             data = json.loads(raw)
             fields = {k: data[k] for k in prompts.FIELDS[kind]}
+            # A server that ignores the schema (--llm-url) may send other types: one malformed
+            # question, not the end of the run.
+            if not all(isinstance(v, list if k == "wrong_answers" else str) for k, v in fields.items()):
+                raise TypeError(kind)
         except (ValueError, KeyError, TypeError):
             q.checks["raw"] = raw[:500]
             return q
@@ -234,6 +238,9 @@ class Generator:
 
 def baselines(questions: list[Question]) -> dict[str, float]:
     """How often always answering the longest option, or always the same position, would be right."""
+    if not questions:
+        return {}
+    questions = [q for q in questions if len(q.options) == 4]  # a teacher's edit may leave fewer
     if not questions:
         return {}
     n = len(questions)

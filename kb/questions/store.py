@@ -110,6 +110,8 @@ def select(kb: KB, statuses: tuple[str, ...] = (), kinds: tuple[str, ...] = ()) 
     if kinds:
         where.append(f"kind IN ({', '.join('?' * len(kinds))})")
         params.extend(kinds)
+    if not kb.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'questions'").fetchone():
+        return []  # a KB of schema v3/v4 opened read-only (not upgraded) holds no questions
     sql = f"SELECT {COLUMNS} FROM questions" + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id"
     return [_row(r) for r in kb.conn.execute(sql, params)]
 
