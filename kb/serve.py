@@ -18,6 +18,10 @@ LLM_KEYS = ("model", "llm_url", "llm_model", "n_ctx", "threads", "llm_timeout", 
 """The `kb ask` options the ask page passes to kb's answer engine (the plugin's configuration)."""
 
 
+RESERVED_NAMES = ("v1", "mcp")
+"""Paths the gateway answers (datasette_plugins/kb_plugin/gateway.py), so no served file may be named so."""
+
+
 SHUTDOWN_S = 2
 """Seconds `kb serve` lets requests finish after Ctrl-C; an answer still being written is abandoned
 (the process ends; nothing is written by kb serve)."""
@@ -107,6 +111,9 @@ def serve(
     datasette = build(files, config)
     asyncio.run(datasette.invoke_startup())
     names = [name for name, db in datasette.databases.items() if not db.is_memory]
+    hidden = [name for name in names if name in RESERVED_NAMES]
+    if hidden:  # Datasette would serve it at /v1 or /mcp, which the gateway answers instead
+        raise KBError(f"A file named {hidden[0]}.db would be hidden by kb serve's /{hidden[0]}; rename it.")
     path = f"/-/kb/{tilde_encode(names[0])}" if len(names) == 1 else "/-/kb"
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{port}{path}"

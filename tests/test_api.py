@@ -378,3 +378,13 @@ def test_a_follow_up_rewrite_is_checked_in_code():
     assert parse_rewrite('{"quotes": []}', asked) is None and parse_rewrite("not json", asked) is None
     history = [Turn("user", "What is soil moisture?"), Turn("assistant", "Water in the soil [1].")]
     assert fallback(history, asked) == "What is soil moisture? and how is it measured?"
+
+
+def test_a_file_named_like_an_api_path_is_refused(kb_file, tmp_path):
+    """Datasette would serve v1.db at /v1, where the gateway answers: kb serve says so instead."""
+    import shutil
+
+    named = tmp_path / "v1.db"
+    shutil.copy(kb_file, named)
+    proc = run_kb("serve", str(named), "--port", str(free_port()), timeout=120)
+    assert proc.returncode != 0 and "would be hidden by kb serve's /v1; rename it" in proc.stderr
