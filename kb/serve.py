@@ -130,6 +130,9 @@ def serve(
         print("kb: /v1 and /mcp are off beyond loopback without --api-key.", file=sys.stderr)
     if open_browser:
         webbrowser.open(url)
+    from datasette_plugins.kb_plugin.engine import workers
+
+    workers.limit_blas = True  # this process only serves: BLAS on one thread (see engine.BLAS_THREADS)
     app = Gateway(datasette, datasette.app(), host, f"http://{shown_host}:{port}", api_key)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", workers=1)
     try:

@@ -126,6 +126,10 @@ class Workers:
         self._engines: dict[str, tuple[tuple, Any]] = {}  # ask thread only
         self._local = threading.local()  # each search thread's searchers, by path
         self._blas_limited = False
+        self.limit_blas = False
+        """Set by `kb serve`, which owns its process. The limit is process-wide and lasts, so a Datasette
+        embedded in another program (or a test run that later transcribes speech, whose decoding it
+        changes) keeps its BLAS as it was."""
 
     # The counts the tests and the status page read (the priority gate keeps them).
     @property
@@ -176,7 +180,7 @@ class Workers:
     def _limit_blas(self) -> None:
         """Once, before the first search or answer (not on import: a process that only imports the
         plugin keeps its BLAS as it was). Process-wide: OpenBLAS has one thread count."""
-        if not self._blas_limited:
+        if self.limit_blas and not self._blas_limited:
             self._blas_limited = True
             from threadpoolctl import threadpool_limits
 
