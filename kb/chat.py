@@ -20,6 +20,7 @@ from .answer import MAX_QUESTION_CHARS
 from .errors import KBError
 from .followup import Turn
 from .injection import clean_answer, clean_answer_record
+from .progress import clock
 from .types import Answer, Evidence, Hit
 
 MODEL_PREFIX = "kb:"
@@ -161,8 +162,7 @@ def _where(hit: Hit) -> str:
     if loc.slide is not None:
         parts.append(f"slide {loc.slide}")
     if loc.start_s is not None:
-        seconds = int(loc.start_s)
-        parts.append(f"at {seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}")
+        parts.append(f"at {clock(loc.start_s)}")
     heading = loc.heading or ""
     if hit.source.title and heading.startswith(hit.source.title + " > "):
         heading = heading[len(hit.source.title) + 3 :]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import KBError
+from .progress import clock
 from .store import KB
 
 MAX_SOURCE_CHARS = 200_000
@@ -84,7 +85,7 @@ def source_text(kb: KB, source_id: int) -> str:
     for row in rows:
         piece = Passage(*row)
         where = [f"page {piece.page}" if piece.page else "", f"slide {piece.slide}" if piece.slide else ""]
-        where += [f"{piece.start_s:.0f} s" if piece.start_s is not None else "", piece.heading or ""]
+        where += [f"at {clock(piece.start_s)}" if piece.start_s is not None else "", piece.heading or ""]
         label = ", ".join(w for w in where if w)
         text = f"[{label}]\n{piece.text}" if label else piece.text
         parts.append(text)
