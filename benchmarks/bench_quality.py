@@ -12,6 +12,9 @@ model, extraction alone), in one run:
   cite prec.      citations that name a passage which supports the answer (SciQ: the passage holds
                   the gold answer; BoolQ: it is the gold passage)
   abstain         abstained on the held-out half
+  abst. absent    abstained on the held-out questions whose gold answer is in no ingested passage
+                  (SciQ): a held-out question's passage is not in the course, but a textbook's
+                  other passages often are, and they may answer it
   false abst.     abstained although the passage was ingested
   s/answer        mean seconds per question, retrieval included
 
@@ -55,6 +58,9 @@ class Item:
     gold: str
     passage: int
     """Index of the question's passage in the data set's passage list."""
+    gold_in_course: bool = True
+    """The gold answer occurs in some ingested passage (always true for BoolQ's yes/no, and for
+    answerable questions): a held-out question without it cannot be answered from the course."""
 
 
 def wheel() -> zipfile.ZipFile:
@@ -159,6 +165,7 @@ def run_tier(db: Path, tier: str, items: list[tuple[Item, bool]], passages: list
                     "question": item.question,
                     "gold": item.gold,
                     "answerable": answerable,
+                    "gold_in_course": item.gold_in_course,
                     "abstained": answer.abstained,
                     "contains_gold": (not answer.abstained) and contains(answer.text, item.gold, boolean),
                     "gold_cited": item.passage in cited,
@@ -187,6 +194,8 @@ def summarise(rows: list[dict]) -> dict:
         "gold_cited": _rate([r["gold_cited"] for r in answerable if not r["abstained"]]),
         "citation_precision": round(sum(r["supporting"] for r in answered) / citations, 3) if citations else None,
         "abstain": _rate([r["abstained"] for r in held_out]),
+        "abstain_absent": _rate([r["abstained"] for r in held_out if not r.get("gold_in_course", True)]),
+        "n_absent": sum(not r.get("gold_in_course", True) for r in held_out),
         "false_abstain": _rate([r["abstained"] for r in answerable]),
         "model_answers": _rate([r["origin"] == "model" for r in answered]),
         "seconds": round(sum(r["seconds"] for r in rows) / len(rows), 2) if rows else None,
@@ -194,7 +203,7 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def calibrate(name: str, archive: zipfile.ZipFile | None, n: int) -> list[tuple[bool, float | None]]:
+def calibrate(name: str, archive: zipfile.ZipFile | None, n: int, offset: int = 60) -> list[tuple[bool, float | None]]:
     """The support score on a development slice (questions the reported run never asks), as
     (answerable, support): how AskSettings.min_support was chosen. None: gated out, no model asked."""
     from kb import KB, prompts
@@ -207,7 +216,7 @@ def calibrate(name: str, archive: zipfile.ZipFile | None, n: int) -> list[tuple[
         db = course_db()
         items = [(Item(q.question, "", -1), q.answerable) for q in load_questions(ROOT / "corpora" / "questions.jsonl")]
     else:
-        db, items, _ = dataset(name, archive, n, offset=n)
+        db, items, _ = dataset(name, archive, n, offset=offset)
     rows = []
     with KB.open(db, readonly=True) as kb:
         engine = AnswerEngine(kb, lambda: get_llm("llama-cpp"), AskSettings())
@@ -225,7 +234,7 @@ def calibrate(name: str, archive: zipfile.ZipFile | None, n: int) -> list[tuple[
 
 def threshold_table(rows: list[tuple[bool, float | None]]) -> str:
     lines = [f"{'min_support':>11} {'abstain':>8} {'false abst.':>11}"]
-    for threshold in [0.1, 0.15, 0.2, 0.22, 0.25, 0.3, 0.35, 0.4, 0.5]:
+    for threshold in [0.2, 0.25, 0.28, 0.3, 0.32, 0.34, 0.36, 0.4, 0.47]:
         held = [s is None or s < threshold for a, s in rows if not a]
         inside = [s is None or s < threshold for a, s in rows if a]
         lines.append(f"{threshold:>11.2f} {_rate(held) or 0:>8.3f} {_rate(inside) or 0:>11.3f}")
@@ -260,6 +269,10 @@ def dataset(
     outside = [i for i in items if i.passage not in ingested]
     rng.shuffle(inside)
     rng.shuffle(outside)
+    if name == "sciq":
+        course = [f" {norm(passages[index])} " for index in ingested]
+        for item in outside:
+            item.gold_in_course = any(contains(text, item.gold, False) for text in course)
     chosen = [(i, True) for i in inside[offset : offset + n]] + [(i, False) for i in outside[offset : offset + n]]
     return db, chosen, passages
 
@@ -279,11 +292,16 @@ def main() -> None:
     parser.add_argument("--tiers", default="default,low,extract")
     parser.add_argument("--datasets", default="sciq,boolq,course")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--calibrate", action="store_true", help="the support score on a development slice, per threshold")
+    parser.add_argument(
+        "--calibrate", action="store_true", help="the support score on a development slice, per threshold"
+    )
+    parser.add_argument(
+        "--dev-offset", type=int, default=60, help="where the development slice starts (past the reported --n)"
+    )
     options = parser.parse_args()
     if options.calibrate:
         for name in options.datasets.split(","):
-            rows = calibrate(name, wheel() if name != "course" else None, options.n)
+            rows = calibrate(name, wheel() if name != "course" else None, options.n, options.dev_offset)
             print(f"{name}: the support score on {len(rows)} development questions\n{threshold_table(rows)}\n")
         return
     tiers = options.tiers.split(",")
@@ -301,17 +319,18 @@ def main() -> None:
             print(f"{name:<6} {tier:<8} done", file=sys.stderr)
     header = (
         f"{'data':<6} {'tier':<8} {'n':>7} {'contains gold':>13} {'gold cited':>10} {'cite prec.':>10} "
-        f"{'abstain':>7} {'false abst.':>11} {'model':>6} {'s/answer':>8}"
+        f"{'abstain':>7} {'abst. absent':>12} {'false abst.':>11} {'model':>6} {'s/answer':>8}"
     )
     print(header)
     for name, by_tier in results.items():
         for tier, r in by_tier.items():
-            cells = [r[k] for k in ("contains_gold", "gold_cited", "citation_precision", "abstain", "false_abstain")]
-            shown = ["-" if v is None else f"{v:.3f}" for v in cells]
+            keys = ("contains_gold", "gold_cited", "citation_precision", "abstain", "abstain_absent", "false_abstain")
+            shown = ["-" if r.get(k) is None else f"{r[k]:.3f}" for k in keys]
+            shown[4] = "-" if r.get("abstain_absent") is None else f"{r['abstain_absent']:.3f} ({r['n_absent']})"
             model = "-" if r["model_answers"] is None else f"{r['model_answers']:.2f}"
             print(
                 f"{name:<6} {tier:<8} {r['n']:>7} {shown[0]:>13} {shown[1]:>10} {shown[2]:>10} {shown[3]:>7} "
-                f"{shown[4]:>11} {model:>6} {r['seconds']:>8.2f}"
+                f"{shown[4]:>12} {shown[5]:>11} {model:>6} {r['seconds']:>8.2f}"
             )
     sciq = results.get("sciq", {}).get("default")
     if sciq:
