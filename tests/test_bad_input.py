@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb, run_kb_measured
 
 from connectors import ocr
 from kb import KB, Ingester, Limits, Searcher
+from tests.helpers import COURSE, TEST_PLUGINS, TESTS, run_kb, run_kb_measured
 
 KEPT = "kept the version ingested before"
 NO_TEXT_LAYER = "no text layer (scanned?)"

@@ -7,10 +7,10 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, TEST_PLUGINS, run_kb
 
 import kb
 from kb.cli import cli
+from tests.helpers import ROOT, TEST_PLUGINS, run_kb
 
 COMMANDS = sorted(cli.commands)
 README = ROOT / "README.md"

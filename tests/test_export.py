@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb import KB
+from tests.helpers import COURSE, TEST_PLUGINS, run_kb
 
 PLUGINS = TEST_PLUGINS
 

@@ -9,9 +9,8 @@ import subprocess
 import sys
 import time
 
-from conftest import COURSE, TEST_PLUGINS, run_kb
-
 from kb import KB, Ingester, Limits
+from tests.helpers import COURSE, TEST_PLUGINS, run_kb
 
 
 def ingest(db, *targets, embedder="test/hash-embedder", **options):

@@ -7,9 +7,9 @@ import json
 import threading
 
 import pytest
-from conftest import TEST_PLUGINS, run_kb
 
 from kb.models import BUILTIN, DEFAULT_MODEL, ModelUnavailable, assemble, builtin, qwen_parts
+from tests.helpers import TEST_PLUGINS, run_kb
 
 
 def parts(tmp_path, blobs):

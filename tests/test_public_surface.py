@@ -9,9 +9,8 @@ import sys
 import types
 from pathlib import Path
 
-from conftest import ROOT
-
 import kb
+from tests.helpers import ROOT
 
 # datasette_plugins' imports of kb submodules: an allow-list to shrink (move each name to the `kb`
 # surface, or drop it); a new surface adds to it only with a reason. (plugin file, kb submodule)

@@ -18,13 +18,13 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 from gift_parser import parse as parse_gift
 from questions_llm import QuestionsLLM
 
 from kb import KB
 from kb.questions import BLANK, Question, checks, store
 from kb.questions.generate import Generator, baselines
+from tests.helpers import COURSE, TEST_PLUGINS, run_kb
 
 SOURCES = ["field-guide-measuring-rainfall.md", "handout-soil-moisture-and-infiltration.docx"]
 GAUGE = "It has a copper or plastic body and a funnel with a sharp brass rim exactly 5 inches (127 mm) in diameter."

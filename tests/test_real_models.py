@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from conftest import COURSE, ROOT, run_kb
 
 from kb import KB, Searcher
+from tests.helpers import COURSE, ROOT, run_kb
 
 
 @pytest.fixture(scope="module")

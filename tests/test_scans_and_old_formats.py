@@ -9,9 +9,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb import KB, Ingester, Searcher
+from tests.helpers import COURSE, TEST_PLUGINS, run_kb
 
 needs_tesseract = pytest.mark.skipif(
     shutil.which("tesseract") is None or shutil.which("pdftoppm") is None,

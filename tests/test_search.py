@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb import KB, Ingester, KBError, ModelMismatch, Searcher, fts_query
 from kb.vectors import NumpyScan
+from tests.helpers import COURSE, TEST_PLUGINS, run_kb
 
 HOSTILE_QUERIES = [
     '"',

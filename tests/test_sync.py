@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import COURSE, TEST_PLUGINS, run_kb
-
 from kb import KB, Ingester
 from kb.migrations import MIGRATIONS, SCHEMA_VERSION
+from tests.helpers import COURSE, TEST_PLUGINS, run_kb
 
 
 def ingest(db, *targets, prune=False, **options):

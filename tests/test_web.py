@@ -21,9 +21,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb import KB, Ingester, Limits
+from tests.helpers import COURSE, TEST_PLUGINS, run_kb
 
 ROBOTS = b"User-agent: *\nDisallow: /website/staff-notes.html\n"
 GOOD_PAGE = "/website/floods.html"
