@@ -4,10 +4,12 @@ command (in a subprocess, offline, measured) or a Datasette over KB files. Impor
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,44 @@ def _fetch_served(files: list, paths, config: dict) -> dict:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What a `kb` command run in this process did, read as a finished process is read."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def kb_cli(*args: str, env_extra: dict | None = None, input: str | None = None) -> Ran:
+    """Run the `kb` command in this process through click's CliRunner, for tests of what the command says
+    and returns (exit code, messages, --json) where no process boundary is under test: as run_kb, without
+    starting an interpreter and importing kb again for every call.
+
+    The modules named in env_extra's KB_PLUGINS are registered for the call (plugins load once per
+    process, so the variable alone would not reach them), and an exception the command did not turn into
+    a message fails the test, as the traceback would have shown in a process's stderr.
+    """
+    from click.testing import CliRunner
+
+    from kb.cli import cli
+    from kb.plugins import ensure_plugins_loaded, pm
+
+    ensure_plugins_loaded()
+    added = []
+    for name in filter(None, (n.strip() for n in (env_extra or {}).get("KB_PLUGINS", "").split(","))):
+        module = importlib.import_module(name)
+        if not pm.is_registered(module):
+            pm.register(module, name)
+            added.append(name)
+    try:
+        result = CliRunner(env=env_extra).invoke(cli, list(args), prog_name="kb", input=input)
+    finally:
+        for name in added:
+            pm.unregister(name=name)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(list(args), result.exit_code, result.stdout, result.stderr)
