@@ -10,6 +10,9 @@ import pytest
 from kb import KB, Searcher
 from tests.helpers import COURSE, ROOT, run_kb
 
+# The real embedder over the whole course: torch and sentence-transformers' import (~8 s) and ~17 chunks/s.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def real_db(tmp_path_factory):

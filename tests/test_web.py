@@ -273,6 +273,7 @@ def test_loopback_is_refused_without_the_allowance(tmp_path, site):
     assert source["reason"].startswith("refused: 127.0.0.1 is a loopback address") and site.requests == []
 
 
+@pytest.mark.slow  # the real embedder: sentence-transformers' import alone takes ~8 s
 def test_real_default_embedder_on_one_page(tmp_path, site):
     db = tmp_path / "kb.db"
     url = site.url("/website/water-quality.html")
