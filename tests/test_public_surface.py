@@ -81,6 +81,24 @@ def test_all_is_the_public_names():
     assert callable(kb.search) and callable(kb.ingest)  # the functions, though kb.search is also a module
 
 
+def test_all_is_sorted_has_no_private_name_and_every_name_imports():
+    """The rest of httpx's check: __all__ in case-folded order (so a merge shows a new name in its place),
+    no private name but __version__, every lazily loaded name exported, and each one importable by
+    `from kb import ...` in a fresh interpreter (in this process the modules are loaded already, which
+    would hide an import cycle)."""
+    names = [n for n in kb.__all__ if n != "__version__"]
+    assert names == sorted(names, key=str.casefold)
+    assert [n for n in names if n.startswith("_")] == []
+    assert set(kb._PUBLIC) == set(names)
+    code = (
+        "import kb\nfor name in kb.__all__:\n    exec(f'from kb import {name}')\n"
+        "from kb import *\nprint(len(kb.__all__))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(len(kb.__all__))]
+
+
 def test_connectors_import_only_the_kb_package():
     reached_in = sorted(
         f"{file} imports {module}" for file, module in kb_imports(ROOT / "connectors") if module != "kb"
