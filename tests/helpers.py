@@ -197,18 +197,24 @@ def kb_cli(*args: str, env_extra: dict | None = None, input: str | None = None) 
     and returns (exit code, messages, --json) where no process boundary is under test: as run_kb, without
     starting an interpreter and importing kb again for every call.
 
-    The modules named in env_extra's KB_PLUGINS are registered for the call (plugins load once per
-    process, so the variable alone would not reach them), and an exception the command did not turn into
-    a message fails the test, as the traceback would have shown in a process's stderr.
+    The command sees the plugins a new process would: the built-ins, the entry points and the modules
+    named in env_extra's KB_PLUGINS, registered for the call (plugins load once per process, so the
+    variable alone would not reach them), and none that a fixture registered in this one. An exception
+    the command did not turn into a message fails the test, as its traceback would in a process's stderr.
     """
     from click.testing import CliRunner
 
     from kb.cli import cli
-    from kb.plugins import ensure_plugins_loaded, pm
+    from kb.plugins import DEFAULT_PLUGINS, ensure_plugins_loaded, pm
 
     ensure_plugins_loaded()
+    wanted = [n.strip() for n in (env_extra or {}).get("KB_PLUGINS", "").split(",") if n.strip()]
+    process = set(DEFAULT_PLUGINS) | {pm.get_name(plugin) for plugin, _ in pm.list_plugin_distinfo()}
+    hidden = [(n, p) for n, p in pm.list_name_plugin() if p is not None and n not in process | set(wanted)]
+    for name, _ in hidden:
+        pm.unregister(name=name)
     added = []
-    for name in filter(None, (n.strip() for n in (env_extra or {}).get("KB_PLUGINS", "").split(","))):
+    for name in wanted:
         module = importlib.import_module(name)
         if not pm.is_registered(module):
             pm.register(module, name)
@@ -218,6 +224,8 @@ def kb_cli(*args: str, env_extra: dict | None = None, input: str | None = None) 
     finally:
         for name in added:
             pm.unregister(name=name)
+        for name, plugin in hidden:
+            pm.register(plugin, name)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Ran(list(args), result.exit_code, result.stdout, result.stderr)
