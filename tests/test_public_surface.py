@@ -163,3 +163,16 @@ def test_built_in_plugins_keep_their_contracts():
     # The three the engine constructs without arguments pass the runtime check too.
     for protocol in (Connector, Fetcher, Embedder):
         assert all(isinstance(cls(), protocol) for cls in registered[protocol]), protocol
+
+
+def test_tests_import_their_helpers_not_conftest():
+    """A test module importing conftest loads it a second time, beside pytest's own copy (whose
+    fixtures and hooks are the ones that run): shared code lives in tests/helpers.py."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[-1] == "conftest"]
+    assert offenders == []
