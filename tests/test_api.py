@@ -19,12 +19,12 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb
 from hostile_llm import HostileLLM, StallingLLM
 from test_signals import free_port, start_serve
 
 from kb import KB
 from kb.answer import MAX_QUESTION_CHARS
+from tests.helpers import COURSE, TEST_PLUGINS, TESTS, run_kb
 
 openai = pytest.importorskip("openai")
 mcp_client = pytest.importorskip("mcp.client.client")

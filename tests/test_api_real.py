@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 import pytest
-from conftest import COURSE, run_kb
 from test_api import check_cited
 from test_signals import free_port, start_serve
 
 from kb import KB
 from kb.answer import ABSTAIN_TEXT
+from tests.helpers import COURSE, run_kb
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("llama_cpp")

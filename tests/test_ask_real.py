@@ -18,10 +18,10 @@ import time
 import urllib.request
 
 import pytest
-from conftest import COURSE, ROOT, run_kb
 
 from kb import KB
 from kb.evidence import occurs
+from tests.helpers import COURSE, ROOT, run_kb
 
 pytest.importorskip("llama_cpp")
 

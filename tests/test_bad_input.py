@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb, run_kb_measured
 
 from connectors import ocr
 from kb import KB, Ingester, Limits, Searcher
+from tests.helpers import COURSE, TEST_PLUGINS, TESTS, kb_cli, run_kb, run_kb_measured
 
 KEPT = "kept the version ingested before"
 NO_TEXT_LAYER = "no text layer (scanned?)"
@@ -674,7 +674,7 @@ def test_one_run_with_every_kind_of_bad_input(tmp_path, good_md):
     assert got["truncated.pdf"][1].startswith("corrupt or truncated PDF (")
     assert report["totals"] == {"error": 11, "ok": 3, "empty": 2, "chunks": report["totals"]["chunks"]}
     assert report["totals"]["chunks"] == sum(s["chunks"] for s in sources) > 0
-    info = run_kb("info", str(db), "--json", env_extra=PLUGINS)
+    info = kb_cli("info", str(db), "--json", env_extra=PLUGINS)
     assert info.returncode == 0, info.stderr
     recorded = {Path(s["uri"]).name: s["status"] for s in json.loads(info.stdout)["sources"]}
     # Missing paths leave nothing behind; every file that exists is on record with its status.
@@ -719,7 +719,7 @@ def test_kb_path_that_is_not_a_kb_file(tmp_path, hash_embedder, kind, good_md):
     siblings = sorted(p.name for p in tmp_path.iterdir())
     for args in (["info"], ["search", "how is rain measured"], ["ingest", "--embedder", "hash", str(good_md)]):
         command, *rest = args
-        proc = run_kb(command, str(path), *rest, env_extra=PLUGINS)
+        proc = kb_cli(command, str(path), *rest, env_extra=PLUGINS)
         line = assert_one_line_refusal(proc, str(path), "not a kb file")
         assert line.startswith("Error: ") and line.endswith("."), line
         assert path.read_bytes() == before, f"kb {command} changed the file"
@@ -740,7 +740,7 @@ def test_kb_file_from_a_newer_kb(tmp_path, hash_embedder, good_md):
     siblings = sorted(p.name for p in tmp_path.iterdir())
     for args in (["info"], ["search", "how is rain measured"], ["ingest", "--embedder", "hash", str(good_md)]):
         command, *rest = args
-        proc = run_kb(command, str(path), *rest, env_extra=PLUGINS)
+        proc = kb_cli(command, str(path), *rest, env_extra=PLUGINS)
         line = assert_one_line_refusal(proc, "newer kb", "schema v99", "upgrade kb")
         assert line.endswith("."), line
         assert path.read_bytes() == before, f"kb {command} changed the file"
@@ -823,6 +823,6 @@ def test_a_locked_kb_is_one_sentence(course_db, tmp_path):
 
 
 def test_unknown_embedder_leaves_no_file(tmp_path, good_md):
-    proc = run_kb("ingest", str(tmp_path / "new.db"), str(good_md), "--embedder", "nope")
+    proc = kb_cli("ingest", str(tmp_path / "new.db"), str(good_md), "--embedder", "nope")
     assert proc.returncode == 1 and "No embedder named 'nope'" in proc.stderr
     assert not (tmp_path / "new.db").exists()

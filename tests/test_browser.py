@@ -18,7 +18,8 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import COURSE, TESTS, run_kb
+
+from tests.helpers import COURSE, TESTS, run_kb
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

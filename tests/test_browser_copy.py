@@ -19,8 +19,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb
 from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, get
+
+from tests.helpers import COURSE, TEST_PLUGINS, TESTS, run_kb
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
 

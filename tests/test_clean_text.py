@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import COURSE
 
 from kb import KB, Ingester
 from kb.chunker import ChunkingSettings, chunk_document
 from kb.evaluate import heading_matches
 from kb.types import Document, Locator, Section, SourceFile
+from tests.helpers import COURSE
 
 SPHINX = Path("/usr/share/doc/python3-doc/html/tutorial")
 BASHREF = Path("/usr/share/doc/bash/bashref.pdf")

@@ -1,19 +1,17 @@
-"""The command line: help with examples, the README's copy of it, public surface, errors."""
+"""The command line: help with examples, public surface, errors (docs/cli.md's copy of the help: test_docs.py)."""
 
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, TEST_PLUGINS, run_kb
 
 import kb
 from kb.cli import cli
+from tests.helpers import ROOT, TEST_PLUGINS, kb_cli
 
 COMMANDS = sorted(cli.commands)
-README = ROOT / "README.md"
 
 
 def help_text(command: str) -> str:
@@ -28,20 +26,6 @@ def test_every_command_has_help_with_an_example(command):
     assert "Example" in text and f"kb {command}" in text
 
 
-def test_readme_help_is_current():
-    """README's command reference is the --help text; UPDATE_README=1 rewrites it."""
-    readme = README.read_text()
-    for command in COMMANDS:
-        block = f"<!-- help:{command} -->\n```\n{help_text(command)}```\n<!-- /help:{command} -->"
-        pattern = re.compile(rf"<!-- help:{command} -->.*?<!-- /help:{command} -->", re.S)
-        if os.environ.get("UPDATE_README"):
-            readme = pattern.sub(lambda _, block=block: block, readme)
-        else:
-            assert block in readme, f"README's help for `kb {command}` is stale: run UPDATE_README=1 pytest {__file__}"
-    if os.environ.get("UPDATE_README"):
-        README.write_text(readme)
-
-
 def test_public_surface():
     for name in kb.__all__:
         assert hasattr(kb, name), name
@@ -49,7 +33,7 @@ def test_public_surface():
 
 
 def test_errors_are_one_sentence_without_traceback(tmp_path):
-    proc = run_kb("search", str(tmp_path / "missing.db"), "rain")
+    proc = kb_cli("search", str(tmp_path / "missing.db"), "rain")
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: ") and proc.stderr.count("\n") == 1
     assert "does not exist" in proc.stderr
@@ -59,7 +43,7 @@ def test_errors_are_one_sentence_without_traceback(tmp_path):
 def test_a_mistyped_path_creates_no_kb_and_suggests_the_name(tmp_path):
     (tmp_path / "lecture-notes.pdf").write_bytes(b"%PDF-1.4")
     db = tmp_path / "kb.db"
-    proc = run_kb("ingest", str(db), str(tmp_path / "lecture-note.pdf"), "--embedder", "hash", env_extra=TEST_PLUGINS)
+    proc = kb_cli("ingest", str(db), str(tmp_path / "lecture-note.pdf"), "--embedder", "hash", env_extra=TEST_PLUGINS)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "was not created" in proc.stderr and "did you mean" in proc.stderr and "lecture-notes.pdf" in proc.stderr
     assert not db.exists()
@@ -68,14 +52,14 @@ def test_a_mistyped_path_creates_no_kb_and_suggests_the_name(tmp_path):
 def test_info_search_and_ask_on_an_empty_kb_say_it_is_empty(tmp_path):
     db = tmp_path / "kb.db"
     (tmp_path / "empty").mkdir()
-    proc = run_kb("ingest", str(db), str(tmp_path / "empty"), "--embedder", "hash", env_extra=TEST_PLUGINS)
+    proc = kb_cli("ingest", str(db), str(tmp_path / "empty"), "--embedder", "hash", env_extra=TEST_PLUGINS)
     assert proc.returncode == 0, proc.stderr
     assert "nothing to do" in proc.stdout
-    info = run_kb("info", str(db), env_extra=TEST_PLUGINS)
+    info = kb_cli("info", str(db), env_extra=TEST_PLUGINS)
     assert info.returncode == 0, info.stderr
     assert "test/hash-embedder" in info.stdout and "0 sources" in info.stdout and "The KB is empty" in info.stdout
     for command in ("search", "ask"):
-        proc = run_kb(command, str(db), "what is baseflow?", env_extra=TEST_PLUGINS)
+        proc = kb_cli(command, str(db), "what is baseflow?", env_extra=TEST_PLUGINS)
         assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
         assert "is empty" in proc.stderr and "kb ingest" in proc.stderr
 
@@ -83,7 +67,7 @@ def test_info_search_and_ask_on_an_empty_kb_say_it_is_empty(tmp_path):
 def test_info_does_not_import_the_model(tmp_path):
     """Commands that do not embed stay off sentence-transformers' 8-second import."""
     db = tmp_path / "kb.db"
-    run_kb(
+    kb_cli(
         "ingest",
         str(db),
         str(ROOT / "corpora" / "hydrology" / "glossary-web"),
@@ -109,7 +93,7 @@ def test_info_does_not_import_the_model(tmp_path):
 
 
 def test_ingest_into_a_missing_folder_is_one_sentence(tmp_path):
-    proc = run_kb("ingest", str(tmp_path / "no" / "such" / "kb.db"), str(ROOT / "corpora" / "hydrology"))
+    proc = kb_cli("ingest", str(tmp_path / "no" / "such" / "kb.db"), str(ROOT / "corpora" / "hydrology"))
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
 

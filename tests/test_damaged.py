@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import TEST_PLUGINS, fetch, run_kb
 
 from kb import KB, NotAKBFile
+from tests.helpers import TEST_PLUGINS, fetch, run_kb
 
 # (which file, SQL that damages it); every statement leaves SQLite's own checks passing.
 DAMAGE = {
@@ -63,7 +63,7 @@ def damage(source: Path, target: Path, statements: list[str]) -> Path:
 @pytest.fixture(scope="module")
 def originals(tmp_path_factory):
     """A teacher's KB of the sample course (vec0 index, rollback journal) and its learner copy."""
-    from conftest import COURSE
+    from tests.helpers import COURSE
 
     folder = tmp_path_factory.mktemp("damaged")
     teacher = folder / "teacher.db"

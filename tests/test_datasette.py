@@ -12,10 +12,10 @@ import sqlite3 as stdlib_sqlite3
 from urllib.parse import urlencode
 
 import pytest
-from conftest import TEST_PLUGINS, fetch, run_kb
 
 from kb import KB, Searcher
 from kb.serve import build
+from tests.helpers import TEST_PLUGINS, fetch, run_kb
 
 EVIL_MD = (
     "# Rain <script>alert(1)</script> gauges\n\n"

@@ -12,10 +12,10 @@ import sqlite3 as stdlib_sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PLUGINS, run_kb
 
 from kb import KB, NotAKBFile
 from kb.serve import build
+from tests.helpers import TEST_PLUGINS, run_kb
 
 PAGE = 4096
 

@@ -20,9 +20,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from conftest import run_kb_offline
 
 from kb import KB, Ingester, Limits, Searcher
+from tests.helpers import run_kb_offline
 
 SECRET = "kb-test-secret-never-to-be-read"
 SAVED_VALUES = {"B4": "1890.5", "C4": "275"}

@@ -12,16 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb import KB
+from tests.helpers import COURSE, TEST_PLUGINS, kb_cli, run_kb
 
 PLUGINS = TEST_PLUGINS
 
 
 def test_learner_copy_is_one_plain_file(course_db, tmp_path):
     out = tmp_path / "learner.db"
-    proc = run_kb("export", str(course_db), str(out), env_extra=PLUGINS)
+    proc = kb_cli("export", str(course_db), str(out), env_extra=PLUGINS)
     assert proc.returncode == 0, proc.stderr
     with KB.open(course_db) as kb:
         sources = kb.conn.execute("SELECT count(*) FROM sources").fetchone()[0]
@@ -43,15 +43,15 @@ def test_learner_copy_is_one_plain_file(course_db, tmp_path):
 
 def test_search_works_on_a_read_only_copy(course_db, tmp_path):
     out = tmp_path / "learner.db"
-    assert run_kb("export", str(course_db), str(out), env_extra=PLUGINS).returncode == 0
+    assert kb_cli("export", str(course_db), str(out), env_extra=PLUGINS).returncode == 0
     out.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     tmp_path.chmod(0o555)  # not even a -journal could be created beside it
     try:
         with KB.open(out, readonly=True) as kb:
             assert type(kb.index()).__name__ == "NumpyScan"
-        proc = run_kb("search", str(out), "tipping bucket", "--json", env_extra=PLUGINS)
+        proc = kb_cli("search", str(out), "tipping bucket", "--json", env_extra=PLUGINS)
         assert proc.returncode == 0, proc.stderr
-        original = run_kb("search", str(course_db), "tipping bucket", "--json", env_extra=PLUGINS)
+        original = kb_cli("search", str(course_db), "tipping bucket", "--json", env_extra=PLUGINS)
         assert [h["chunk_id"] for h in json.loads(proc.stdout)] == [h["chunk_id"] for h in json.loads(original.stdout)]
     finally:
         tmp_path.chmod(0o755)
@@ -60,11 +60,11 @@ def test_search_works_on_a_read_only_copy(course_db, tmp_path):
 def test_export_refuses_to_overwrite(course_db, tmp_path):
     out = tmp_path / "learner.db"
     out.write_text("precious")
-    proc = run_kb("export", str(course_db), str(out), env_extra=PLUGINS)
+    proc = kb_cli("export", str(course_db), str(out), env_extra=PLUGINS)
     assert proc.returncode == 1 and "already exists" in proc.stderr
     assert out.read_text() == "precious"
-    assert run_kb("export", str(course_db), str(course_db), env_extra=PLUGINS).returncode == 1
-    assert run_kb("export", str(course_db), str(out), "--force", env_extra=PLUGINS).returncode == 0
+    assert kb_cli("export", str(course_db), str(course_db), env_extra=PLUGINS).returncode == 1
+    assert kb_cli("export", str(course_db), str(out), "--force", env_extra=PLUGINS).returncode == 0
 
 
 PLAIN_DATASETTE = r"""
@@ -112,7 +112,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2] == "immutable"))
 def test_plain_datasette_serves_every_page_of_the_copy(course_db, tmp_path, mode):
     """Datasette with no kb plugin and no vector extension: every page, table, view and row answers 200."""
     out = tmp_path / "learner.db"
-    assert run_kb("export", str(course_db), str(out), env_extra=PLUGINS).returncode == 0
+    assert kb_cli("export", str(course_db), str(out), env_extra=PLUGINS).returncode == 0
     proc = subprocess.run(
         [sys.executable, "-c", PLAIN_DATASETTE, str(out), mode], capture_output=True, text=True, timeout=120
     )
@@ -185,7 +185,7 @@ def teacher_db(course, tmp_path, hash_embedder):
 
 
 def export_json(db, out, *args):
-    proc = run_kb("export", str(db), str(out), "--json", *args, env_extra=PLUGINS)
+    proc = kb_cli("export", str(db), str(out), "--json", *args, env_extra=PLUGINS)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), proc
 
@@ -303,7 +303,7 @@ def test_exclude_leaves_sources_out_of_the_copy_only(teacher_db, tmp_path):
     )
     assert b"suspiciously perfect" not in out.read_bytes() and b"marking notes" not in out.read_bytes()
     conn.close()
-    proc = run_kb("search", str(out), "how are flood risk reports marked by tutors", "--json", env_extra=PLUGINS)
+    proc = kb_cli("search", str(out), "how are flood risk reports marked by tutors", "--json", env_extra=PLUGINS)
     assert proc.returncode == 0, proc.stderr
     assert all("staff-notes" not in hit["source"]["uri"] for hit in json.loads(proc.stdout))
     with KB.open(teacher_db) as kb:  # the KB itself keeps it
@@ -365,7 +365,7 @@ def test_files_from_two_folders_keep_none_of_the_layout_above_them(tmp_path):
 
 def test_exclude_that_matches_nothing_writes_nothing(teacher_db, tmp_path):
     out = tmp_path / "learner.db"
-    proc = run_kb("export", str(teacher_db), str(out), "--exclude", "website/stafnotes.html", env_extra=PLUGINS)
+    proc = kb_cli("export", str(teacher_db), str(out), "--exclude", "website/stafnotes.html", env_extra=PLUGINS)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "--exclude 'website/stafnotes.html' matches no source" in proc.stderr
     assert not out.exists() and not (tmp_path / "learner.db.partial").exists()
@@ -376,7 +376,7 @@ def test_a_missing_or_changed_original_is_reported_and_the_copy_written(teacher_
     with (course / "website" / "floods.html").open("a") as handle:
         handle.write("<!-- edited after ingest -->")
     out = tmp_path / "learner.db"
-    proc = run_kb("export", str(teacher_db), str(out), env_extra=PLUGINS)
+    proc = kb_cli("export", str(teacher_db), str(out), env_extra=PLUGINS)
     assert proc.returncode == 0, proc.stderr
     warnings = proc.stderr.strip().splitlines()
     assert len(warnings) == 2 and all(w.startswith("Warning: ") for w in warnings), proc.stderr
@@ -405,12 +405,12 @@ def test_kb_search_on_a_copy_links_beside_it_or_relative(teacher_db, course, tmp
     out = folder / "learner.db"
     export_json(teacher_db, out)
     query = ("search", str(out), "water cycle lecture notes evaporation", "--json", "-k", "20")
-    hits = json.loads(run_kb(*query, env_extra=PLUGINS).stdout)
+    hits = json.loads(kb_cli(*query, env_extra=PLUGINS).stdout)
     pdf = [h for h in hits if h["source"]["kind"] == "pdf"]
     assert pdf and all(h["link"] == f"hydrology-lecture-notes.pdf#page={h['page']}" for h in pdf)
     # With the original beside the copy, the link opens it there (on this machine, not the teacher's).
     (folder / "hydrology-lecture-notes.pdf").write_bytes((course / "hydrology-lecture-notes.pdf").read_bytes())
-    hits = json.loads(run_kb(*query, env_extra=PLUGINS).stdout)
+    hits = json.loads(kb_cli(*query, env_extra=PLUGINS).stdout)
     pdf = [h for h in hits if h["source"]["kind"] == "pdf"]
     assert all(h["link"] == f"{(folder / 'hydrology-lecture-notes.pdf').as_uri()}#page={h['page']}" for h in pdf)
     assert all(h["source"]["uri"] == "hydrology-lecture-notes.pdf" for h in pdf)

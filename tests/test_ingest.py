@@ -9,9 +9,8 @@ import subprocess
 import sys
 import time
 
-from conftest import COURSE, TEST_PLUGINS, run_kb
-
 from kb import KB, Ingester, Limits
+from tests.helpers import COURSE, TEST_PLUGINS, kb_cli
 
 
 def ingest(db, *targets, embedder="test/hash-embedder", **options):
@@ -144,7 +143,7 @@ def test_cli_ingest_json_report_and_exit_code(tmp_path):
     db = tmp_path / "kb.db"
     junk = tmp_path / "junk.pdf"
     junk.write_bytes(b"\x89PNG not a pdf at all" * 50)
-    proc = run_kb(
+    proc = kb_cli(
         "ingest",
         str(db),
         str(COURSE / "glossary-web"),
@@ -161,7 +160,7 @@ def test_cli_ingest_json_report_and_exit_code(tmp_path):
     assert by_name["junk.pdf"]["status"] == "error"
     assert "not a PDF" in by_name["junk.pdf"]["reason"]
     assert report["totals"]["error"] == 1
-    ok = run_kb("ingest", str(db), str(COURSE / "glossary-web"), env_extra=TEST_PLUGINS)
+    ok = kb_cli("ingest", str(db), str(COURSE / "glossary-web"), env_extra=TEST_PLUGINS)
     assert ok.returncode == 0 and "unchanged" in ok.stdout
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, fetch, run_kb
 from hostile_llm import HostileLLM
 from injection_variants import FINDING, VARIANTS, write_all
 
@@ -33,6 +32,7 @@ from kb.injection import (
     instruction_like,
     without_instructions,
 )
+from tests.helpers import COURSE, TEST_PLUGINS, fetch, run_kb
 
 QUESTION = "Is the course cancelled?"
 PHONES_HOME = re.compile(r"!\[|<\s*img|<\s*a\b|https?://|attacker\.example|www\.", re.I)

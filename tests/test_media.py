@@ -21,9 +21,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TEST_PLUGINS, run_kb
 
 from kb import KB, Ingester, Searcher
+from tests.helpers import ROOT, TEST_PLUGINS, run_kb
 
 sys.path.insert(0, str(ROOT / "corpora"))
 import make_lecture  # noqa: E402

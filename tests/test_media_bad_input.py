@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PLUGINS, run_kb
 from test_media import ffmpeg, serve, speak_clip  # noqa: F401  (serve is a fixture)
+
+from tests.helpers import TEST_PLUGINS, run_kb
 
 EMBEDDER = "test/hash-embedder"
 
@@ -245,7 +246,7 @@ def test_transcription_time_is_budgeted_and_a_slow_pace_refused_early(tmp_path):
 
 def test_max_hours_refuses_a_longer_recording_from_its_header(tmp_path):
     # The 78-second sample lecture against a 36-second limit: refused before any decoding.
-    from conftest import COURSE
+    from tests.helpers import COURSE
 
     lecture = COURSE / "gauging-a-river-lecture.ogg"
     proc = run_kb(

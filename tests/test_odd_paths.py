@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, TESTS, kb_env, run_kb
 
 from kb import KB, NotAKBFile
+from tests.helpers import COURSE, TEST_PLUGINS, TESTS, kb_env, run_kb
 
 
 def _can_mount() -> bool:

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, run_kb_offline
 
 from kb import KB, Ingester, Limits, Searcher
+from tests.helpers import COURSE, run_kb_offline
 
 DECK = COURSE / "snow-and-ice-lecture.pptx"
 HANDOUT = COURSE / "handout-soil-moisture-and-infiltration.docx"

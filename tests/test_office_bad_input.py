@@ -16,9 +16,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, run_kb_measured
 
 from kb import KB, Ingester
+from tests.helpers import COURSE, run_kb_measured
 
 DECK = COURSE / "snow-and-ice-lecture.pptx"
 HANDOUT = COURSE / "handout-soil-moisture-and-infiltration.docx"

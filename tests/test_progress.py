@@ -9,7 +9,7 @@ import select
 import subprocess
 import sys
 
-from conftest import TESTS, run_kb
+from tests.helpers import TESTS, run_kb
 
 
 def folder_of_sources(tmp_path):

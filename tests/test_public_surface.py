@@ -9,9 +9,8 @@ import sys
 import types
 from pathlib import Path
 
-from conftest import ROOT
-
 import kb
+from tests.helpers import ROOT
 
 # datasette_plugins' imports of kb submodules: an allow-list to shrink (move each name to the `kb`
 # surface, or drop it); a new surface adds to it only with a reason. (plugin file, kb submodule)
@@ -82,6 +81,24 @@ def test_all_is_the_public_names():
     assert callable(kb.search) and callable(kb.ingest)  # the functions, though kb.search is also a module
 
 
+def test_all_is_sorted_has_no_private_name_and_every_name_imports():
+    """The rest of httpx's check: __all__ in case-folded order (so a merge shows a new name in its place),
+    no private name but __version__, every lazily loaded name exported, and each one importable by
+    `from kb import ...` in a fresh interpreter (in this process the modules are loaded already, which
+    would hide an import cycle)."""
+    names = [n for n in kb.__all__ if n != "__version__"]
+    assert names == sorted(names, key=str.casefold)
+    assert [n for n in names if n.startswith("_")] == []
+    assert set(kb._PUBLIC) == set(names)
+    code = (
+        "import kb\nfor name in kb.__all__:\n    exec(f'from kb import {name}')\n"
+        "from kb import *\nprint(len(kb.__all__))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(len(kb.__all__))]
+
+
 def test_connectors_import_only_the_kb_package():
     reached_in = sorted(
         f"{file} imports {module}" for file, module in kb_imports(ROOT / "connectors") if module != "kb"
@@ -146,3 +163,16 @@ def test_built_in_plugins_keep_their_contracts():
     # The three the engine constructs without arguments pass the runtime check too.
     for protocol in (Connector, Fetcher, Embedder):
         assert all(isinstance(cls(), protocol) for cls in registered[protocol]), protocol
+
+
+def test_tests_import_their_helpers_not_conftest():
+    """A test module importing conftest loads it a second time, beside pytest's own copy (whose
+    fixtures and hooks are the ones that run): shared code lives in tests/helpers.py."""
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[-1] == "conftest"]
+    assert offenders == []

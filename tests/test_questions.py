@@ -18,13 +18,13 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 from gift_parser import parse as parse_gift
 from questions_llm import QuestionsLLM
 
 from kb import KB
 from kb.questions import BLANK, Question, checks, store
 from kb.questions.generate import Generator, baselines
+from tests.helpers import COURSE, TEST_PLUGINS, kb_cli
 
 SOURCES = ["field-guide-measuring-rainfall.md", "handout-soil-moisture-and-infiltration.docx"]
 GAUGE = "It has a copper or plastic body and a funnel with a sharp brass rim exactly 5 inches (127 mm) in diameter."
@@ -37,7 +37,7 @@ def kb_file(tmp_path_factory):
     for name in SOURCES:
         shutil.copy(COURSE / name, folder / name)
     db = folder.parent / "questions.db"
-    proc = run_kb("ingest", str(db), str(folder), "--embedder", "hash", env_extra=TEST_PLUGINS)
+    proc = kb_cli("ingest", str(db), str(folder), "--embedder", "hash", env_extra=TEST_PLUGINS)
     assert proc.returncode == 0, proc.stderr
     return db
 
@@ -46,7 +46,7 @@ def kb_file(tmp_path_factory):
 def made(kb_file):
     """`kb questions` over the first three passages, four questions each (every kind), by the stand-in."""
     with QuestionsLLM() as llm:
-        proc = run_kb(
+        proc = kb_cli(
             "questions",
             str(kb_file),
             "--llm-url",
@@ -108,7 +108,7 @@ def test_the_report_is_readable_without_json(kb_file, tmp_path):
     db = tmp_path / "copy.db"
     shutil.copy(kb_file, db)
     with QuestionsLLM() as llm:
-        proc = run_kb(
+        proc = kb_cli(
             "questions",
             str(db),
             "--llm-url",
@@ -123,7 +123,7 @@ def test_the_report_is_readable_without_json(kb_file, tmp_path):
         )
     assert proc.returncode == 0, proc.stderr
     assert "Made 1, kept" in proc.stdout and "Handout: measuring soil moisture" in proc.stdout, proc.stdout
-    bad = run_kb(
+    bad = kb_cli(
         "questions", str(db), "--llm-url", "http://127.0.0.1:9/v1", "--source", "nothing*", env_extra=TEST_PLUGINS
     )
     assert bad.returncode == 1 and "matches no source" in bad.stderr and "Traceback" not in bad.stderr
@@ -239,18 +239,18 @@ def decided(kb_file, made, tmp_path):
     with KB.open(db) as kb:
         kept = [q.id for q in store.select(kb, ("draft",))]
     assert len(kept) >= 2, made
-    proc = run_kb("questions", "approve", str(db), *map(str, kept[:-1]))
+    proc = kb_cli("questions", "approve", str(db), *map(str, kept[:-1]))
     assert proc.returncode == 0 and f"Approved {len(kept) - 1} question" in proc.stdout, proc.stderr
     return db
 
 
 def test_list_approve_reject_and_edit(decided, tmp_path):
-    listed = run_kb("questions", "list", str(decided), "--status", "approved", "--json")
+    listed = kb_cli("questions", "list", str(decided), "--status", "approved", "--json")
     assert listed.returncode == 0, listed.stderr
     approved = json.loads(listed.stdout)
     assert approved and all(q["status"] == "approved" for q in approved)
     target = approved[0]["id"]
-    assert run_kb("questions", "reject", str(decided), str(target)).returncode == 0
+    assert kb_cli("questions", "reject", str(decided), str(target)).returncode == 0
     with KB.open(decided) as kb:
         assert store.get(kb, target).status == "rejected" and store.get(kb, target).reason == "teacher"
     # $EDITOR is any program that edits the file it is given: here one that rewrites the question line.
@@ -261,17 +261,17 @@ def test_list_approve_reject_and_edit(decided, tmp_path):
         "lines = [new if l.startswith('question:') else l for l in p.read_text().splitlines()]\n"
         "p.write_text('\\n'.join(lines) + '\\n')\n"
     )
-    proc = run_kb("questions", "edit", str(decided), str(target), env_extra={"EDITOR": f"{sys.executable} {editor}"})
+    proc = kb_cli("questions", "edit", str(decided), str(target), env_extra={"EDITOR": f"{sys.executable} {editor}"})
     assert proc.returncode == 0 and "Saved question" in proc.stdout, proc.stderr
     with KB.open(decided) as kb:
         edited = store.get(kb, target)
     assert edited.question == "What is the edited question?" and edited.checks["edited"]
-    missing = run_kb("questions", "approve", str(decided), "999999")
+    missing = kb_cli("questions", "approve", str(decided), "999999")
     assert missing.returncode == 1 and "no question 999999" in missing.stderr
 
 
 def test_nothing_approved_nothing_exported(kb_file, made):
-    proc = run_kb("questions", "export", str(kb_file), "-", "--format", "gift")
+    proc = kb_cli("questions", "export", str(kb_file), "-", "--format", "gift")
     assert proc.returncode == 1 and "no approved questions" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -321,7 +321,7 @@ def exported(kb_file, tmp_path):
 
 def test_gift_is_parsed_back(exported, tmp_path):
     out = tmp_path / "quiz.gift"
-    proc = run_kb("questions", "export", str(exported), str(out), "--format", "gift")
+    proc = kb_cli("questions", "export", str(exported), str(out), "--format", "gift")
     assert proc.returncode == 0, proc.stderr
     parsed = parse_gift(out.read_text())
     assert [q["kind"] for q in parsed] == ["shortanswer", "multichoice", "truefalse", "missingword"]
@@ -339,7 +339,7 @@ def test_gift_is_parsed_back(exported, tmp_path):
 
 
 def test_moodle_xml_has_the_structure_moodles_importer_reads(exported):
-    proc = run_kb("questions", "export", str(exported), "-", "--format", "moodle-xml")
+    proc = kb_cli("questions", "export", str(exported), "-", "--format", "moodle-xml")
     assert proc.returncode == 0, proc.stderr
     quiz = ET.fromstring(proc.stdout.encode())
     assert quiz.tag == "quiz"
@@ -380,7 +380,7 @@ def test_apkg_notes_fields_and_guids_and_a_second_export_updates(exported, tmp_p
     from kb.questions.export_anki import FIELDS, MODEL_ID
 
     first, second = tmp_path / "a.apkg", tmp_path / "b.apkg"
-    assert run_kb("questions", "export", str(exported), str(first), "--format", "apkg").returncode == 0
+    assert kb_cli("questions", "export", str(exported), str(first), "--format", "apkg").returncode == 0
     notes = anki_notes(first, tmp_path)
     with KB.open(exported) as kb:
         uid = kb.meta()["questions_uid"]
@@ -395,7 +395,7 @@ def test_apkg_notes_fields_and_guids_and_a_second_export_updates(exported, tmp_p
         q = saved[0]
         q.question = "Which characters does GIFT reserve?"
         store.save(kb, q)
-    assert run_kb("questions", "export", str(exported), str(second), "--format", "apkg").returncode == 0
+    assert kb_cli("questions", "export", str(exported), str(second), "--format", "apkg").returncode == 0
     again = anki_notes(second, tmp_path)
     assert [n["guid"] for n in again] == [n["guid"] for n in notes]
     assert again[0]["fields"][0] == "Which characters does GIFT reserve?" != notes[0]["fields"][0]
@@ -403,7 +403,7 @@ def test_apkg_notes_fields_and_guids_and_a_second_export_updates(exported, tmp_p
 
 def test_qti_and_jsonl(exported, tmp_path):
     out = tmp_path / "quiz.zip"
-    assert run_kb("questions", "export", str(exported), str(out), "--format", "qti").returncode == 0
+    assert kb_cli("questions", "export", str(exported), str(out), "--format", "qti").returncode == 0
     with zipfile.ZipFile(out) as archive:
         manifest = ET.fromstring(archive.read("imsmanifest.xml"))
         href = manifest.find(".//{*}file").get("href")
@@ -421,7 +421,7 @@ def test_qti_and_jsonl(exported, tmp_path):
     right = mcq.find(".//q:respcondition[@continue='No']/q:conditionvar/q:varequal", ns).text
     labels = [r.get("ident") for r in mcq.findall(".//q:response_label", ns)]
     assert len(labels) == 4 and right == labels[1]
-    proc = run_kb("questions", "export", str(exported), "-", "--format", "jsonl")
+    proc = kb_cli("questions", "export", str(exported), "-", "--format", "jsonl")
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(records) == 4
     for record in records:
@@ -437,7 +437,7 @@ def test_the_learner_copy_carries_only_approved_questions(decided, tmp_path):
         others = {q.id for q in store.select(kb, ("draft", "rejected"))}
     assert approved and others
     copy = tmp_path / "learner.db"
-    proc = run_kb("export", str(decided), str(copy), "--json")
+    proc = kb_cli("export", str(decided), str(copy), "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["questions"] == len(approved) and report["questions_left_out"] == len(others)
@@ -446,7 +446,7 @@ def test_the_learner_copy_carries_only_approved_questions(decided, tmp_path):
     conn.close()
     assert {r[0] for r in rows} == approved and {r[1] for r in rows} == {"approved"}
     none = tmp_path / "none.db"
-    assert run_kb("export", str(decided), str(none), "--questions", "none").returncode == 0
+    assert kb_cli("export", str(decided), str(none), "--questions", "none").returncode == 0
     conn = stdlib_sqlite3.connect(none)
     assert conn.execute("SELECT count(*) FROM questions").fetchone()[0] == 0
     conn.close()

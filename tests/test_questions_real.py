@@ -13,12 +13,12 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import COURSE, run_kb
 from test_questions import assert_engine_agrees
 
 from kb import KB
 from kb.questions import REASONS, Question, checks, store
 from kb.questions.generate import Generator, sections
+from tests.helpers import COURSE, run_kb
 
 pytest.importorskip("llama_cpp")
 

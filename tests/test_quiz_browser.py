@@ -17,11 +17,11 @@ import sys
 import time
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, TESTS, run_kb
 from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, get
 
 from kb import KB
 from kb.questions import BLANK, Question, store
+from tests.helpers import COURSE, TEST_PLUGINS, TESTS, run_kb
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
 

@@ -6,9 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from conftest import COURSE, ROOT, run_kb
 
 from kb import KB, Searcher
+from tests.helpers import COURSE, ROOT, run_kb
+
+# The real embedder over the whole course: torch and sentence-transformers' import (~8 s) and ~17 chunks/s.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ longest, and knows neither `*` nor `$`.
 from __future__ import annotations
 
 import pytest
-from conftest import COURSE
 from test_web import Site
 
 from connectors._robots import Robots
 from connectors.safe_http import Policy
+from tests.helpers import COURSE
 
 CASES = {
     # robots.txt -> {path: allowed}

@@ -9,9 +9,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb import KB, Ingester, Searcher
+from tests.helpers import COURSE, TEST_PLUGINS, kb_cli
 
 needs_tesseract = pytest.mark.skipif(
     shutil.which("tesseract") is None or shutil.which("pdftoppm") is None,
@@ -77,13 +77,13 @@ def test_images_are_sources_and_a_missing_language_names_its_package(tmp_path):
     photo = tmp_path / "whiteboard.png"
     page_image("Baseflow is the groundwater part of river flow.").save(photo)
     db = tmp_path / "kb.db"
-    proc = run_kb("ingest", str(db), str(photo), "--embedder", "hash", "--json", env_extra=TEST_PLUGINS)
+    proc = kb_cli("ingest", str(db), str(photo), "--embedder", "hash", "--json", env_extra=TEST_PLUGINS)
     assert proc.returncode == 0, proc.stderr
     [source] = json.loads(proc.stdout)["sources"]
     assert source["status"] == "ok" and source["kind"] == "image" and source["note"] == "OCR (eng)"
-    hits = json.loads(run_kb("search", str(db), "groundwater baseflow", "--json", env_extra=TEST_PLUGINS).stdout)
+    hits = json.loads(kb_cli("search", str(db), "groundwater baseflow", "--json", env_extra=TEST_PLUGINS).stdout)
     assert hits and hits[0]["source"]["uri"].endswith("whiteboard.png") and "Baseflow" in hits[0]["text"]
-    other = run_kb(
+    other = kb_cli(
         "ingest", str(tmp_path / "x.db"), str(photo), "--ocr-lang", "xyz", "--embedder", "hash", "--json",
         env_extra=TEST_PLUGINS,
     )  # fmt: skip
@@ -93,7 +93,7 @@ def test_images_are_sources_and_a_missing_language_names_its_package(tmp_path):
     from PIL import Image
 
     Image.new("1", (9000, 9000)).save(bomb)  # 81 million pixels in a few kilobytes
-    proc = run_kb("ingest", str(tmp_path / "b.db"), str(bomb), "--embedder", "hash", "--json", env_extra=TEST_PLUGINS)
+    proc = kb_cli("ingest", str(tmp_path / "b.db"), str(bomb), "--embedder", "hash", "--json", env_extra=TEST_PLUGINS)
     [refused] = json.loads(proc.stdout)["sources"]
     assert refused["status"] == "error" and refused["reason"].startswith("image too large to read (9,000 x 9,000")
 
@@ -125,7 +125,7 @@ def test_without_libreoffice_an_old_file_says_what_to_do(tmp_path):
     old = tmp_path / "handout.doc"
     old.write_bytes(bytes.fromhex("d0cf11e0a1b11ae1") + b"\0" * 600)
     # A PATH with no soffice on it: the machine of a teacher without LibreOffice.
-    proc = run_kb(
+    proc = kb_cli(
         "ingest", str(tmp_path / "kb.db"), str(old), "--embedder", "hash", "--json",
         env_extra={**TEST_PLUGINS, "PATH": str(tmp_path)},
     )  # fmt: skip

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb import KB, Ingester, KBError, ModelMismatch, Searcher, fts_query
 from kb.vectors import NumpyScan
+from tests.helpers import COURSE, TEST_PLUGINS, kb_cli
 
 HOSTILE_QUERIES = [
     '"',
@@ -96,7 +96,7 @@ def test_vss_backend_and_reindex_agree_with_vec(tmp_path, hash_embedder):
         assert kb.meta()["vector_backend"] == "vss"
         after = Searcher(kb).search("rain shadow orographic", k=5)
     assert [h.chunk_id for h in after] == [h.chunk_id for h in before]
-    proc = run_kb("reindex", str(db), "--vector-backend", "vec", env_extra=TEST_PLUGINS)
+    proc = kb_cli("reindex", str(db), "--vector-backend", "vec", env_extra=TEST_PLUGINS)
     assert proc.returncode == 0 and "Rebuilt the vec index" in proc.stdout
 
 
@@ -127,7 +127,7 @@ def test_model_mismatch_is_refused(course_db):
             Ingester(kb, embedder="test/other-hash-embedder")
     message = str(err.value)
     assert "test/hash-embedder" in message and "test/other-hash-embedder" in message
-    proc = run_kb("ingest", str(course_db), str(COURSE), "--embedder", "other-hash", env_extra=TEST_PLUGINS)
+    proc = kb_cli("ingest", str(course_db), str(COURSE), "--embedder", "other-hash", env_extra=TEST_PLUGINS)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "test/hash-embedder" in proc.stderr and "test/other-hash-embedder" in proc.stderr
@@ -135,13 +135,13 @@ def test_model_mismatch_is_refused(course_db):
 
 def test_search_refuses_a_model_that_is_not_installed(course_db):
     # Without the test plugin, the KB's recorded model is unknown to this kb.
-    proc = run_kb("search", str(course_db), "rain")
+    proc = kb_cli("search", str(course_db), "rain")
     assert proc.returncode == 1
     assert "test/hash-embedder" in proc.stderr and "not installed" in proc.stderr
 
 
 def test_search_json_contract(course_db):
-    proc = run_kb(
+    proc = kb_cli(
         "search",
         str(course_db),
         "tipping bucket gauge",

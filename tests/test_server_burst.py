@@ -14,10 +14,10 @@ import urllib.request
 from urllib.parse import urlencode
 
 import pytest
-from conftest import fetch
 from test_signals import free_port, start_serve
 
 from kb.serve import build
+from tests.helpers import fetch
 
 
 @pytest.mark.kb_tree
@@ -160,7 +160,7 @@ def _peak_rss_mb(pid: int) -> float:
 
 @pytest.mark.kb_tree
 def test_typed_sql_is_bounded_in_memory_and_time(tmp_path):
-    from conftest import COURSE, TEST_PLUGINS, run_kb
+    from tests.helpers import COURSE, TEST_PLUGINS, run_kb
 
     # Each kb_embed() call takes 0.1 s, as the real model's did under load: Datasette's own time
     # limit, checked every 1,000 SQLite instructions (about 50 rows of this CTE), let it run on.

@@ -27,8 +27,9 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, kb_env, run_kb
 from hostile_llm import StallingLLM
+
+from tests.helpers import COURSE, TEST_PLUGINS, kb_env, run_kb
 
 QUESTION = "How wide is the funnel on the standard UK Met Office rain gauge?"
 ASK_BOUND_S = 1.0

@@ -16,10 +16,10 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb.originals import BLOCK_SIZE
 from kb.serve import build
+from tests.helpers import COURSE, TEST_PLUGINS, run_kb
 
 
 def asgi_get(files, *requests, method="GET"):

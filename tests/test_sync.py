@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import COURSE, TEST_PLUGINS, run_kb
-
 from kb import KB, Ingester
 from kb.migrations import MIGRATIONS, SCHEMA_VERSION
+from tests.helpers import COURSE, TEST_PLUGINS, kb_cli
 
 
 def ingest(db, *targets, prune=False, **options):
@@ -79,44 +78,44 @@ def test_delete_rename_duplicate_restore_and_prune(tmp_path, course, hash_embedd
 
 def test_exclude_kbignore_and_kb_sync(tmp_path, course):
     db = tmp_path / "kb.db"
-    run = run_kb("ingest", str(db), str(course), "--embedder", "hash", "--json", env_extra=TEST_PLUGINS)
+    run = kb_cli("ingest", str(db), str(course), "--embedder", "hash", "--json", env_extra=TEST_PLUGINS)
     assert run.returncode == 0, run.stderr
     (course / "website" / ".kbignore").write_text("# tutors only\nstaff-*.html\n")
-    proc = run_kb("ingest", str(db), str(course), "--exclude", "*.docx", "--json", env_extra=TEST_PLUGINS)
+    proc = kb_cli("ingest", str(db), str(course), "--exclude", "*.docx", "--json", env_extra=TEST_PLUGINS)
     report = {s["uri"].rsplit("/", 1)[-1]: s for s in json.loads(proc.stdout)["sources"]}
     assert report["staff-notes.html"]["status"] == "missing" and "staff-*.html" in report["staff-notes.html"]["reason"]
     assert report["handout-soil-moisture-and-infiltration.docx"]["status"] == "missing"
     # kb sync reads the recorded folder again with its recorded --exclude, and prunes.
     (course / "field-guide-measuring-rainfall.md").unlink()
-    proc = run_kb("sync", str(db), "--json", env_extra=TEST_PLUGINS)
+    proc = kb_cli("sync", str(db), "--json", env_extra=TEST_PLUGINS)
     assert proc.returncode == 0, proc.stderr
     statuses = {s["uri"].rsplit("/", 1)[-1]: s["status"] for s in json.loads(proc.stdout)["sources"]}
     assert statuses["field-guide-measuring-rainfall.md"] == "removed"
     assert statuses["staff-notes.html"] == "removed"
     assert statuses["handout-soil-moisture-and-infiltration.docx"] == "removed"
-    search = run_kb("search", str(db), "marking notes tutors", "--json", env_extra=TEST_PLUGINS)
+    search = kb_cli("search", str(db), "marking notes tutors", "--json", env_extra=TEST_PLUGINS)
     assert "staff-notes" not in search.stdout
-    info = run_kb("info", str(db), env_extra=TEST_PLUGINS)
+    info = kb_cli("info", str(db), env_extra=TEST_PLUGINS)
     assert str(course) in info.stdout and "missing" not in info.stdout
 
 
 def test_kb_remove_takes_a_source_out_everywhere(tmp_path, course):
     db = tmp_path / "kb.db"
     assert (
-        run_kb("ingest", str(db), str(course / "website"), "--embedder", "hash", env_extra=TEST_PLUGINS).returncode == 0
+        kb_cli("ingest", str(db), str(course / "website"), "--embedder", "hash", env_extra=TEST_PLUGINS).returncode == 0
     )
     staff = course / "website" / "staff-notes.html"
-    hits = run_kb("search", str(db), "tutors marking notes", "--json", env_extra=TEST_PLUGINS)
+    hits = kb_cli("search", str(db), "tutors marking notes", "--json", env_extra=TEST_PLUGINS)
     assert "staff-notes.html" in hits.stdout
-    typo = run_kb("remove", str(db), str(course / "website" / "staff-note.html"), env_extra=TEST_PLUGINS)
+    typo = kb_cli("remove", str(db), str(course / "website" / "staff-note.html"), env_extra=TEST_PLUGINS)
     assert typo.returncode == 1 and "did you mean" in typo.stderr and "staff-notes.html" in typo.stderr
     before = counts(db)
-    proc = run_kb("remove", str(db), str(staff), env_extra=TEST_PLUGINS)
+    proc = kb_cli("remove", str(db), str(staff), env_extra=TEST_PLUGINS)
     assert proc.returncode == 0, proc.stderr
     assert "Removed 1 source and 3 chunks" in proc.stdout
     after = counts(db)
     assert all(before[t] - after[t] == 3 for t in ("chunks", "embeddings", "chunks_vec", "chunks_fts"))
-    hits = run_kb("search", str(db), "tutors marking notes", "--json", env_extra=TEST_PLUGINS)
+    hits = kb_cli("search", str(db), "tutors marking notes", "--json", env_extra=TEST_PLUGINS)
     assert "staff-notes.html" not in hits.stdout
     with KB.open(db) as kb:
         assert kb.get_source(staff.resolve().as_uri()) is None

@@ -17,9 +17,9 @@ import termios
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PLUGINS, kb_env, run_kb
 
 from kb.terminal import printable
+from tests.helpers import TEST_PLUGINS, kb_env, run_kb
 
 HOSTILE_NAMES = {
     "clear": "\x1b[2Jclear.md",  # CSI: clear the screen

@@ -21,9 +21,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from conftest import COURSE, TEST_PLUGINS, run_kb
 
 from kb import KB, Ingester, Limits
+from tests.helpers import COURSE, TEST_PLUGINS, kb_cli, run_kb
 
 ROBOTS = b"User-agent: *\nDisallow: /website/staff-notes.html\n"
 GOOD_PAGE = "/website/floods.html"
@@ -258,7 +258,7 @@ def test_fetched_documents_without_a_title_are_named_from_the_url(tmp_path, site
 
 def test_loopback_is_refused_without_the_allowance(tmp_path, site):
     db = tmp_path / "kb.db"
-    proc = run_kb(
+    proc = kb_cli(
         "ingest", str(db), site.url("/website/floods.html"), "--json", "--embedder", "hash", env_extra=TEST_PLUGINS
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -266,13 +266,14 @@ def test_loopback_is_refused_without_the_allowance(tmp_path, site):
     assert source["status"] == "error"
     assert source["reason"] == "refused: 127.0.0.1 is a loopback address; pass --allow-private to fetch it"
     assert site.requests == []  # refused before connecting
-    crawl = run_kb(
+    crawl = kb_cli(
         "ingest", str(db), site.url("/website/"), "--crawl", "--json", "--embedder", "hash", env_extra=TEST_PLUGINS
     )
     [source] = json.loads(crawl.stdout)["sources"]
     assert source["reason"].startswith("refused: 127.0.0.1 is a loopback address") and site.requests == []
 
 
+@pytest.mark.slow  # the real embedder: sentence-transformers' import alone takes ~8 s
 def test_real_default_embedder_on_one_page(tmp_path, site):
     db = tmp_path / "kb.db"
     url = site.url("/website/water-quality.html")
@@ -402,7 +403,7 @@ def test_crawl_follows_the_prefix_honours_robots_and_limits(tmp_path, site, hash
 
 def test_crawl_from_the_command_line_and_without_robots_txt(tmp_path, site):
     site.robots = (404, b"<h1>Not found</h1>")
-    proc = run_kb(
+    proc = kb_cli(
         "ingest",
         str(tmp_path / "kb.db"),
         site.url("/website/course.html"),

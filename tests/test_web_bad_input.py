@@ -17,8 +17,9 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import COURSE, run_kb_measured
 from test_web import Site, ingest, page_name, rows, self_signed_certificate
+
+from tests.helpers import COURSE, run_kb_measured
 
 GOOD = "/website/floods.html"
 PAGE_CAP = 10 * 2**20

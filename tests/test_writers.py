@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PLUGINS, kb_env, run_kb
 
 from kb import KB
 from kb.locking import Busy, WriterLock
+from tests.helpers import TEST_PLUGINS, kb_env, run_kb
 
 BARRIER = """import os, sys, time
 from kb.cli import main
