@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,13 @@ def kb_env(extra: dict | None = None, base: dict | None = None) -> dict:
     if tree:
         env["PYTHONSAFEPATH"] = "1"
     return env
+
+
+def children_cpu_s() -> float:
+    """CPU seconds used so far by this process's finished children. Tests bound the work a command
+    does with it, never the wall clock, which a busy machine stretches at will."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_kb(*args: str, env_extra: dict | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:

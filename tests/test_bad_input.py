@@ -23,7 +23,7 @@ import pytest
 
 from connectors import ocr
 from kb import KB, Ingester, Limits, Searcher
-from tests.helpers import COURSE, TEST_PLUGINS, TESTS, kb_cli, run_kb, run_kb_measured
+from tests.helpers import COURSE, TEST_PLUGINS, TESTS, children_cpu_s, kb_cli, run_kb, run_kb_measured
 
 KEPT = "kept the version ingested before"
 NO_TEXT_LAYER = "no text layer (scanned?)"
@@ -368,16 +368,16 @@ def test_ten_mb_single_line(tmp_path, hash_embedder, spaces):
     path.write_text(one_line(TEN_MB, spaces))
     assert path.stat().st_size == TEN_MB and b"\n" not in path.read_bytes()
 
-    started = time.monotonic()
+    started = time.process_time()  # CPU, not the wall clock a busy machine stretches
     refused = only(ingest(tmp_path / "default.db", path))
     assert refused["status"] == "error"
     assert refused["reason"] == "too much text (10,485,760 characters; the limit is 5,000,000)"
-    assert time.monotonic() - started < 10
+    assert time.process_time() - started < 10
 
     db = tmp_path / "big.db"
-    started = time.monotonic()
+    started = time.process_time()
     report = only(ingest(db, path, limits=Limits(max_chars=20_000_000)))
-    assert time.monotonic() - started < 40
+    assert time.process_time() - started < 40
     assert report["status"] == "ok" and report["chunks"] > TEN_MB // 900, report
     with KB.open(db) as kb:
         count, longest, total = kb.conn.execute(
@@ -644,9 +644,9 @@ def test_one_run_with_every_kind_of_bad_input(tmp_path, good_md):
     targets = [str(bad / name) for name in files]
     targets[5:5] = [str(tmp_path / "missing.pdf"), str(good_md)]
     db = tmp_path / "kb.db"
-    started = time.monotonic()
-    proc = run_kb("ingest", str(db), *targets, "--json", "--embedder", "hash", env_extra=PLUGINS, timeout=120)
-    assert time.monotonic() - started < 60
+    started = children_cpu_s()  # the timeout guards against a hang; CPU time bounds the work
+    proc = run_kb("ingest", str(db), *targets, "--json", "--embedder", "hash", env_extra=PLUGINS, timeout=240)
+    assert children_cpu_s() - started < 60
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     report = json.loads(proc.stdout)
