@@ -1,0 +1,109 @@
+"""How the keyword list and the vector list become one ranking, with weights a KB records.
+
+Two methods, both measured on development data nobody here wrote (benchmarks/bench_fusion.py):
+weighted reciprocal rank fusion, score = w_k / (rrf_k + keyword rank) + w_v / (rrf_k + vector rank),
+and a combination of scores normalised within each list (min-max, 0 for a list that missed the chunk).
+Equal-weight RRF lost to BM25 alone on reading-comprehension passages, so the weights come from data,
+are written into kb_meta when a KB is created, and are read back by every search of that KB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+METHODS = ("rrf", "score")
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The fusion settings of one KB (kb_meta keys `fusion_*`)."""
+
+    method: str = "rrf"
+    """rrf (weighted reciprocal rank) or score (weighted min-max-normalised scores)."""
+    keyword_weight: float = 1.0
+    """Weight of the FTS5 BM25 list."""
+    vector_weight: float = 1.0
+    """Weight of the vector nearest-neighbour list."""
+    depth: int = 50
+    """Candidates taken from each list before fusing."""
+    rrf_k: int = 60
+    """The rank constant of RRF (Cormack et al. 2009); unused by `score`."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown fusion method {self.method!r} (known: {', '.join(METHODS)})")
+        if self.keyword_weight < 0 or self.vector_weight < 0 or self.keyword_weight + self.vector_weight <= 0:
+            raise ValueError("fusion weights must be non-negative and not both zero")
+        if self.depth < 1 or self.rrf_k < 0:
+            raise ValueError("fusion depth must be at least 1 and rrf_k non-negative")
+
+    def as_meta(self) -> dict[str, str]:
+        return {
+            "fusion_method": self.method,
+            "fusion_keyword_weight": f"{self.keyword_weight:g}",
+            "fusion_vector_weight": f"{self.vector_weight:g}",
+            "fusion_depth": str(self.depth),
+            "fusion_rrf_k": str(self.rrf_k),
+        }
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, str]) -> Fusion:
+        """The fusion a KB records; a KB made before kb recorded one keeps the equal-weight RRF it was made with.
+
+        Raises ValueError when the recorded values are not valid settings.
+        """
+        if "fusion_method" not in meta:
+            return LEGACY
+        return cls(
+            method=meta["fusion_method"],
+            keyword_weight=float(meta.get("fusion_keyword_weight", "1")),
+            vector_weight=float(meta.get("fusion_vector_weight", "1")),
+            depth=int(meta.get("fusion_depth", "50")),
+            rrf_k=int(meta.get("fusion_rrf_k", "60")),
+        )
+
+
+LEGACY = Fusion()
+"""What every KB did before fusion was tuned: equal-weight RRF over 50 candidates a list."""
+
+DEFAULT = Fusion(method="rrf", keyword_weight=0.7, vector_weight=0.3, depth=50, rrf_k=60)
+"""Recorded in every new KB: chosen on the development halves of SciQ, BoolQ and the sample course
+(benchmarks/bench_fusion.py; the figures are in its docstring)."""
+
+
+def fuse(
+    fusion: Fusion, keyword: Sequence[tuple[int, float]], nearest: Sequence[tuple[int, float]]
+) -> dict[int, float]:
+    """Fused scores by chunk id (higher is better).
+
+    `keyword` is (chunk id, BM25) best first, where FTS5's BM25 is lower for better matches;
+    `nearest` is (chunk id, cosine distance) best first. Only the first `fusion.depth` of each count.
+    """
+    keyword, nearest = keyword[: fusion.depth], nearest[: fusion.depth]
+    scores: dict[int, float] = {}
+    if fusion.method == "rrf":
+        for weight, ranked in ((fusion.keyword_weight, keyword), (fusion.vector_weight, nearest)):
+            for rank, (cid, _) in enumerate(ranked, start=1):
+                scores[cid] = scores.get(cid, 0.0) + weight / (fusion.rrf_k + rank)
+        return scores
+    # Both lists as "higher is better" before normalising: BM25 from FTS5 is negated, distance too.
+    for weight, ranked in ((fusion.keyword_weight, keyword), (fusion.vector_weight, nearest)):
+        for cid, value in _normalised([(cid, -raw) for cid, raw in ranked]).items():
+            scores[cid] = scores.get(cid, 0.0) + weight * value
+    return scores
+
+
+def _normalised(pairs: Sequence[tuple[int, float]]) -> dict[int, float]:
+    """Min-max within the list; a list of one (or of equal values) scores 1 for each."""
+    if not pairs:
+        return {}
+    values = [v for _, v in pairs]
+    low, high = min(values), max(values)
+    span = high - low
+    return {cid: (v - low) / span if span > 0 else 1.0 for cid, v in pairs}
+
+
+def ranking(scores: Mapping[int, float]) -> list[int]:
+    """Chunk ids best first; ties go to the lower id so a ranking never depends on dict order."""
+    return sorted(scores, key=lambda cid: (-scores[cid], cid))
