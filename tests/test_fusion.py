@@ -109,11 +109,15 @@ def test_explain_shows_ranks_and_fused_scores_computed_independently(small_db, f
         explained = hit["explain"]
         assert explained["keyword_rank"] == keyword.get(hit["chunk_id"])
         assert explained["vector_rank"] == vector.get(hit["chunk_id"])
-        expected = fusion.keyword_weight / (fusion.rrf_k + keyword[hit["chunk_id"]]) if hit["chunk_id"] in keyword else 0
+        expected = (
+            fusion.keyword_weight / (fusion.rrf_k + keyword[hit["chunk_id"]]) if hit["chunk_id"] in keyword else 0
+        )
         if hit["chunk_id"] in vector:
             expected += fusion.vector_weight / (fusion.rrf_k + vector[hit["chunk_id"]])
         assert explained["fused_score"] == pytest.approx(expected)
-    assert [h["explain"]["fused_score"] for h in hits] == sorted((h["explain"]["fused_score"] for h in hits), reverse=True)
+    assert [h["explain"]["fused_score"] for h in hits] == sorted(
+        (h["explain"]["fused_score"] for h in hits), reverse=True
+    )
     text = CliRunner().invoke(cli, ["search", str(small_db), QUERY, "-k", "2", "--explain"])
     assert text.exit_code == 0, text.output
     first = hits[0]["explain"]
