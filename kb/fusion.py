@@ -1,8 +1,9 @@
 """How the keyword list and the vector list become one ranking, with weights a KB records.
 
-Two methods, both measured on development data nobody here wrote (benchmarks/bench_fusion.py):
+Three methods, measured on development data nobody here wrote (benchmarks/bench_fusion.py):
 weighted reciprocal rank fusion, score = w_k / (rrf_k + keyword rank) + w_v / (rrf_k + vector rank),
-and a combination of scores normalised within each list (min-max, 0 for a list that missed the chunk).
+and weighted sums of the two lists' scores normalised within each list, min-max or z-score (a
+chunk one list missed scores as that list's worst candidate).
 Equal-weight RRF lost to BM25 alone on reading-comprehension passages, so the weights come from data,
 are written into kb_meta when a KB is created, and are read back by every search of that KB.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-METHODS = ("rrf", "score")
+METHODS = ("rrf", "minmax", "zscore")
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class Fusion:
     """The fusion settings of one KB (kb_meta keys `fusion_*`)."""
 
     method: str = "rrf"
-    """rrf (weighted reciprocal rank) or score (weighted min-max-normalised scores)."""
+    """rrf (weighted reciprocal rank), minmax or zscore (weighted normalised scores)."""
     keyword_weight: float = 1.0
     """Weight of the FTS5 BM25 list."""
     vector_weight: float = 1.0
@@ -28,7 +29,7 @@ class Fusion:
     depth: int = 50
     """Candidates taken from each list before fusing."""
     rrf_k: int = 60
-    """The rank constant of RRF (Cormack et al. 2009); unused by `score`."""
+    """The rank constant of RRF (Cormack et al. 2009); unused by the score methods."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -88,20 +89,29 @@ def fuse(
                 scores[cid] = scores.get(cid, 0.0) + weight / (fusion.rrf_k + rank)
         return scores
     # Both lists as "higher is better" before normalising: BM25 from FTS5 is negated, distance too.
-    for weight, ranked in ((fusion.keyword_weight, keyword), (fusion.vector_weight, nearest)):
-        for cid, value in _normalised([(cid, -raw) for cid, raw in ranked]).items():
-            scores[cid] = scores.get(cid, 0.0) + weight * value
+    lists = [
+        (weight, _normalised([(cid, -raw) for cid, raw in ranked], fusion.method))
+        for weight, ranked in ((fusion.keyword_weight, keyword), (fusion.vector_weight, nearest))
+    ]
+    everyone = {cid for _, values in lists for cid in values}
+    for weight, values in lists:
+        floor = min(values.values(), default=0.0)
+        for cid in everyone:
+            scores[cid] = scores.get(cid, 0.0) + weight * values.get(cid, floor)
     return scores
 
 
-def _normalised(pairs: Sequence[tuple[int, float]]) -> dict[int, float]:
-    """Min-max within the list; a list of one (or of equal values) scores 1 for each."""
+def _normalised(pairs: Sequence[tuple[int, float]], method: str) -> dict[int, float]:
+    """Min-max (0..1) or z-score within the list; a list of one, or of equal values, scores 1 each."""
     if not pairs:
         return {}
     values = [v for _, v in pairs]
-    low, high = min(values), max(values)
-    span = high - low
-    return {cid: (v - low) / span if span > 0 else 1.0 for cid, v in pairs}
+    if method == "minmax":
+        low, span = min(values), max(values) - min(values)
+        return {cid: (v - low) / span if span > 0 else 1.0 for cid, v in pairs}
+    mean = sum(values) / len(values)
+    spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    return {cid: (v - mean) / spread if spread > 0 else 1.0 for cid, v in pairs}
 
 
 def ranking(scores: Mapping[int, float]) -> list[int]:

@@ -55,6 +55,17 @@ def keyword_ranks(kb: KB, query: str, limit: int) -> list[int]:
     return [r[0] for r in rows]
 
 
+def keyword_scored(kb: KB, query: str, limit: int) -> list[tuple[int, float]]:
+    """(chunk id, BM25) best first, as keyword_ranks orders them: the score fusions need the values."""
+    match = fts_query(query)
+    if match is None:
+        return []
+    return kb.conn.execute(
+        "SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+        (match, limit),
+    ).fetchall()
+
+
 class Searcher:
     """Search one KB; holds the embedder so repeated queries pay for the model once."""
 
@@ -102,7 +113,7 @@ class Searcher:
         if k < 1:
             raise KBError("k must be at least 1.")
         pool = max(candidates, k)
-        keyword = keyword_ranks(self.kb, query, pool)
+        keyword = (keyword_ranks if self.fusion.method == "rrf" else keyword_scored)(self.kb, query, pool)
         vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
         nearest = self.kb.index().search(vector, pool)
         if not keyword and not nearest:

@@ -140,14 +140,22 @@ def test_damaged_fusion_settings_are_one_sentence(small_db):
     assert "Traceback" not in result.output
 
 
-def test_score_fusion_normalises_each_list():
+def test_zscore_fusion_standardises_each_list():
+    keyword = [(1, -9.0), (2, -5.0), (3, -1.0)]
+    nearest = [(3, 0.1), (4, 0.3), (1, 0.5)]
+    z = 1.5**0.5  # the z-score of 9 among 9, 5, 1 (and of -0.1 among -0.1, -0.3, -0.5)
+    scores = fuse(Fusion("zscore", 0.5, 0.5, depth=10), keyword, nearest)
+    assert scores == pytest.approx({1: 0.0, 2: -z / 2, 3: 0.0, 4: -z / 2})  # a missed chunk: the list's worst
+
+
+def test_minmax_fusion_normalises_each_list():
     # BM25 from FTS5: lower is better; distance: lower is better.
     keyword = [(1, -9.0), (2, -5.0), (3, -1.0)]
     nearest = [(3, 0.1), (4, 0.3), (1, 0.5)]
-    scores = fuse(Fusion("score", 0.5, 0.5, depth=10), keyword, nearest)
+    scores = fuse(Fusion("minmax", 0.5, 0.5, depth=10), keyword, nearest)
     assert scores == pytest.approx({1: 0.5, 2: 0.25, 3: 0.5, 4: 0.25})
     assert ranking(scores) == [1, 3, 2, 4]
-    assert fuse(Fusion("score", 1.0, 0.0, depth=2), keyword, nearest) == pytest.approx({1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0})
+    assert fuse(Fusion("minmax", 1.0, 0.0, depth=2), keyword, nearest) == pytest.approx({1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0})
 
 
 @pytest.mark.parametrize(

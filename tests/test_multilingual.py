@@ -27,6 +27,21 @@ QUESTIONS = [
     ("¿Por qué llueve menos en la ladera de sotavento de una montaña?", "shadow.txt"),
     ("¿Cómo se mide la lluvia con un pluviómetro?", "gauge.txt"),
 ]
+CROSS_LINGUAL = QUESTIONS + [
+    ("¿Por qué un lado de la montaña es más seco que el otro?", "shadow.txt"),
+    ("Pourquoi un versant de la montagne est-il plus sec que l'autre ?", "shadow.txt"),
+    ("Où faut-il placer un pluviomètre ?", "gauge.txt"),
+    ("Pourquoi les plantes ouvrent-elles leurs stomates ?", "transpiration.txt"),
+    ("Quand la neige fond-elle ?", "snow.txt"),
+    ("Comment la neige stocke-t-elle l'eau de l'hiver ?", "snow.txt"),
+    ("Comment un puits obtient-il de l'eau souterraine ?", "aquifer.txt"),
+    ("¿Qué recarga un acuífero?", "aquifer.txt"),
+    ("¿Qué mide un pluviómetro?", "gauge.txt"),
+    ("¿Cuándo se derrite la nieve acumulada?", "snow.txt"),
+    ("¿Por qué las plantas pierden agua por los estomas?", "transpiration.txt"),
+    ("¿Qué le pasa al aire húmedo cuando sube por una montaña?", "shadow.txt"),
+]
+"""Measured by benchmarks/bench_fusion.py --cross-lingual; the test asks QUESTIONS."""
 
 
 @pytest.fixture(scope="module")
