@@ -155,7 +155,8 @@ def test_minmax_fusion_normalises_each_list():
     scores = fuse(Fusion("minmax", 0.5, 0.5, depth=10), keyword, nearest)
     assert scores == pytest.approx({1: 0.5, 2: 0.25, 3: 0.5, 4: 0.25})
     assert ranking(scores) == [1, 3, 2, 4]
-    assert fuse(Fusion("minmax", 1.0, 0.0, depth=2), keyword, nearest) == pytest.approx({1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0})
+    keyword_only = fuse(Fusion("minmax", 1.0, 0.0, depth=2), keyword, nearest)
+    assert keyword_only == pytest.approx({1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0})
 
 
 @pytest.mark.parametrize(
