@@ -107,7 +107,7 @@ def gather(dev: DevSet) -> list[Case]:
     import numpy as np
 
     from kb import KB
-    from kb.search import Searcher, fts_query
+    from kb.search import Searcher, embed_query, fts_query
 
     stat = dev.db.stat()
     cache = dev.db.with_name(f"{dev.db.stem}.fusion-cases-{stat.st_size}-{int(stat.st_mtime)}.pickle")
@@ -125,9 +125,13 @@ def gather(dev: DevSet) -> list[Case]:
         rows = [dict(zip(names, r)) for r in cursor]
         index = kb.index()
         texts = [q for q, _ in dev.questions]
-        vectors = np.concatenate(
-            [searcher.embedder.embed(texts[i : i + 256]) for i in range(0, len(texts), 256)]
-        ).astype(np.float32)
+        if getattr(searcher.embedder, "meta", {}).get("embedding_query_prefix"):
+            # A model with a query prefix embeds questions unlike passages: only its query path will do.
+            vectors = np.stack([embed_query(searcher.embedder, t) for t in texts]).astype(np.float32)
+        else:
+            vectors = np.concatenate(
+                [searcher.embedder.embed(texts[i : i + 256]) for i in range(0, len(texts), 256)]
+            ).astype(np.float32)
         for (question, answers), vector in zip(dev.questions, vectors):
             gold = {r["id"] for r in rows if answers(r)}
             case = Case(question, gold, _bm25(kb, fts_query(question)), index.search(vector, DEPTH))

@@ -37,23 +37,51 @@ def small_db(tmp_path, hash_embedder):
     return db
 
 
-def independent_ranks(db, query: str) -> tuple[dict[int, int], dict[int, int]]:
-    """Keyword and vector ranks computed here, without kb.search: FTS5's bm25() and a NumPy scan."""
+def independent_lists(db, query: str) -> tuple[dict[int, float], dict[int, float]]:
+    """BM25 and cosine distance by chunk id, computed here without kb.search: FTS5's bm25() and NumPy."""
     from kb.plugins import get_embedder
 
     with KB.open(db, readonly=True) as kb:
-        keyword = [
-            r[0]
-            for r in kb.conn.execute(
-                "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, 1.0, 0.5), rowid",
+        bm25 = dict(
+            kb.conn.execute(
+                "SELECT rowid, bm25(chunks_fts, 1.0, 0.5) FROM chunks_fts WHERE chunks_fts MATCH ?",
                 (fts_query(query),),
-            )
-        ]
+            ).fetchall()
+        )
         rows = kb.conn.execute("SELECT chunk_id, vector FROM embeddings").fetchall()
         q = np.asarray(get_embedder(kb.model_id).embed([query])[0], dtype=np.float32)
-    distance = {cid: 1.0 - float(np.frombuffer(blob, dtype="<f4") @ q) for cid, blob in rows}
+    return bm25, {cid: 1.0 - float(np.frombuffer(blob, dtype="<f4") @ q) for cid, blob in rows}
+
+
+def independent_ranks(db, query: str) -> tuple[dict[int, int], dict[int, int]]:
+    """1-based keyword and vector ranks (lower BM25 and lower distance first)."""
+    bm25, distance = independent_lists(db, query)
+    keyword = sorted(bm25, key=lambda cid: (bm25[cid], cid))
     nearest = sorted(distance, key=lambda cid: (distance[cid], cid))
     return {c: i for i, c in enumerate(keyword, 1)}, {c: i for i, c in enumerate(nearest, 1)}
+
+
+def expected_scores(db, query: str, fusion: Fusion) -> dict[int, float]:
+    """The fused score of every candidate, by the formulas of kb/fusion.py's docstring, written out here."""
+    bm25, distance = independent_lists(db, query)
+    keyword, vector = independent_ranks(db, query)
+    keyword = {c: r for c, r in keyword.items() if r <= fusion.depth}
+    vector = {c: r for c, r in vector.items() if r <= fusion.depth}
+    if fusion.method == "rrf":
+        return {
+            c: (fusion.keyword_weight / (fusion.rrf_k + keyword[c]) if c in keyword else 0.0)
+            + (fusion.vector_weight / (fusion.rrf_k + vector[c]) if c in vector else 0.0)
+            for c in set(keyword) | set(vector)
+        }
+    assert fusion.method == "zscore"
+    k_values = np.array([-bm25[c] for c in keyword])
+    v_values = np.array([-distance[c] for c in vector])
+    k_z = dict(zip(keyword, (k_values - k_values.mean()) / k_values.std()))
+    v_z = dict(zip(vector, (v_values - v_values.mean()) / v_values.std()))
+    return {
+        c: fusion.keyword_weight * k_z.get(c, min(k_z.values())) + fusion.vector_weight * v_z.get(c, min(v_z.values()))
+        for c in set(keyword) | set(vector)
+    }
 
 
 def set_fusion(db, fusion: Fusion) -> None:
@@ -105,16 +133,13 @@ def test_explain_shows_ranks_and_fused_scores_computed_independently(small_db, f
     assert result.exit_code == 0, result.output
     hits = json.loads(result.output)
     assert hits
+    expected = expected_scores(small_db, QUERY, fusion)
     for hit in hits:
         explained = hit["explain"]
         assert explained["keyword_rank"] == keyword.get(hit["chunk_id"])
         assert explained["vector_rank"] == vector.get(hit["chunk_id"])
-        expected = (
-            fusion.keyword_weight / (fusion.rrf_k + keyword[hit["chunk_id"]]) if hit["chunk_id"] in keyword else 0
-        )
-        if hit["chunk_id"] in vector:
-            expected += fusion.vector_weight / (fusion.rrf_k + vector[hit["chunk_id"]])
-        assert explained["fused_score"] == pytest.approx(expected)
+        assert explained["fused_score"] == pytest.approx(expected[hit["chunk_id"]])
+    assert [h["chunk_id"] for h in hits] == sorted(expected, key=lambda c: (-expected[c], c))[:5]
     assert [h["explain"]["fused_score"] for h in hits] == sorted(
         (h["explain"]["fused_score"] for h in hits), reverse=True
     )
