@@ -11,8 +11,10 @@ course: the expected source and page or heading).
 
 The table: BM25 alone, vectors alone, kb's fusion before (equal-weight RRF), and the fusion new KBs
 record (kb.fusion.DEFAULT); hit@1 and hit@5 per set, with the load average. `fusion_table()` is what
-bench_search.py prints too. `--variants` also measures keyword queries that keep stopwords and
-chunks that follow paragraph (here: passage) boundaries; `--e5` the multilingual embedder.
+bench_search.py prints too. `--variants` also measures keyword queries that keep stopwords; `--e5`
+the same sets on KBs embedded by e5-multilingual; `--cross-lingual` French and Spanish questions
+against English passages (tests/test_multilingual.py's set). Paragraph-boundary chunks are not
+measured yet: here every passage is its own file, so chunks never straddle two.
 """
 
 from __future__ import annotations
