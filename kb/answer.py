@@ -265,7 +265,9 @@ class AnswerEngine:
         answer.model = self._llm.describe() if self._llm is not None else {}
         # Nothing a client could render into a request elsewhere: no images, no URL kb did not make.
         answer.text = clean_answer(answer.text, [e.hit.link for e in answer.cited])
-        warning = language_warning(question)
+        # A KB made with a multilingual embedder expects questions in any language.
+        multilingual = getattr(self.searcher.embedder, "multilingual", False)
+        warning = None if multilingual else language_warning(question)
         if warning:
             answer.warnings.append(warning)
         if log:

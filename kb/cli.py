@@ -189,24 +189,29 @@ def cli() -> None:
 @click.argument("query")
 @click.option("-k", "k", type=click.IntRange(min=1, max=1000), default=10, show_default=True, help="Number of hits.")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as a JSON array.")
+@click.option("--explain", is_flag=True, help="Show each hit's keyword rank, vector rank and fused score.")
 @user_errors
-def search(db: str, query: str, k: int, as_json: bool) -> None:
-    """Search DB by keywords and meaning together (BM25 + vectors, fused by rank).
+def search(db: str, query: str, k: int, as_json: bool, explain: bool) -> None:
+    """Search DB by keywords and meaning together (BM25 + vectors, fused by the weights DB records).
 
     \b
     Example:
         kb search course.db "how does a rain gauge work" -k 5
         kb search course.db "Darcy's law" --json
+        kb search course.db "Darcy's law" --explain
     """
-    from .reports import format_hits
+    from .reports import explain_fusion, format_hits
     from .search import Searcher
 
     with open_kb(db) as kb:
-        hits = Searcher(kb).search(query, k)
+        searcher = Searcher(kb)
+        hits = searcher.search(query, k)
     if as_json:
-        _print_json([hit.to_dict() for hit in hits])
+        _print_json([hit.to_dict() | ({"explain": hit.explain()} if explain else {}) for hit in hits])
     else:
-        click.echo(format_hits(hits) if hits else "No hits.")
+        if explain:
+            click.echo(explain_fusion(searcher.fusion))
+        click.echo(format_hits(hits, explain=explain) if hits else "No hits.")
 
 
 @cli.command()

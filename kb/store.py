@@ -240,9 +240,16 @@ class KB:
         )
 
     def bind_model(
-        self, model_id: str, dimension: int, normalized: bool, backend: str, chunking: dict[str, int]
+        self,
+        model_id: str,
+        dimension: int,
+        normalized: bool,
+        backend: str,
+        chunking: dict[str, int],
+        extra: dict[str, str] | None = None,
     ) -> None:
-        """Record the embedding model on first use; refuse a different one afterwards."""
+        """Record the embedding model on first use (with `extra` settings that stay with it, such as
+        the fusion weights); refuse a different model afterwards."""
         recorded = self.meta().get("embedding_model")
         if recorded is None:
             if backend not in BACKENDS or backend == "numpy":
@@ -258,6 +265,7 @@ class KB:
                             "embedding_normalized": int(normalized),
                             "vector_backend": backend,
                             **{f"chunk_{k}": v for k, v in chunking.items()},
+                            **(extra or {}),
                         }
                     )
                     self._index = open_index(self.conn, backend, dimension)

