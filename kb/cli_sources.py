@@ -96,6 +96,12 @@ def ingest_options(func: Callable) -> Callable:
     return func
 
 
+def flag_dest(name: str) -> str:
+    """Where a plugin option's flag puts its value among the command's settings: apart from the
+    engine's own (the web fetcher's max_pages, --max-site-pages, is not the page limit --max-pages)."""
+    return f"set_{name}"
+
+
 class IngestCommand(click.Command):
     """`kb ingest`: the flags users know (`--depth`, `--ocr`) are built from the options the built-in
     connectors and fetchers declare, when the command is first parsed or shown, so `kb search`
@@ -109,7 +115,7 @@ class IngestCommand(click.Command):
             from .options import click_option
             from .plugins import declared_options
 
-            flags = [click_option(info) for info in declared_options().values() if info.flag]
+            flags = [click_option(i, flag_dest(i.name)) for i in declared_options().values() if i.flag]
             at = next(i for i, p in enumerate(self.params) if p.name == "option")
             self.params[at:at] = flags
         return super().get_params(ctx)
@@ -215,7 +221,7 @@ def plugin_options(settings: dict[str, Any]) -> dict[str, Any]:
 
     options: dict[str, Any] = {}
     for name, info in declared_options().items():
-        given = settings.get(name) if info.flag else None
+        given = settings.get(flag_dest(name)) if info.flag else None
         if given is None:
             options[name] = info.default
         else:  # a flag's value, in its units (--max-hours sets seconds)
@@ -230,8 +236,9 @@ def plugin_options(settings: dict[str, Any]) -> dict[str, Any]:
 
 def ingest_defaults() -> dict[str, Any]:
     """What `kb ingest` runs with when given no options: `kb sync` starts from these."""
-    ctx = click.Context(ingest)
-    return {p.name: p.get_default(ctx) for p in ingest.get_params(ctx) if p.name and not p.name.startswith("help")}
+    # Parsed as click parses a bare `kb ingest DB SOURCE`: flags False, repeatable options (), the rest None.
+    with ingest.make_context("ingest", ["DB", "SOURCE"]) as ctx:
+        return {k: v for k, v in ctx.params.items() if k not in ("db", "sources")}
 
 
 @cli.command()
@@ -257,7 +264,7 @@ def sync(db: str, checksum: bool, allow_private: bool, as_json: bool, no_wait: b
         **ingest_defaults(),
         "prune": True,
         "checksum": checksum,
-        "allow_private": allow_private,
+        flag_dest("allow_private"): allow_private,
         "as_json": as_json,
         "no_wait": no_wait,
     }

@@ -274,10 +274,10 @@ class LLMOptions:
         return AskSettings(fast=self.fast, judge=self.judge)
 
 
-def click_option(info: OptionInfo) -> Any:
+def click_option(info: OptionInfo, dest: str | None = None) -> Any:
     """The command-line flag (a `click.Option`) of a declared option (`--depth` for max_depth), its
-    default and help the declaration's; the value reaches the command under the option's own name,
-    in the flag's units."""
+    default and help the declaration's; the value reaches the command as `dest` (the option's own
+    name unless given), in the flag's units."""
     import click
 
     kwargs: dict[str, Any] = {"help": info.help, "envvar": info.envvar}
@@ -300,7 +300,7 @@ def click_option(info: OptionInfo) -> Any:
             kwargs["type"] = click.IntRange(min=low) if low is not None else int
         elif info.type == "float":
             kwargs["type"] = click.FloatRange(min=low) if low is not None else float
-    return click.Option([info.flag, info.name], **kwargs)
+    return click.Option([info.flag, dest or info.name], **kwargs)
 
 
 def click_options(options_cls: type) -> Any:
