@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli import _print_json, cli, no_wait_option, open_kb, user_errors
+from .cli import CONTEXT, _print_json, cli, no_wait_option, open_kb, user_errors
 from .errors import KBError
 from .terminal import printable
 
@@ -237,7 +237,8 @@ def plugin_options(settings: dict[str, Any]) -> dict[str, Any]:
 def ingest_defaults() -> dict[str, Any]:
     """What `kb ingest` runs with when given no options: `kb sync` starts from these."""
     # Parsed as click parses a bare `kb ingest DB SOURCE`: flags False, repeatable options (), the rest None.
-    with ingest.make_context("ingest", ["DB", "SOURCE"]) as ctx:
+    # With kb's context settings: click keeps the help option a command is first parsed with.
+    with ingest.make_context("ingest", ["DB", "SOURCE"], **CONTEXT) as ctx:
         return {k: v for k, v in ctx.params.items() if k not in ("db", "sources")}
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import ROOT, TEST_PLUGINS, run_kb
 
 from kb import KBError, LLMOptions, option
-from kb.cli import cli
+from kb.cli import CONTEXT, cli
 from kb.options import describe, merge
 
 DOCS = ROOT / "docs" / "plugins.md"
@@ -67,7 +67,7 @@ def parsed(*args: str) -> dict:
     from kb.options import parse_pairs
     from kb.plugins import declared_options
 
-    with ingest.make_context("ingest", ["DB", "SOURCE", *args]) as ctx:
+    with ingest.make_context("ingest", ["DB", "SOURCE", *args], **CONTEXT) as ctx:
         settings = dict(ctx.params)
     settings["option"] = parse_pairs(settings["option"], declared_options())
     return {"engine_max_pages": settings["max_pages"], **plugin_options(settings)}
@@ -149,7 +149,7 @@ def test_every_asking_command_takes_the_one_llm_definition():
     commands = [cli.commands[n] for n in ("ask", "eval", "mcp", "serve")] + [cli.commands["questions"].commands["make"]]
     for command in commands:
         flags = {opt for param in command.params for opt in param.opts}
-        with command.make_context(command.name, [], resilient_parsing=True) as ctx:
+        with command.make_context(command.name, [], resilient_parsing=True, **CONTEXT) as ctx:
             parsed = ctx.params
         for info in describe(LLMOptions):
             assert info.flag in flags, (command.name, info.flag)
