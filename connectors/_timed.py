@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kb import ChunkingSettings, Locator, Section
+from kb import ChunkingSettings, Locator, Section, option
 
 MEDIA_SUFFIXES = (
     ".wav", ".mp3", ".m4a", ".ogg", ".oga", ".opus", ".flac", ".aac",
@@ -17,6 +17,21 @@ MEDIA_SUFFIXES = (
 )  # fmt: skip
 DEFAULT_MAX_DURATION_S = 4 * 3600.0
 """Longest recording read (option max_duration_s): a day-long stream is refused from its header."""
+
+
+@dataclass(frozen=True)
+class DurationOptions:
+    """How long a recording may be: read by the media connector and the yt-dlp fetcher alike."""
+
+    max_duration_s: float = option(
+        DEFAULT_MAX_DURATION_S,
+        "Refuse recordings longer than this (read from the file's header, before decoding).",
+        minimum=3.6,  # --max-hours 0.001
+        flag="--max-hours",
+        scale=3600,
+    )
+
+
 MAX_MEDIA_BYTES = 4 * 2**30
 """Largest recording read or downloaded (the engine hashes it as a stream, never holds it)."""
 SOFT_SECTION_CHARS = 450

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 
-from kb import Document, Locator, Section, SourceError, SourceFile, hookimpl
+from kb import Document, Locator, Section, SourceError, SourceFile, hookimpl, read_options
 
 from . import ocr
 
@@ -16,6 +16,7 @@ from . import ocr
 class ImageConnector:
     kind = "image"
     suffixes = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+    options = ocr.OcrOptions
     crawled = False
     """A crawl does not fetch images: a site's logos and icons are not course text."""
 
@@ -43,14 +44,15 @@ class ImageConnector:
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise SourceError(f"not a readable image ({exc})") from exc
         doc = Document(uri=source.uri, kind=self.kind, title=source.stem, metadata={"width": width, "height": height})
-        mode = source.options.get("ocr") or "auto"
+        options = read_options(ocr.OcrOptions, source.options)
+        mode = options.ocr
         if mode == "never":
             doc.empty_reason = "an image, and OCR is off (--ocr never)"
             return doc
         if not ocr.available():
             doc.empty_reason = f"an image; {ocr.INSTALL_HINT}"
             return doc
-        lang = source.options.get("ocr_lang") or "eng"
+        lang = options.ocr_lang
         ocr.check_language(lang)
         source.progress("OCR")
         text = ocr.ocr_image(data, lang)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kb import Document, SourceError, SourceFile, hookimpl
+from kb import Document, SourceError, SourceFile, hookimpl, read_options
 
-from ._timed import DEFAULT_MAX_DURATION_S, MAX_MEDIA_BYTES, MEDIA_SUFFIXES, Segment, format_duration, group_segments
+from ._timed import MAX_MEDIA_BYTES, MEDIA_SUFFIXES, DurationOptions, Segment, format_duration, group_segments
 from .captions import CaptionsConnector, read_caption_file, sidecar_captions
-from .transcribe import SAMPLE_RATE, cache_path, choose_model, load_cached, save_cached, transcribe
+from .transcribe import SAMPLE_RATE, TranscribeOptions, cache_path, choose_model, load_cached, save_cached, transcribe
 
 # A truncated file decodes to less audio than its header declares; VBR MP3s without a Xing header
 # misstate their length a little, so only a clear shortfall counts.
@@ -139,6 +139,11 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class MediaOptions(TranscribeOptions, DurationOptions):
+    """The media connector's options: the speech model, and the longest recording it reads."""
+
+
 class MediaConnector:
     """Audio and video files: captions when a sidecar file has them, else a speech model."""
 
@@ -146,6 +151,7 @@ class MediaConnector:
     suffixes = MEDIA_SUFFIXES
     reads_path = True  # the engine hashes the file as a stream instead of reading it into memory
     max_bytes = MAX_MEDIA_BYTES
+    options = MediaOptions
 
     def time_budget(self, source: SourceFile) -> float:
         """Seconds that transcribing this recording may take: half its length plus a minute.
@@ -158,13 +164,13 @@ class MediaConnector:
             info = probe(Path(source.path))
         except SourceError:
             return 0.0
-        max_duration = float(source.options.get("max_duration_s") or DEFAULT_MAX_DURATION_S)
+        max_duration = float(read_options(MediaOptions, source.options).max_duration_s)
         return min(info.duration or 0.0, max_duration) * TIME_PER_AUDIO_SECOND + 60.0
 
     def extract(self, source: SourceFile) -> Document:
         started = time.monotonic()
         path = Path(source.path)
-        max_duration = float(source.options.get("max_duration_s") or DEFAULT_MAX_DURATION_S)
+        max_duration = float(read_options(MediaOptions, source.options).max_duration_s)
         info = probe(path)
         if info.duration is not None and info.duration > max_duration:
             limit = format_duration(max_duration)

@@ -16,9 +16,10 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from kb import SourceError
+from kb import SourceError, option
 
 PAGE_TIMEOUT_S = 60.0
 """Longest one page may take (a page of text takes 2-4 s here); a page past it is skipped and named."""
@@ -27,6 +28,23 @@ MAX_SIDE = 3508
 MAX_IMAGE_PIXELS = 60_000_000
 """Largest image source decoded at all (a decompression bomb declares billions)."""
 INSTALL_HINT = "install tesseract (apt-get install tesseract-ocr tesseract-ocr-eng) to read it by OCR"
+
+
+@dataclass(frozen=True)
+class OcrOptions:
+    """What the PDF and image connectors read by OCR, and in which language."""
+
+    ocr: str = option(
+        "auto",
+        "Read scanned pages and images with tesseract: pages without a text layer (auto), every page, or none.",
+        choices=("auto", "always", "never"),
+        flag="--ocr",
+    )
+    ocr_lang: str = option(
+        "eng",
+        "Tesseract language(s), e.g. deu or eng+fra (each needs its tesseract-ocr-LANG package).",
+        flag="--ocr-lang",
+    )
 
 
 def available() -> bool:

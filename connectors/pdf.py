@@ -5,9 +5,12 @@ from __future__ import annotations
 import io
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from kb import Document, Locator, Section, SourceError, SourceFile, hookimpl
+from kb import Document, Locator, Section, SourceError, SourceFile, hookimpl, option, read_options
+
+from .ocr import OcrOptions
 
 OCR_SECONDS_PER_PAGE = 4.0
 """Time a page may take to render and OCR here (2.5 s measured for a full page of text, one thread)."""
@@ -15,15 +18,23 @@ MAX_OCR_BUDGET_S = 3600.0
 """The most a PDF may claim beyond --timeout for OCR, whatever its page count says."""
 
 
+@dataclass(frozen=True)
+class PdfOptions(OcrOptions):
+    """The PDF connector's options: OCR's, and the passwords it tries on a protected file."""
+
+    pdf_passwords: tuple[str, ...] = option((), "Password to open protected PDFs (repeatable).", flag="--pdf-password")
+
+
 class PdfConnector:
     kind = "pdf"
     suffixes = (".pdf",)
+    options = PdfOptions
 
     def time_budget(self, source: SourceFile) -> float:
         """A scanned book needs more than the per-source limit: a few seconds a page, when OCR may run."""
         from . import ocr
 
-        if (source.options.get("ocr") or "auto") == "never" or not ocr.available():
+        if read_options(PdfOptions, source.options).ocr == "never" or not ocr.available():
             return 0.0
         import pypdf
 
@@ -46,14 +57,14 @@ class PdfConnector:
         try:
             reader = pypdf.PdfReader(io.BytesIO(source.data), strict=False)
             if reader.is_encrypted:
-                _unlock(reader, list(source.options.get("pdf_passwords") or ()), DependencyError)
+                _unlock(reader, list(read_options(PdfOptions, source.options).pdf_passwords), DependencyError)
             count = len(reader.pages)
             if count > source.limits.max_pages:
                 raise SourceError(f"too many pages ({count:,}; the limit is {source.limits.max_pages:,})")
             headings = _outline_headings(reader, count)
             pages: list[str] = []
             drawn: list[bool] = []  # pages worth OCR: a scan is an image; a blank page has nothing to read
-            mode = source.options.get("ocr") or "auto"
+            mode = read_options(PdfOptions, source.options).ocr
             chars = 0
             for number, page in enumerate(reader.pages, start=1):
                 try:
@@ -123,7 +134,8 @@ def _read_scanned_pages(pages: list[str], drawn: list[bool], source: SourceFile,
     returns what was done, or the next step when OCR could not run."""
     from . import ocr
 
-    mode = source.options.get("ocr") or "auto"
+    options = read_options(PdfOptions, source.options)
+    mode = options.ocr
     wanted = [
         n
         for n, (text, image) in enumerate(zip(pages, drawn), start=1)
@@ -134,7 +146,7 @@ def _read_scanned_pages(pages: list[str], drawn: list[bool], source: SourceFile,
     if not ocr.available():
         metadata["pages_needing_ocr"] = ocr.page_ranges(wanted)
         return ocr.INSTALL_HINT
-    lang = source.options.get("ocr_lang") or "eng"
+    lang = options.ocr_lang
     ocr.check_language(lang)
     texts, failures = ocr.ocr_pdf_pages(source.data, source.path, wanted, lang, source.progress)
     for number, text in texts.items():

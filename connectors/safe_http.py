@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from kb import SourceError, __version__
+from kb import SourceError, __version__, option
 
 PRODUCT = "kb"
 """The product token: the User-Agent starts with it and robots.txt groups are matched against it."""
@@ -32,6 +32,15 @@ USER_AGENT = (
 REDIRECTS = (301, 302, 303, 307, 308)
 READ_SIZE = 64 * 1024
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """Where the fetchers may connect: shared by the web and yt-dlp fetchers, declared once here."""
+
+    allow_private: bool = option(
+        False, "Let URLs reach loopback and private network addresses (refused by default).", flag="--allow-private"
+    )
 
 
 class FetchError(SourceError):

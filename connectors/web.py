@@ -16,13 +16,14 @@ import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
-from kb import FetchContext, Fetched, SourceError, hookimpl
+from kb import FetchContext, Fetched, SourceError, hookimpl, option, read_options
 
 from ._robots import Robots
-from .safe_http import FetchError, Policy, Response, fetch
+from .safe_http import FetchError, NetworkOptions, Policy, Response, fetch
 
 PAGE_MAX_BYTES = 10 * 2**20
 """Most bytes of an HTML or text page: far beyond any real page, well inside the HTML connector's limit."""
@@ -48,19 +49,29 @@ HTML_TYPES = frozenset(("text/html", "application/xhtml+xml"))
 PAGE_SUFFIXES = frozenset((".php", ".asp", ".aspx", ".jsp", ".jspx", ".cgi", ".pl", ".cfm", ".shtml", ".do"))
 
 
+@dataclass(frozen=True)
+class WebOptions(NetworkOptions):
+    """The web fetcher's options: whether and how far it crawls."""
+
+    crawl: bool = option(False, "Also follow links from web pages to pages under the same URL prefix.", flag="--crawl")
+    max_depth: int = option(2, "How many links deep --crawl goes.", minimum=0, flag="--depth")
+    max_pages: int = option(50, "Most pages --crawl fetches from one starting URL.", minimum=1, flag="--max-site-pages")
+
+
 class WebFetcher:
     """http(s) URLs: one page, or with --crawl the pages linked under the same URL prefix."""
 
     name = "web"
     priority = 0
     """The fallback for http(s): fetchers for video sites and media files are asked first."""
+    options = WebOptions
 
     @staticmethod
     def claims(url: str) -> bool:
         return urlsplit(url).scheme.lower() in ("http", "https")
 
     def fetch(self, url: str, context: FetchContext) -> Iterator[Fetched]:
-        if context.options.get("crawl"):
+        if read_options(WebOptions, context.options).crawl:
             yield from crawl(url, context)
             return
         fetched, _ = _fetch_page(normalise(url) or url, context, want_links=False)
@@ -73,7 +84,7 @@ class WebFetcher:
 def _page_policy(context: FetchContext) -> Policy:
     timeout = context.limits.timeout_s
     return Policy(
-        allow_private=bool(context.options.get("allow_private")),
+        allow_private=read_options(WebOptions, context.options).allow_private,
         timeout_s=min(timeout, PAGE_MAX_SECONDS) if timeout > 0 else PAGE_MAX_SECONDS,
         max_bytes=min(context.limits.max_bytes, DOCUMENT_MAX_BYTES),
     )
@@ -238,8 +249,8 @@ def worth_fetching(url: str, readable: Callable[[str], bool]) -> bool:
 
 def crawl(start: str, context: FetchContext) -> Iterator[Fetched]:
     """Breadth first from `start` through links under its prefix, within depth and page limits."""
-    max_depth = int(context.options.get("max_depth", 2))
-    max_pages = int(context.options.get("max_pages", 50))
+    options = read_options(WebOptions, context.options)
+    max_depth, max_pages = int(options.max_depth), int(options.max_pages)
     robots = Robots(_page_policy(context))
     first = normalise(start) or start
     queue: deque[tuple[str, int]] = deque([(first, 0)])

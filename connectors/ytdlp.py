@@ -15,18 +15,18 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from kb import FetchContext, Fetched, SourceError, SourceTimeout, deadline
+from kb import FetchContext, Fetched, SourceError, SourceTimeout, deadline, option, read_options
 
-from ._timed import DEFAULT_MAX_DURATION_S, MAX_MEDIA_BYTES, MEDIA_SUFFIXES, format_duration
-from .safe_http import FetchError, address_problem, resolve
+from ._timed import MAX_MEDIA_BYTES, MEDIA_SUFFIXES, DurationOptions, format_duration
+from .safe_http import FetchError, NetworkOptions, address_problem, resolve
 
 # Streaming manifests are media too: yt-dlp reads their formats and subtitle tracks.
 DIRECT_SUFFIXES = MEDIA_SUFFIXES + (".m3u8", ".mpd")
-DEFAULT_PLAYLIST_ITEMS = 50
 SOCKET_TIMEOUT_S = 30.0
 RESOLVE_TIMEOUT_S = 10.0
 CAPTION_FORMATS = ("vtt", "srt")
@@ -35,11 +35,21 @@ CAPTION_FORMATS = ("vtt", "srt")
 FORMAT = "bestaudio[abr<=?160]/bestaudio/best[height<=?480]/best/worst"
 
 
+@dataclass(frozen=True)
+class YtDlpOptions(NetworkOptions, DurationOptions):
+    """The yt-dlp fetcher's options: the web fetcher's address rule, the recording limit, playlists' length."""
+
+    max_playlist_items: int = option(
+        50, "Most videos read from one playlist URL.", minimum=1, flag="--max-playlist-items"
+    )
+
+
 class YtDlpFetcher:
     """Video pages, playlists and direct media URLs (asked before the plain web-page fetcher)."""
 
     name = "yt-dlp"
     priority = 10
+    options = YtDlpOptions
 
     @classmethod
     def claims(cls, url: str) -> bool:
@@ -71,7 +81,7 @@ class YtDlpFetcher:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _playlist(self, session: _Session, url: str, info: dict, context: FetchContext) -> Iterator[Fetched]:
-        limit = int(context.options.get("max_playlist_items") or DEFAULT_PLAYLIST_ITEMS)
+        limit = int(read_options(YtDlpOptions, context.options).max_playlist_items)
         entries = [e for e in (info.get("entries") or []) if e]
         if not entries:
             yield Fetched(uri=url, error="the playlist is empty")
@@ -98,7 +108,7 @@ class _Session:
     def __init__(self, workdir: Path, context: FetchContext):
         self.workdir = workdir
         self.context = context
-        self.max_duration = float(context.options.get("max_duration_s") or DEFAULT_MAX_DURATION_S)
+        self.max_duration = float(read_options(YtDlpOptions, context.options).max_duration_s)
         self.max_bytes = MAX_MEDIA_BYTES
 
     def params(self, **extra: Any) -> dict[str, Any]:
@@ -123,7 +133,7 @@ class _Session:
             "match_filter": self._match_filter,
             "noplaylist": True,  # watch?v=X&list=Y is the video X; a playlist URL is still a playlist
             "extract_flat": "in_playlist",
-            "playlistend": int(self.context.options.get("max_playlist_items") or DEFAULT_PLAYLIST_ITEMS),
+            "playlistend": int(read_options(YtDlpOptions, self.context.options).max_playlist_items),
             "format": FORMAT,
             "postprocessors": [],
             "cachedir": False,
@@ -357,7 +367,7 @@ def _site_extractor(url: str) -> str | None:
 def refuse_private(url: str, options: dict[str, Any]) -> str | None:
     """Why a URL may not be fetched (a non-public address without --allow-private), by the web
     fetcher's address rules (IPv4 inside IPv6 included); None when it may."""
-    if options.get("allow_private"):
+    if read_options(NetworkOptions, options).allow_private:
         return None
     host = urlparse(url).hostname
     if not host:

@@ -34,6 +34,9 @@ _PUBLIC = {
     "Ingester": "ingest",
     "IngestResult": "ingest",
     "ingest": "ingest",
+    "LLMOptions": "options",
+    "option": "options",
+    "read_options": "options",
     "connector_for": "plugins",
     "SectionBuilder": "sections",
     "Searcher": "search",
@@ -81,9 +84,12 @@ __all__ = [
     "KBError",
     "Limits",
     "LLM",
+    "LLMOptions",
     "Locator",
     "ModelMismatch",
     "NotAKBFile",
+    "option",
+    "read_options",
     "SchemaTooNew",
     "search",
     "Searcher",
@@ -105,6 +111,7 @@ if _typing.TYPE_CHECKING:
     from .errors import KBError, ModelMismatch, NotAKBFile, SchemaTooNew, SourceError
     from .hookspecs import hookimpl
     from .ingest import Ingester, IngestResult, ingest
+    from .options import LLMOptions, option, read_options
     from .plugins import connector_for
     from .search import Searcher, fts_query, search
     from .sections import SectionBuilder

@@ -104,75 +104,61 @@ class Group(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+class RootGroup(Group):
+    """The `kb` group: before a command is looked up, plugins add theirs (the register_commands hook)."""
+
+    _plugins_asked = False
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._add_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def _add_plugin_commands(self) -> None:
+        # Only third-party plugins can add commands, so only they are loaded here: importing every
+        # built-in connector would cost `kb search` a second.
+        if self._plugins_asked:
+            return
+        self._plugins_asked = True
+        from .plugins import load_external_plugins, pm
+
+        try:
+            load_external_plugins()
+        except KBError as exc:
+            raise click.ClickException(str(exc)) from exc
+        pm.hook.register_commands(cli=self)
+
+
 def llm_options(func: Callable) -> Callable:
-    """The options that choose and tune the LLM, shared by `ask` and `eval`."""
-    options = [
-        click.option(
-            "--model",
-            "model_path",
-            type=click.Path(dir_okay=False),
-            envvar="KB_MODEL",
-            help="A built-in model by name (see `kb models`; default: qwen2.5-coder-1.5b) or a GGUF file.",
-        ),
-        click.option(
-            "--llm-url", envvar="KB_LLM_URL", help="An OpenAI-compatible server instead, e.g. http://127.0.0.1:8080/v1."
-        ),
-        click.option("--llm-model", help="Model name to ask the --llm-url server for."),
-        click.option(
-            "--n-ctx", type=click.IntRange(min=512), default=4096, show_default=True, help="Context size for --model."
-        ),
-        click.option("--threads", type=click.IntRange(min=1), help="CPU threads for --model (default: all)."),
-        click.option(
-            "--llm-timeout",
-            type=click.FloatRange(min=1),
-            default=120,
-            show_default=True,
-            help="Seconds to wait for a --llm-url server.",
-        ),
-        click.option(
-            "--fast", is_flag=True, help="Skip the evidence check: the model writes from the passages in one call."
-        ),
-        click.option(
-            "--judge",
-            type=click.Choice(["auto", "retrieval", "llm"]),
-            default="auto",
-            show_default=True,
-            help="Who decides what is evidence: the model, choosing exact quotes (llm), or retrieval scores "
-            "alone (auto: the model when it can judge; the low-memory models cannot).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    """The options that choose and tune the LLM (`kb.options.LLMOptions`, declared once for every
+    surface that asks), handed to the command as one `llm` argument."""
+    from .options import LLMOptions, click_options, describe
+
+    names = [info.name for info in describe(LLMOptions)]
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["llm"] = LLMOptions(**{name: kwargs.pop(name) for name in names})
+        return func(*args, **kwargs)
+
+    return click_options(LLMOptions)(wrapper)
 
 
-def make_engine(
-    kb: Any,
-    model_path: str | None,
-    llm_url: str | None,
-    llm_model: str | None,
-    n_ctx: int,
-    threads: int | None,
-    llm_timeout: float,
-    fast: bool,
-    judge: str,
-) -> Any:
-    from .answer import AnswerEngine, AskSettings, load_llm
+def make_engine(kb: Any, llm: Any) -> Any:
+    """The answer engine over `kb` with the LLM `llm` (LLMOptions) names, loaded on the first answer."""
+    from .answer import AnswerEngine
 
-    if model_path and llm_url:
-        raise KBError("Give either --model or --llm-url, not both.")
-
-    def factory() -> Any:
-        return load_llm(model_path, llm_url, llm_model, n_ctx, threads, llm_timeout)
-
-    return AnswerEngine(kb, factory, AskSettings(fast=fast, judge=judge))
+    return AnswerEngine(kb, llm.check().load, llm.settings())
 
 
 # Fixed widths keep --help identical everywhere, so the README copy of it can be checked.
 CONTEXT = {"max_content_width": 100, "terminal_width": 100, "help_option_names": ["-h", "--help"]}
 
 
-@click.group(cls=Group, context_settings=CONTEXT)
+@click.group(cls=RootGroup, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="kb")
 def cli() -> None:
     """Course materials in one SQLite file, searched and answered with citations.
@@ -220,7 +206,7 @@ def search(db: str, query: str, k: int, as_json: bool, explain: bool) -> None:
 @llm_options
 @click.option("--json", "as_json", is_flag=True, help="Print the answer, citations and timings as JSON.")
 @user_errors
-def ask(db: str, question: str, as_json: bool, **llm: Any) -> None:
+def ask(db: str, question: str, as_json: bool, llm: Any) -> None:
     """Answer QUESTION from DB with a local LLM, citing page, slide, heading or time.
 
     kb retrieves passages, keeps those that answer the question as evidence, has the model write
@@ -242,7 +228,7 @@ def ask(db: str, question: str, as_json: bool, **llm: Any) -> None:
         # On a worker thread, so that Ctrl-C stops kb at once even inside llama.cpp (kb/interrupt.py);
         # the KB is opened there too, as an SQLite connection stays on the thread that made it.
         with open_kb(db) as kb:
-            engine = make_engine(kb, **llm)
+            engine = make_engine(kb, llm)
             return engine.ask(question, on_token=printer.token, on_stage=printer.stage)
 
     answer = run_interruptible(work, on_interrupt=printer.interrupted)
@@ -270,7 +256,7 @@ def ask(db: str, question: str, as_json: bool, **llm: Any) -> None:
 @llm_options
 @click.option("--json", "as_json", is_flag=True, help="Print per-question results and totals as JSON.")
 @user_errors
-def eval_(db: str, questions: str, k: int, limit: int | None, as_json: bool, **llm: Any) -> None:
+def eval_(db: str, questions: str, k: int, limit: int | None, as_json: bool, llm: Any) -> None:
     """Measure retrieval and answers on a questions file (JSON lines).
 
     Each line: {"id", "question", "answerable", "expected_source", "expected_page" or
@@ -291,7 +277,7 @@ def eval_(db: str, questions: str, k: int, limit: int | None, as_json: bool, **l
 
     def work() -> Any:
         with open_kb(db, readonly=True) as kb:
-            return evaluate(make_engine(kb, **llm), items, k=k)
+            return evaluate(make_engine(kb, llm), items, k=k)
 
     report = run_interruptible(work, on_interrupt=lambda: say("interrupted."))
     if as_json:
@@ -461,7 +447,7 @@ def export_(
 )
 @llm_options
 @user_errors
-def serve(dbs: tuple[str, ...], host: str, port: int, open_browser: bool, api_key: str | None, **llm: Any) -> None:
+def serve(dbs: tuple[str, ...], host: str, port: int, open_browser: bool, api_key: str | None, llm: Any) -> None:
     """Browse, search and ask DB files in a web browser (Datasette with kb's plugin), read-only.
 
     Each file gets an ask page (/-/kb/NAME) that answers with citations: each opens the source
@@ -482,15 +468,14 @@ def serve(dbs: tuple[str, ...], host: str, port: int, open_browser: bool, api_ke
     """
     from .serve import serve as run
 
-    llm["model"] = llm.pop("model_path")
-    run(list(dbs), host=host, port=port, open_browser=open_browser, api_key=api_key, **llm)
+    run(list(dbs), host=host, port=port, open_browser=open_browser, api_key=api_key, llm=llm)
 
 
 @cli.command()
 @click.argument("dbs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @llm_options
 @user_errors
-def mcp(dbs: tuple[str, ...], **llm: Any) -> None:
+def mcp(dbs: tuple[str, ...], llm: Any) -> None:
     """Serve DB files to an MCP client (a desktop agent) over stdio, read-only.
 
     Tools: search(query, k), ask(question) with citations or abstention, get_passage(chunk_id),
@@ -502,16 +487,12 @@ def mcp(dbs: tuple[str, ...], **llm: Any) -> None:
         kb mcp course-learner.db
         claude mcp add course -- kb mcp /path/to/course-learner.db
     """
-    from .answer import AskSettings
     from .mcp_server import run_stdio
     from .serve import check_files
 
-    if llm.get("model_path") and llm.get("llm_url"):
-        raise KBError("Give either --model or --llm-url, not both.")
+    llm.check()
     files = check_files(list(dbs))
-    options = {"model_path": llm["model_path"], "llm_url": llm["llm_url"], "llm_model": llm["llm_model"]}
-    options |= {"n_ctx": llm["n_ctx"], "threads": llm["threads"], "llm_timeout": llm["llm_timeout"]}
-    run_stdio(files, options, AskSettings(fast=llm["fast"], judge=llm["judge"]))
+    run_stdio(files, llm.load_args(), llm.settings())
 
 
 def _readonly(db: str) -> bool:
@@ -530,7 +511,7 @@ def _readonly(db: str) -> bool:
 
 
 # The commands that bring sources in and take them out, and the study questions, live in their own modules.
-from . import cli_questions, cli_sources  # noqa: E402,F401
+from . import cli_plugins, cli_questions, cli_sources  # noqa: E402,F401
 
 
 def main() -> None:

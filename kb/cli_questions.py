@@ -70,7 +70,7 @@ def _kinds(value: str) -> tuple[str, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @user_errors
 def make(
-    db: str, per_section: int, kinds: str, sources: tuple[str, ...], limit: int | None, as_json: bool, **llm: Any
+    db: str, per_section: int, kinds: str, sources: tuple[str, ...], limit: int | None, as_json: bool, llm: Any
 ) -> None:
     """Make study questions from DB's passages with the local model, check each, and save them all.
 
@@ -79,22 +79,17 @@ def make(
         kb questions course.db
         kb questions make course.db --kinds mcq,cloze --per-section 2 --source "field-guide*"
     """
-    from .answer import AskSettings, load_llm
     from .interrupt import run_interruptible
     from .questions.generate import Generator
     from .questions.report import format_report
 
     chosen = _kinds(kinds)
-    if llm["model_path"] and llm["llm_url"]:
-        raise KBError("Give either --model or --llm-url, not both.")
+    llm.check()
     state: dict[str, Any] = {}
 
     def work() -> Any:
         with open_kb(db, readonly=False, write=True) as kb:
-            llm_ = load_llm(
-                llm["model_path"], llm["llm_url"], llm["llm_model"], llm["n_ctx"], llm["threads"], llm["llm_timeout"]
-            )
-            generator = Generator(kb, llm_, AskSettings(fast=llm["fast"], judge=llm["judge"]))
+            generator = Generator(kb, llm.load(), llm.settings())
             with click.progressbar(
                 length=1, label="Making questions", file=sys.stderr, show_pos=True, item_show_func=lambda q: q
             ) as bar:

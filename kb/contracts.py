@@ -27,8 +27,10 @@ class Connector(Protocol):
 
     Optional class attributes: `reads_path = True` (the engine hands `source.path`, not the bytes:
     media far larger than memory), `max_bytes` (its own size limit, with `reads_path`),
-    `crawled = False` (a crawl does not download such links) and a method
-    `time_budget(source) -> float` (seconds it may take beyond the per-source limit, never less).
+    `crawled = False` (a crawl does not download such links), `options` (a frozen dataclass of
+    `kb.option` fields, one default each, which `kb ingest -o KEY VALUE` sets and the connector reads
+    with `kb.read_options(Options, source.options)`) and a method `time_budget(source) -> float`
+    (seconds it may take beyond the per-source limit, never less).
     """
 
     kind: ClassVar[str]
@@ -41,7 +43,10 @@ class Connector(Protocol):
 
 @runtime_checkable
 class Fetcher(Protocol):
-    """Turns a URL into sources (one page, a crawl, a playlist); raises `kb.SourceError` per URL."""
+    """Turns a URL into sources (one page, a crawl, a playlist); raises `kb.SourceError` per URL.
+
+    Optional: `options`, a dataclass of its options as for a `Connector`, read from `context.options`.
+    """
 
     name: ClassVar[str]
     priority: ClassVar[int]

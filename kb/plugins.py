@@ -32,6 +32,7 @@ pm = pluggy.PluginManager("kb")
 pm.add_hookspecs(hookspecs)
 
 _loaded = False
+_external: list[tuple[str, Any]] | None = None
 
 
 def ensure_plugins_loaded() -> None:
@@ -40,11 +41,29 @@ def ensure_plugins_loaded() -> None:
     if _loaded:
         return
     _loaded = True
+    external = load_external_plugins()
+    # The CLI loads the third-party plugins alone first (for register_commands, without importing every
+    # connector); registered again after the built-ins, they are still called first and win a suffix.
+    for _name, plugin in external:
+        if pm.is_registered(plugin):
+            pm.unregister(plugin)
     for name in DEFAULT_PLUGINS:
         module = importlib.import_module(name)
         if not pm.is_registered(module):
             pm.register(module, name)
+    for name, plugin in external:
+        if not pm.is_registered(plugin):
+            pm.register(plugin, name)
+
+
+def load_external_plugins() -> list[tuple[str, Any]]:
+    """Register the entry-point plugins and $KB_PLUGINS modules (not the built-ins), once; returns them."""
+    global _external
+    if _external is not None:
+        return _external
+    before = set(pm.get_plugins())
     pm.load_setuptools_entrypoints("kb")
+    found = [(pm.get_name(p) or "", p) for p in pm.get_plugins() if p not in before]
     for name in filter(None, (n.strip() for n in os.environ.get("KB_PLUGINS", "").split(","))):
         try:
             module = importlib.import_module(name)
@@ -52,6 +71,9 @@ def ensure_plugins_loaded() -> None:
             raise KBError(f"Cannot load the plugin {name!r} named in KB_PLUGINS ({exc}).") from exc
         if not pm.is_registered(module):
             pm.register(module, name)
+            found.append((name, module))
+    _external = found
+    return found
 
 
 def _collect(hook_name: str) -> list[Any]:
@@ -144,3 +166,39 @@ def get_llm(backend: str, **options: Any) -> Any:
     if backend not in table:
         raise KBError(f"No LLM backend named {backend!r} is installed (known: {', '.join(sorted(table))}).")
     return table[backend](**options)
+
+
+def declared_options() -> dict[str, Any]:
+    """Every option the installed connectors and fetchers declare (`kb.options.OptionInfo` by name)."""
+    from .options import merge
+
+    plugins = {cls: None for cls in [*connectors().values(), *fetchers()]}
+    return merge((_plugin_name(cls), cls.options) for cls in plugins if getattr(cls, "options", None) is not None)
+
+
+def catalogue() -> dict[str, list[dict[str, Any]]]:
+    """What `kb plugins` lists: each connector, fetcher, embedder and LLM backend, with its options."""
+    from .options import LLMOptions, describe
+
+    def entry(cls: Any, **fields: Any) -> dict[str, Any]:
+        options = getattr(cls, "options", None)
+        described = [info.to_dict() for info in describe(options)] if options is not None else []
+        return {**fields, "plugin": _plugin_name(cls), "options": described}
+
+    unique_connectors = list(dict.fromkeys(connectors().values()))
+    return {
+        "connectors": [entry(c, kind=c.kind, suffixes=list(c.suffixes)) for c in unique_connectors],
+        "fetchers": [entry(f, name=f.name, priority=getattr(f, "priority", 0)) for f in fetchers()],
+        "embedders": [
+            entry(e, model_id=e.model_id, aliases=list(getattr(e, "aliases", ())), dimension=e.dimension)
+            for e in dict.fromkeys(embedders().values())
+        ],
+        "llms": [entry(b, backend=b.backend) for b in llms().values()],
+        # Every backend is chosen and tuned by the same options (kb ask, kb serve, the ask page).
+        "llm_options": [info.to_dict() for info in describe(LLMOptions)],
+    }
+
+
+def _plugin_name(cls: Any) -> str:
+    """The module a plugin class comes from, as `kb plugins` names it."""
+    return getattr(cls, "__module__", "") or ""

@@ -11,12 +11,9 @@ from typing import Any
 
 from .errors import KBError
 from .filecheck import check_path, in_wal_mode, writable_folder
+from .options import LLMOptions
 from .store import KB
 from .terminal import printable
-
-LLM_KEYS = ("model", "llm_url", "llm_model", "n_ctx", "threads", "llm_timeout", "fast", "judge")
-"""The `kb ask` options the ask page passes to kb's answer engine (the plugin's configuration)."""
-
 
 RESERVED_NAMES = ("v1", "mcp")
 """Paths the gateway answers (datasette_plugins/kb_plugin/gateway.py), so no served file may be named so."""
@@ -93,22 +90,20 @@ def serve(
     port: int = 8001,
     open_browser: bool = False,
     api_key: str | None = None,
-    **llm: Any,
+    llm: LLMOptions | None = None,
 ) -> None:
     """Check every file, then serve them until Ctrl-C."""
     import uvicorn
     from datasette.utils import tilde_encode
 
-    if llm.get("model") and llm.get("llm_url"):
-        raise KBError("Give either --model or --llm-url, not both.")
+    llm = (llm or LLMOptions()).check()
     notes: list[str] = []
     files = check_files(paths, notes)
     for note in notes:
         print(printable(f"kb: {note}"), file=sys.stderr, flush=True)
     if not port_is_free(host, port):
         raise KBError(f"Port {port} on {host} is in use; choose another with --port.")
-    config = {k: v for k, v in llm.items() if k in LLM_KEYS and v is not None}
-    datasette = build(files, config)
+    datasette = build(files, llm.config())  # the ask page reads them back with LLMOptions.from_config
     asyncio.run(datasette.invoke_startup())
     names = [name for name, db in datasette.databases.items() if not db.is_memory]
     hidden = [name for name in names if name in RESERVED_NAMES]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
+from kb import option
 from kb.hookspecs import hookimpl
 
 
@@ -82,9 +84,50 @@ class SlowConnector:
         return Document(source.uri, self.kind, source.stem, [Section(f"Slept {source.stem}.", Locator())])
 
 
+@dataclass(frozen=True)
+class StampOptions:
+    """The stamp connector's one option, as a third-party connector declares its own."""
+
+    stamp: str = option("plain", "The word the .stamp connector writes after each document's text.")
+
+
+class StampConnector:
+    """Reads a `.stamp` file as text and writes its `stamp` option after it: an option's way from
+    `kb ingest -o stamp WORD` to a connector, seen in the stored passage."""
+
+    kind = "stamp"
+    suffixes = (".stamp",)
+    options = StampOptions
+
+    def extract(self, source):
+        from kb import Document, Locator, Section, read_options
+
+        stamp = read_options(StampOptions, source.options).stamp
+        return Document(
+            source.uri, self.kind, source.stem, [Section(f"{source.data.decode()} Stamped {stamp}.", Locator())]
+        )
+
+
 @hookimpl
 def register_connectors(register):
     register(SlowConnector)
+    register(StampConnector)
+
+
+@hookimpl
+def register_commands(cli):
+    import click
+
+    @cli.command(name="hash-vector")
+    @click.argument("text")
+    def hash_vector(text):
+        """Print the test embedder's vector of TEXT: a command a plugin adds (register_commands).
+
+        \b
+        Example:
+            KB_PLUGINS=kb_test_plugins kb hash-vector "rain gauge"
+        """
+        click.echo(" ".join(f"{x:.3f}" for x in HashEmbedder().embed([text])[0]))
 
 
 @hookimpl

@@ -194,10 +194,11 @@ class Workers:
     # -- on the worker threads ---------------------------------------------------------------
 
     def _ask(self, path: str, question: str, config: dict[str, Any], history: list | None = None) -> Any:
-        from kb.answer import AnswerEngine, AskSettings, check_question
+        from kb import LLMOptions
+        from kb.answer import AnswerEngine, check_question
         from kb.search import Searcher
 
-        settings = AskSettings(fast=bool(config.get("fast", False)), judge=config.get("judge", "auto"))
+        settings = LLMOptions.from_config(config).settings()
         settings.candidates = int(config.get("candidates", settings.candidates))
 
         def build(kb: Any) -> Any:
@@ -225,18 +226,11 @@ class Workers:
 
     def _shared_llm(self, config: dict[str, Any]) -> Any:
         """One model for every KB served; a new one only when the configuration names another."""
-        from kb.answer import load_llm
+        from kb import LLMOptions
 
         key = tuple(sorted((k, str(v)) for k, v in config.items() if k not in ("judge", "fast", "candidates")))
         if self._llm is None or self._llm_key != key:
-            self._llm = load_llm(
-                model_path=config.get("model"),
-                llm_url=config.get("llm_url"),
-                llm_model=config.get("llm_model"),
-                n_ctx=int(config.get("n_ctx", 4096)),
-                threads=config.get("threads"),
-                llm_timeout=float(config.get("llm_timeout", 120)),
-            )
+            self._llm = LLMOptions.from_config(config).load()
             self._llm_key = key
         return self._llm
 
