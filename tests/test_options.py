@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, TEST_PLUGINS, run_kb
+from tests.helpers import ROOT, TEST_PLUGINS, run_kb
 
 from kb import KBError, LLMOptions, option
 from kb.cli import CONTEXT, cli
