@@ -204,8 +204,8 @@ class Ingester(sync.KeepInStep):
                 seen.add(fetched.uri)
             if on_item is not None:
                 on_item(fetched.uri)
-            report = self.ingest_fetched(fetched)
-            # The fetch's own time counts too: ingest_fetched timed only the reading and storing.
+            report = self.ingest_one(fetched)
+            # The fetch's own time counts too: ingest_one timed only the reading and storing.
             report.seconds = time.monotonic() - started
             yield report
 
@@ -230,13 +230,14 @@ class Ingester(sync.KeepInStep):
             if planned.local:
                 self._progress.stage("reading")
             content = read(planned, self.limits)  # 3. read
-            known = self._known_by_content(planned, stored, content, report)
+            known = self._known_by_content(planned, stored, content, report)  # unchanged, renamed, duplicate
             if known is not None:
                 return _timed(known, started)
-            prepared = prepare(planned, content, self._prepare_settings, self._progress.stage)  # 4-6.
+            # 4-6. extract, chunk, embed: no KB touched (where workers could take over)
+            prepared = prepare(planned, content, self._prepare_settings, self._progress.stage)
             self._progress.stage("storing")
             fetched_at = None if planned.local else utcnow()
-            write(self.kb, prepared, content, report, settings_key=self.settings_key, fetched_at=fetched_at)  # 7.
+            write(self.kb, prepared, content, report, settings_key=self.settings_key, fetched_at=fetched_at)  # 7. write
         except (SourceError, SourceTimeout) as exc:
             report.status = "error"
             report.reason = str(exc)

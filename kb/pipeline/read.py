@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,43 +52,35 @@ def read_file(connector_cls: Any, path: Path, limits: Limits) -> Content:
     return Content(data, hashlib.sha256(data).hexdigest(), len(data), info.st_mtime)
 
 
-def _too_large(size: int, limit: int) -> SourceError:
-    return SourceError(f"file too large ({size / 2**20:,.1f} MB; the limit is {limit / 2**20:,.0f} MB)")
-
-
-def _hash_file(path: Path, limit: int) -> tuple[int, str, float]:
+@contextmanager
+def _reading(path: Path, limit: int) -> Iterator[os.stat_result]:
+    """The file's stat, refused unless it is a regular file within `limit`; its OS errors as one sentence."""
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
             raise SourceError("not a regular file")
         if info.st_size > limit:
-            raise _too_large(info.st_size, limit)
-        digest = hashlib.sha256()
-        size = 0
-        with path.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                size += len(block)
-                digest.update(block)
+            raise SourceError(f"file too large ({info.st_size / 2**20:,.1f} MB; the limit is {limit / 2**20:,.0f} MB)")
+        yield info
     except PermissionError as exc:
         raise SourceError("permission denied") from exc
     except OSError as exc:
         raise SourceError(f"cannot read ({exc.strerror or exc})") from exc
+
+
+def _hash_file(path: Path, limit: int) -> tuple[int, str, float]:
+    digest = hashlib.sha256()
+    size = 0
+    with _reading(path, limit) as info, path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            size += len(block)
+            digest.update(block)
     return size, digest.hexdigest(), info.st_mtime
 
 
 def _read(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise SourceError("not a regular file")
-        if info.st_size > limit:
-            raise _too_large(info.st_size, limit)
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except PermissionError as exc:
-        raise SourceError("permission denied") from exc
-    except OSError as exc:
-        raise SourceError(f"cannot read ({exc.strerror or exc})") from exc
+    with _reading(path, limit) as info, path.open("rb") as handle:
+        data = handle.read(limit + 1)
     if len(data) > limit:
         raise SourceError("file grew past the size limit while being read")
     return data, info
