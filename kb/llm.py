@@ -420,3 +420,20 @@ class OpenAICompatLLM(LLM):
 def register_llms(register):
     register(LlamaCppLLM)
     register(OpenAICompatLLM)
+
+
+def load_llm(
+    model_path: str | None = None,
+    llm_url: str | None = None,
+    llm_model: str | None = None,
+    n_ctx: int = 4096,
+    threads: int | None = None,
+    llm_timeout: float = 120.0,
+) -> LLM:
+    """The LLM `kb ask`'s options name: an OpenAI-compatible server, else a GGUF run in process
+    (a built-in model by name, a file by path, or the default model when none is given)."""
+    from .plugins import get_llm
+
+    if llm_url:
+        return get_llm("openai-compatible", url=llm_url, model=llm_model, timeout=llm_timeout)
+    return get_llm("llama-cpp", model_path=model_path, n_ctx=n_ctx, n_threads=threads)
