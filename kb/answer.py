@@ -24,22 +24,19 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from . import prompts
-from .checks import MAX_ANSWER_SENTENCES, check_answer, extract
 from .db import transaction
 from .errors import KBError
 from .evidence import Verdict, excerpt, judge_constraint, verdict_from, where
-from .grounding import coverage, looping, with_citations
+from .grounding import MAX_ANSWER_SENTENCES, check_answer, coverage, declines, extract, looping
 from .injection import as_evidence, clean_answer
-from .llm import LLM, Generation
+from .llm import LLM, Generation, load_llm  # noqa: F401 - load_llm: kb_plugin and scripts import it from here
 from .search import Searcher
 from .store import KB, utcnow
+from .text import sentence_ends, with_citations
 from .types import Answer, Evidence, Hit
 
 MAX_QUESTION_CHARS = 2000
 ABSTAIN_TEXT = "The knowledge base does not answer this question."
-
-# A model that starts echoing the prompt's scaffolding has finished its answer.
-ANSWER_STOPS = ["\n\n\n", "Question:", "<passages>", "</passages>", "[INST]"]
 
 Stage = Callable[[str], None]
 """on_stage(name): "retrieving", "judging", "writing" — what the engine is doing now."""
@@ -85,28 +82,6 @@ class AskSettings:
     MAX_ANSWER_SENTENCES or at a loop."""
 
 
-def load_llm(
-    model_path: str | None = None,
-    llm_url: str | None = None,
-    llm_model: str | None = None,
-    n_ctx: int | None = None,
-    threads: int | None = None,
-    llm_timeout: float | None = None,
-) -> LLM:
-    """The LLM `kb ask`'s options name: an OpenAI-compatible server, else a GGUF run in process
-    (a built-in model by name, a file by path, or the default model when none is given). What is
-    not given takes its default from `kb.options.LLMOptions`, where each is declared once."""
-    from .options import LLMOptions
-    from .plugins import get_llm
-
-    n_ctx = LLMOptions.n_ctx if n_ctx is None else n_ctx
-    llm_timeout = LLMOptions.llm_timeout if llm_timeout is None else llm_timeout
-
-    if llm_url:
-        return get_llm("openai-compatible", url=llm_url, model=llm_model, timeout=llm_timeout)
-    return get_llm("llama-cpp", model_path=model_path, n_ctx=n_ctx, n_threads=threads)
-
-
 def relevance(question: str, hit: Hit) -> float:
     """Relevance 0-10 from the cosine similarity to the question and the share of its words present.
 
@@ -147,12 +122,9 @@ def support(p_yes: float, best_relevance: float, covered: float, best_covered: f
     )
 
 
-_SENTENCE_ENDS = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])?\s")
-
-
 def enough(text: str) -> bool:
     """Stop the answer after the sentences the checks would keep, or when it loops."""
-    return len(_SENTENCE_ENDS.findall(text + " ")) >= MAX_ANSWER_SENTENCES or looping(text)
+    return sentence_ends(text) >= MAX_ANSWER_SENTENCES or looping(text)
 
 
 def check_question(question: str) -> str:
@@ -180,11 +152,6 @@ def language_warning(question: str) -> str | None:
             "English-only, so matches may be poor."
         )
     return None
-
-
-_DECLINE = re.compile(
-    r"\b(does not|doesn't|do not|don't|cannot|can't|no)\b.{0,40}\b(answer|say|mention|contain|provide)", re.I
-)
 
 
 class AnswerEngine:
@@ -350,7 +317,7 @@ class AnswerEngine:
         stage("writing")
         phase = time.monotonic()
         generation = self.llm.generate(
-            messages, max_tokens=self.settings.answer_tokens, on_token=on_token, stop=ANSWER_STOPS, until=enough
+            messages, max_tokens=self.settings.answer_tokens, on_token=on_token, stop=prompts.ANSWER_STOPS, until=enough
         )
         timings["answer_s"] = time.monotonic() - phase
         if generation.first_token_s is not None:
@@ -361,7 +328,7 @@ class AnswerEngine:
         messages = prompts.direct_messages(question, self._excerpts(evidence))
         generation = self._write(messages, on_token, stage, timings, started)
         answer = check_answer(question, generation.text, evidence, self._similarity)
-        if answer.origin == "extract" and _DECLINE.search(generation.text) and getattr(self.llm, "judges", False):
+        if answer.origin == "extract" and declines(generation.text) and getattr(self.llm, "judges", False):
             # A model able to judge said the passages do not answer: believe the "no", never a "yes".
             declined = self._abstain(question, hits, "model declined")
             declined.raw_text = generation.text

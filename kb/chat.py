@@ -20,7 +20,7 @@ from .answer import MAX_QUESTION_CHARS
 from .errors import KBError
 from .followup import Turn
 from .injection import clean_answer, clean_answer_record
-from .progress import clock
+from .text import MARKER, clock, one_key_per_marker
 from .types import Answer, Evidence, Hit
 
 MODEL_PREFIX = "kb:"
@@ -149,10 +149,6 @@ def parse_chat(body: Any, known: list[str], builtin_models: list[str]) -> ChatRe
     return ChatRequest(name, question, turns[:-1], stream, k, fast, llm)
 
 
-_MARKERS = re.compile(r"\[(\d+(?:\s*,\s*\d+)+)\]")
-_MARKER = re.compile(r"\[(\d+)\]")
-
-
 def _where(hit: Hit) -> str:
     """Page, slide, time and heading, for the Sources list (the heading without the title it repeats)."""
     loc = hit.locator
@@ -224,11 +220,10 @@ def reply(answer: Answer, link: Link, asked: str | None = None) -> Reply:
     cited = {e.key: e for e in answer.cited}
     urls = {key: link(piece.hit) for key, piece in cited.items()}
     records = clean_answer_record([citation(cited[key], urls[key]) for key in cited])
-    # "[1, 2]" becomes "[1][2]", so each marker spans one citation.
-    body = _MARKERS.sub(lambda m: "".join(f"[{k}]" for k in re.findall(r"\d+", m.group(1))), answer.text.strip())
+    body = one_key_per_marker(answer.text.strip())
     body = clean_answer(body, [u for u in urls.values() if u])
     annotations = []
-    for match in _MARKER.finditer(body):
+    for match in MARKER.finditer(body):
         key = int(match.group(1))
         if key in cited:
             record = next(r for r in records if r["index"] == key)

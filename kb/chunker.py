@@ -15,13 +15,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .text import PACKING_BREAK
 from .types import Chunk, Document, Section
 
 DEFAULT_MAX_CHARS = 900
 DEFAULT_OVERLAP_CHARS = 150
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE_END = re.compile(r"(?<=[;:])\s+")
 _CONTROLS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f\r\x80-\x9f]")
 # pypdf decodes CMaps with surrogatepass: a lone surrogate cannot be encoded, stored or tokenised.
@@ -53,7 +53,7 @@ def _units(text: str, max_chars: int) -> Iterator[tuple[str, bool]]:
         if not paragraph:
             continue
         first = True
-        for sentence in _SENTENCE_END.split(paragraph):
+        for sentence in PACKING_BREAK.split(paragraph):
             # Whole sentences where they fit; an overlong one is cut at clauses, then at words.
             clauses = [sentence] if len(sentence) <= max_chars else _CLAUSE_END.split(sentence)
             for clause in clauses:

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .grounding import content_words, sentences
+from .grounding import content_words
 from .llm import Constraint
+from .text import sentences, sentences_and_pairs
 
 SentenceScorer = Callable[[str, list[str]], list[float]]
 
@@ -150,8 +151,7 @@ def snap(quote: str, passage: str) -> str | None:
     target = normalise(quote).strip(" .")
     if len(target) < 10:
         return None
-    found = sentences(passage)
-    units = found + [f"{a} {b}" for a, b in zip(found, found[1:])]
+    units = sentences_and_pairs(passage)
     best, best_key = None, (0.0, 0.0)
     for unit in units:
         matcher = difflib.SequenceMatcher(None, target, normalise(unit).strip(" ."), autojunk=False)

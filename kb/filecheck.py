@@ -248,6 +248,22 @@ def schema_version(conn: Any, path: Path) -> int:
         raise NotAKBFile(f"{path} is not a kb file (schema version {row[0]!r}).") from exc
 
 
+def check_contents(conn: Any, path: Path, version: int, *, integrity: bool | None, repair: bool = False) -> None:
+    """Every check of an existing KB file's contents, in the order KB.open runs them, before any of its
+    SQL runs: schema, metadata and keyword index always; SQLite's quick check and every stored vector
+    when `integrity`, or when it is None and the file is small enough for them to be cheap. With
+    `repair` (kb reindex), damage to the derived indexes is left for the caller to rebuild."""
+    check_schema(conn, path, version)
+    meta = check_metadata(conn, path) if version else {}
+    if version and not repair:
+        check_keyword_index(conn, path)
+    cheap = integrity is None and path.stat().st_size <= QUICK_CHECK_MAX_BYTES
+    if integrity or cheap:
+        check_integrity(conn, path)
+        if "embedding_dimension" in meta:
+            check_vectors(conn, path, int(meta["embedding_dimension"]), thorough=True)
+
+
 # -- what kb relies on in the contents -----------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from . import prompts
 from .answer import MAX_QUESTION_CHARS
 from .llm import LLM, Constraint
 from .search import _WORD, STOPWORDS
@@ -22,24 +23,6 @@ MAX_TURN_CHARS = 300
 """Each earlier message is cut to this (an earlier answer's Sources list adds nothing)."""
 MAX_REWRITE_CHARS = 240
 REWRITE_TOKENS = 64
-
-REWRITE = (
-    "Rewrite the follow-up question so that it names what it is about: keep its own words and replace "
-    "it, they, this or that with the thing from the conversation. Reply with JSON only."
-)
-EXAMPLES = [
-    (
-        "Student: What is a barometer?\nAssistant: An instrument that measures air pressure.",
-        "and who invented it?",
-        "Who invented the barometer?",
-    ),
-    (
-        "Student: How do plants lose water?\nAssistant: Through the pores of their leaves.",
-        "how fast does that happen?",
-        "How fast do plants lose water through the pores of their leaves?",
-    ),
-]
-"""Few-shot turns: shown only the instruction, the small model repeats the earlier question instead."""
 
 
 @dataclass(frozen=True)
@@ -66,26 +49,16 @@ ws ::= [ ]?
     return Constraint(gbnf=gbnf, schema=schema)
 
 
-def _shown(turn: Turn) -> str:
-    text = turn.text.split("\n\nSources:", 1)[0]  # kb's own answers end with their Sources list
-    text = " ".join(text.split())
+def _cut(text: str) -> str:
+    """An earlier message as the rewrite call sees it: its answer without kb's Sources list, bounded."""
+    text = " ".join(text.split("\n\nSources:", 1)[0].split())  # kb's own answers end with their Sources list
     if len(text) > MAX_TURN_CHARS:
         text = text[:MAX_TURN_CHARS].rsplit(" ", 1)[0] + " …"
-    return f"{'Student' if turn.role == 'user' else 'Assistant'}: {text}"
-
-
-def _ask(conversation: str, followup: str) -> str:
-    return f"Conversation:\n{conversation}\n\nFollow-up question: {followup}\n\n{REWRITE}"
+    return text
 
 
 def rewrite_messages(history: list[Turn], question: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": "You rewrite a student's follow-up question into a standalone question."}]
-    for conversation, followup, rewritten in EXAMPLES:
-        messages.append({"role": "user", "content": _ask(conversation, followup)})
-        messages.append({"role": "assistant", "content": json.dumps({"question": rewritten})})
-    shown = "\n".join(_shown(t) for t in history[-MAX_TURNS:])
-    messages.append({"role": "user", "content": _ask(shown, question)})
-    return messages
+    return prompts.rewrite_messages([(t.role, _cut(t.text)) for t in history[-MAX_TURNS:]], question)
 
 
 def fallback(history: list[Turn], question: str) -> str:

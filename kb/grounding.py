@@ -1,18 +1,34 @@
-"""Checks in code that text is backed by evidence: word overlap, sentence picking, citation keys.
+"""Checks in code that an answer is backed by its evidence, sentence by sentence.
 
-These decide what an answer may claim, so that trust never rests on a small model's judgement.
+These decide what an answer may claim, so that trust never rests on a small model's judgement. A
+sentence stands when the passage it cites backs it: most of its words are in one sentence (or a
+pair of neighbouring sentences) of that passage, or, for a sentence in the model's own words, enough
+of them are and the embedding model finds the two close in meaning. A number the passage does not
+state never stands. Uncited sentences that a passage backs strongly are given that citation;
+repetitions, loops and sentences cut off mid-thought are removed. When nothing stands, the answer is
+the evidence's own words: the learner never gets a claim the sources do not make.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from .prompts import POLAR
 from .search import STOPWORDS
+from .text import (
+    bracket_citations,
+    citation_keys,
+    citations_inside,
+    numbers,
+    sentences,
+    sentences_and_pairs,
+    strip_citations,
+    with_citations,
+)
+from .types import Answer, Evidence
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
-CITATION = re.compile(r"\[(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\]")
 
 
 def stem(word: str) -> str:
@@ -34,63 +50,15 @@ def coverage(text: str, source: str) -> float:
     return sum(1 for w in words if w in vocabulary) / len(words)
 
 
-def sentences(text: str) -> list[str]:
-    out = []
-    for paragraph in re.split(r"\n\s*\n|\n(?=[-*\u2022] )", text):
-        paragraph = " ".join(paragraph.split())
-        out.extend(s.strip() for s in _SENTENCE.split(paragraph) if s.strip())
-    return out
-
-
-def citation_keys(text: str) -> list[int]:
-    keys: list[int] = []
-    for group in CITATION.findall(text):
-        keys.extend(int(k) for k in re.split(r"\s*[,;]\s*", group))
-    return keys
-
-
-_PAREN_CITATION = re.compile(r"\s*\((\d{1,3}(?:\s*,\s*\d{1,3})*)\)")
-
-
-def bracket_citations(text: str, keys) -> str:
-    """ "(1)" written for "[1]" (the instruct model does so now and then), as "[1]": only when every
-    number in it is a passage key, so "equation (7)" in a reply over three passages stays as it is."""
-
-    def bracketed(match: re.Match) -> str:
-        numbers = [int(n) for n in re.split(r"\s*,\s*", match.group(1))]
-        return f" [{', '.join(map(str, numbers))}]" if all(n in keys for n in numbers) else match.group(0)
-
-    return _PAREN_CITATION.sub(bracketed, text)
-
-
-def strip_citations(text: str) -> str:
-    return " ".join(re.sub(r"\s*" + CITATION.pattern, "", text).split())
-
-
-def with_citations(claim: str, keys: list[int]) -> str:
-    """`claim` with its keys before the closing punctuation: "... 9 days [1]."."""
-    marks = "".join(f"[{k}]" for k in keys)
-    claim = claim.rstrip()
-    if claim and claim[-1] in ".!?":
-        return f"{claim[:-1]} {marks}{claim[-1]}"
-    return f"{claim} {marks}"
-
-
 def unique(values: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(values))
-
-
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 class Passage:
     """Evidence text prepared for checking claims against it, sentence by sentence."""
 
     def __init__(self, text: str):
-        found = sentences(text)
-        # Windows of two neighbouring sentences: a claim may join what two sentences say.
-        units = found + [f"{a} {b}" for a, b in zip(found, found[1:])]
-        self.units = [(set(content_words(u)), set(_NUMBER.findall(u))) for u in units]
+        self.units = [(set(content_words(u)), numbers(u)) for u in sentences_and_pairs(text)]
 
     def support(self, claim: str) -> float:
         """Share of the claim's words found in the passage's best sentence (or sentence pair).
@@ -101,22 +69,13 @@ class Passage:
         words = content_words(claim)
         if not words:
             return 0.0
-        numbers = set(_NUMBER.findall(claim))
+        stated = numbers(claim)
         best = 0.0
         for vocabulary, unit_numbers in self.units:
-            if numbers - unit_numbers:
+            if stated - unit_numbers:
                 continue
             best = max(best, sum(w in vocabulary for w in words) / len(words))
         return best
-
-
-_TRAILING_MARKS = re.compile(r"([.!?])\s*((?:\[\d{1,3}(?:\s*[,;]\s*\d{1,3})*\]\s*)+)")
-
-
-def citations_inside(text: str) -> str:
-    """Move citations written after a sentence's full stop ("... days. [1]") before it ("... days [1]."),
-    so that each citation stays with the sentence it belongs to when the text is split."""
-    return _TRAILING_MARKS.sub(lambda m: " " + " ".join(m.group(2).split()) + m.group(1) + " ", text).strip()
 
 
 def unfinished(sentence: str) -> bool:
@@ -145,3 +104,184 @@ def looping(text: str, n: int = 6, times: int = 3) -> bool:
     tail = words[-n:]
     seen = sum(1 for i in range(len(words) - n + 1) if words[i : i + n] == tail)
     return seen >= times
+
+
+_DECLINE = re.compile(
+    r"\b(does not|doesn't|do not|don't|cannot|can't|no)\b.{0,40}\b(answer|say|mention|contain|provide)", re.I
+)
+
+
+def declines(text: str) -> bool:
+    """Whether a model's reply says the passages do not answer ("The passages do not say.")."""
+    return bool(_DECLINE.search(text))
+
+
+# -- an answer's sentences against what they cite ---------------------------------------------
+
+Similarity = Callable[[str, list[str]], list[float]]
+"""similarity(text, candidates) -> the cosine similarity of `text` to each candidate."""
+
+MAX_ANSWER_SENTENCES = 4
+CITED_SUPPORT = 0.7
+"""A sentence stands on words alone when this share of its words is in one sentence (or pair) it cites."""
+UNCITED_SUPPORT = 0.8
+"""An uncited sentence needs stronger support to be given a citation by kb."""
+PARAPHRASE_WORDS = 0.4
+PARAPHRASE_MEANING = 0.72
+"""A sentence in the model's own words stands when at least PARAPHRASE_WORDS of its words are in the
+passage and its embedding is at least this close (cosine, all-MiniLM-L6-v2) to one sentence (or
+pair) of it. Measured on the sample course and SciQ: supported paraphrases score 0.75-0.95,
+a true sentence about something else 0.3-0.6."""
+REPEATS_BEFORE_CUT = 2
+"""This many repeated sentences mean the model is looping: everything after is cut."""
+
+_POLAR_START = re.compile(r"\s*(yes|no)\s*[.!]", re.I)
+_POLAR_WORD = re.compile(r"^\s*(?:yes|no)\b[,.!;:]?\s*", re.I)
+
+
+class Support:
+    """Checks claims against the kept evidence, by words and (when given) by meaning."""
+
+    def __init__(self, evidence: list[Evidence], similarity: Similarity | None = None):
+        self.by_key = {e.key: e for e in evidence}
+        self.passages = {e.key: Passage(e.hit.text) for e in evidence}
+        self.units = {e.key: sentences_and_pairs(e.hit.text) for e in evidence}
+        self.similarity = similarity
+
+    def words(self, key: int, claim: str) -> float:
+        return self.passages[key].support(claim)
+
+    def stands(self, key: int, claim: str, words_needed: float = CITED_SUPPORT) -> bool:
+        """Whether passage `key` backs `claim`."""
+        lexical = self.words(key, claim)
+        if lexical >= words_needed:
+            return True
+        if self.similarity is None or lexical < PARAPHRASE_WORDS:
+            return False
+        # Meaning may stand in for words, never for figures: every number must be in the passage.
+        text = self.by_key[key].hit.text
+        if numbers(claim) - numbers(text):
+            return False
+        units = self.units[key]
+        return bool(units) and max(self.similarity(claim, units)) >= PARAPHRASE_MEANING
+
+    def best(self, claim: str) -> int | None:
+        """The passage that backs an uncited claim strongly, if one does."""
+        key = max(self.by_key, key=lambda k: self.words(k, claim))
+        return key if self.stands(key, claim, UNCITED_SUPPORT) else None
+
+
+def claims_of(question: str, raw: str, support: Support) -> tuple[list[tuple[str, list[int]]], dict[str, list[str]]]:
+    """The sentences of `raw` that stand, with the keys that back each; and why the others went."""
+    asked = set(content_words(question))
+    # To a yes/no question the answer is the question said back as a statement ("Yes, anacondas
+    # live in the Amazon rainforest"): a claim there, to be checked like any other.
+    polar = bool(POLAR.match(question.strip()))
+    dropped: dict[str, list[str]] = {}
+    claims: list[tuple[str, list[int]]] = []
+    repeats = 0
+    found = sentences(citations_inside(bracket_citations(raw, support.by_key)))
+    for index, sentence in enumerate(found):
+        claim = strip_citations(sentence)
+        # The leading "Yes," is the model's word on the question; the passage backs what follows.
+        body = _POLAR_WORD.sub("", claim, count=1)
+        words = content_words(body)
+        if claim.endswith("?") or len(words) < 3 or (not polar and not [w for w in words if w not in asked]):
+            continue  # not a claim: a question, a fragment, or the question said back
+        if claim.count("(") != claim.count(")") or unfinished(sentence):
+            # Cut off by the token limit, or ending on a colon that introduced what it does not carry.
+            dropped.setdefault("unfinished", []).append(claim)
+            continue
+        if any(same_claim(claim, kept) for kept, _ in claims):
+            repeats += 1
+            dropped.setdefault("repeated", []).append(claim)
+            if repeats >= REPEATS_BEFORE_CUT:
+                dropped.setdefault("loop_cut", []).extend(strip_citations(s) for s in found[index + 1 :])
+                break
+            continue
+        keys = [k for k in unique(citation_keys(sentence)) if k in support.by_key]
+        backed = [k for k in keys if support.stands(k, body)]
+        if not backed:
+            best = support.best(body)
+            backed = [best] if best is not None else []
+        if not backed:
+            dropped.setdefault("unsupported", []).append(claim)
+            continue
+        claims.append((claim, backed))
+    return claims[:MAX_ANSWER_SENTENCES], dropped
+
+
+def extract(
+    question: str, evidence: list[Evidence], similarity: Similarity | None = None, limit: int = 2
+) -> list[tuple[int, str]]:
+    """The evidence sentences that best answer the question, as (key, sentence), in reading order.
+
+    The model's checked quotes come first when there are any; otherwise sentences are scored by the
+    embedding model's similarity to the question plus the words they share with it. A sentence
+    repeated by overlapping chunks is taken once.
+    """
+    quoted = [(e.key, q) for e in evidence for q in e.quotes]
+    if quoted:
+        return quoted[: limit + 1]
+    candidates: list[tuple[int, int, str]] = []
+    seen: set[str] = set()
+    for piece in evidence:
+        for position, sentence in enumerate(sentences(piece.hit.text)):
+            if sentence not in seen and len(content_words(sentence)) >= 3:
+                seen.add(sentence)
+                candidates.append((piece.key, position, sentence))
+    if not candidates:
+        # Only short lines (a formula, a slide title): take the best piece's text as it is.
+        first = evidence[0] if evidence else None
+        text = " ".join(first.hit.text.split())[:400] if first else ""
+        return [(first.key, text)] if text else []
+    asked = set(content_words(question))
+    overlap = [len(asked & set(content_words(c[2]))) / max(1, len(asked)) for c in candidates]
+    scores = similarity(question, [c[2] for c in candidates]) if similarity else [0.0] * len(candidates)
+    order = sorted(range(len(candidates)), key=lambda i: -(scores[i] + 0.5 * overlap[i]))[:limit]
+    return [(candidates[i][0], candidates[i][2]) for i in sorted(order, key=lambda i: candidates[i][:2])]
+
+
+def check_answer(question: str, raw: str, evidence: list[Evidence], similarity: Similarity | None = None) -> Answer:
+    """Keep the sentences of `raw` that the evidence they cite backs; else answer with the evidence's words.
+
+    A citation to a key that names no evidence is dropped; a sentence with no valid key is matched to
+    the evidence that backs it strongly, if any; a sentence backed by none is dropped.
+    """
+    support = Support(evidence, similarity)
+    claims, dropped = claims_of(question, raw, support)
+    origin = "model"
+    if claims:
+        text = " ".join(with_citations(claim, keys) for claim, keys in claims)
+        cited = [k for _, keys in claims for k in keys]
+    else:
+        origin = "extract"
+        chosen = extract(question, evidence, similarity)
+        text = " ".join(with_citations(sentence, [key]) for key, sentence in chosen)
+        cited = [key for key, _ in chosen]
+    text = _with_polar_word(raw, text, extracted=not claims, dropped=bool(dropped))
+    answer = Answer(
+        question=question,
+        text=text,
+        abstained=False,
+        evidence=evidence,
+        cited=[support.by_key[k] for k in unique(cited)],
+        origin=origin,
+        raw_text=raw,
+        raw_citations=citation_keys(raw),
+    )
+    answer.checks = {"dropped": dropped} if dropped else {}
+    return answer
+
+
+def _with_polar_word(raw: str, text: str, extracted: bool, dropped: bool) -> str:
+    """A bare "Yes." or "No." opening the reply is no claim of its own, but it is the answer to a
+    yes/no question: it leads the checked sentences. Before the passages' own words (the fallback)
+    only when the reply was that word alone (seen on BoolQ): a "Yes" whose own sentences failed their
+    checks is not kept."""
+    polar = _POLAR_START.match(raw)
+    if not polar or text.lower().startswith(polar.group(1).lower()):
+        return text
+    if extracted and (dropped or strip_citations(raw[polar.end() :]).strip()):
+        return text
+    return f"{polar.group(1).capitalize()}. {text}"

@@ -1,31 +1,36 @@
-"""Ingest: find sources, read each through its connector, chunk, embed, store one per transaction."""
+"""Ingest, the driver: each source found or fetched goes through the stages of kb/pipeline in order.
+
+    discover (kb/discover.py) -> plan -> read -> [extract -> chunk -> embed] -> write
+
+`Ingester.ingest_one` is that one path, for a file and a fetched source alike; the bracketed stages
+are `kb.pipeline.prepare`, which touches no KB (the seam for running them on workers). What keeps
+the KB in step with its folders (missing, renamed, duplicate sources) is kb/sync.py's.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import fusion, sync
-from .chunker import ChunkingSettings, chunk_document, clean_line
-from .db import sqlite3
-from .deadlines import SourceTimeout, deadline
+from .chunker import ChunkingSettings
+from .deadlines import SourceTimeout
 from .discover import Candidate, discover
 from .errors import KBError, SourceError
-from .injection import flags as find_flags
+from .pipeline.plan import Planned, crawlable, plan_fetched, plan_file, unreadable
+from .pipeline.prepare import PrepareSettings, prepare
+from .pipeline.read import Content, read
+from .pipeline.write import write
 from .plugins import connector_for, fetcher_for, get_embedder
 from .progress import CallbackProgress, Progress
-from .store import KB, utcnow
-from .types import Document, FetchContext, Fetched, Limits, SourceFile, SourceReport
+from .store import KB, StoredSource, utcnow
+from .types import FetchContext, Fetched, Limits, SourceReport
 
-EMBED_BATCH = 32
-"""Chunks embedded per call, so the display can show the embedding step move."""
+__all__ = ["IngestResult", "Ingester", "ingest", "unreadable"]
 
 
 @dataclass
@@ -98,6 +103,11 @@ class Ingester(sync.KeepInStep):
         )
         self._progress = Progress()
         self.settings_key = json.dumps({"model": self.embedder.model_id, **self.chunking.as_meta()}, sort_keys=True)
+
+    @property
+    def _prepare_settings(self) -> PrepareSettings:
+        # Built per source: `kb sync` changes the options root by root.
+        return PrepareSettings(self.embedder, self.chunking, self.limits, self.options)
 
     def run(
         self,
@@ -173,7 +183,7 @@ class Ingester(sync.KeepInStep):
             limits=self.limits,
             options=self.options,
             previous=self._previous_metadata,
-            readable=_crawlable,
+            readable=crawlable,
         )
         fetched_items = fetcher_cls().fetch(url, context)
         while True:
@@ -196,8 +206,8 @@ class Ingester(sync.KeepInStep):
                 seen.add(fetched.uri)
             if on_item is not None:
                 on_item(fetched.uri)
-            report = self.ingest_fetched(fetched)
-            # The fetch's own time counts too: ingest_fetched timed only the reading and storing.
+            report = self.ingest_one(fetched)
+            # The fetch's own time counts too: ingest_one timed only the reading and storing.
             report.seconds = time.monotonic() - started
             yield report
 
@@ -207,268 +217,100 @@ class Ingester(sync.KeepInStep):
             return None
         return stored.metadata
 
-    def ingest_fetched(self, fetched: Fetched) -> SourceReport:
-        """Read one fetched source (or note why it could not be fetched)."""
+    def ingest_one(self, origin: Candidate | Fetched) -> SourceReport:
+        """Bring one found file or fetched source into the KB: the stages of kb/pipeline, in order."""
         started = time.monotonic()
-        report = SourceReport(uri=fetched.uri, status="error")
+        report = SourceReport(uri=_first_uri(origin), status="error")
         try:
-            stored = self.kb.get_source(fetched.uri)
-            if fetched.error:
-                if fetched.gone and stored is not None:
-                    return self._missing(stored, f"the site no longer has it ({fetched.error})")
-                raise SourceError(fetched.error)
-            current = (
-                stored is not None and stored.status in ("ok", "empty") and stored.settings_key == self.settings_key
-            )
-            connector_cls = connector_for(fetched.name or fetched.uri)
-            if connector_cls is None:
-                raise SourceError(unreadable(fetched.name or fetched.uri))
-            report.kind = connector_cls.kind
-            if fetched.not_modified and current:
-                report.status, report.chunks = "unchanged", stored.chunks
-                return report
-            path = Path(fetched.path) if fetched.path is not None else None
-            if fetched.data is not None:
-                data = fetched.data
-                content_hash, size = hashlib.sha256(data).hexdigest(), len(data)
-            elif path is not None:
-                data, content_hash, size, _ = self._read_for(connector_cls, path)
-            else:
-                raise SourceError("the fetcher returned no content")
-            if current and stored.content_hash == content_hash:
-                report.status, report.chunks = "unchanged", stored.chunks
-                return report
-            if self._stored_once(report, stored, content_hash, size, None, renames=False):
-                return report
-            source = SourceFile(
-                uri=fetched.uri,
-                path=path,
-                data=data,
-                limits=self.limits,
-                options=self.options,
-                name=fetched.name,
-                content_hash=content_hash,
-            )
-            doc = self._extract(connector_cls, source)
-            if fetched.title:
-                # The page's title beats the connector's (a downloaded video is named by its id),
-                # also where the connector used its own title as the heading.
-                old_title, doc.title = doc.title, fetched.title
-                for section in doc.sections:
-                    if section.locator.heading == old_title:
-                        section.locator = replace(section.locator, heading=fetched.title)
-            doc.metadata = {**doc.metadata, **fetched.metadata}
-            self._store_guarded(doc, report, content_hash, size, None, fetched_at=utcnow())
+            planned = self._plan(origin, report)  # 2. plan
+            if isinstance(planned, SourceReport):
+                return _timed(planned, started)
+            stored = self._stored_current(planned)
+            known = self._known_unread(planned, stored, report)
+            if known is not None:
+                return _timed(known, started)
+            if planned.local:
+                self._progress.stage("reading")
+            content = read(planned, self.limits)  # 3. read
+            known = self._known_by_content(planned, stored, content, report)  # unchanged, renamed, duplicate
+            if known is not None:
+                return _timed(known, started)
+            # 4-6. extract, chunk, embed: no KB touched (where workers could take over)
+            prepared = prepare(planned, content, self._prepare_settings, self._progress.stage)
+            self._progress.stage("storing")
+            fetched_at = None if planned.local else utcnow()
+            write(self.kb, prepared, content, report, settings_key=self.settings_key, fetched_at=fetched_at)  # 7. write
         except (SourceError, SourceTimeout) as exc:
             report.status = "error"
             report.reason = str(exc)
-            self._record_failure(report)
+            self._record_failure(report, origin.path if isinstance(origin, Candidate) else None)
         except (MemoryError, RecursionError) as exc:
             report.status = "error"
             report.reason = f"too large or too deeply nested to read ({type(exc).__name__})"
-            self._record_failure(report)
-        report.seconds = time.monotonic() - started
-        return report
+            self._record_failure(report, origin.path if isinstance(origin, Candidate) else None)
+        return _timed(report, started)
 
-    def ingest_one(self, candidate: Candidate) -> SourceReport | None:
-        started = time.monotonic()
-        path = candidate.path
-        uri = path.absolute().as_uri()
-        report = SourceReport(uri=uri, status="error")
-        try:
-            if candidate.problem:
-                stored = self.kb.get_source(uri) if candidate.explicit else None
-                if stored is not None and not path.exists():
-                    return self._missing(stored, candidate.problem)
-                raise SourceError(candidate.problem)
-            uri = path.resolve().as_uri()
-            report.uri = uri
-            report.size = candidate.size
-            connector_cls = connector_for(path.name)
-            if connector_cls is None:
-                if not candidate.explicit:
-                    return SourceReport(
-                        uri=uri,
-                        status="skipped",
-                        reason=unreadable(path.name),
-                    )
-                raise SourceError(unreadable(path.name))
-            report.kind = connector_cls.kind
-            stored = self.kb.get_source(uri)
-            current = stored is not None and stored.settings_key == self.settings_key and self._current(stored)
-            if current and not self.checksum:
-                # Same size and modification time as when ingested: unchanged without reading it
-                # (make's and rsync's rule; --checksum compares content hashes instead).
-                info = path.stat()
-                if info.st_size == stored.size and info.st_mtime == stored.mtime:
-                    return self._unchanged(report, stored)
-            self._progress.stage("reading")
-            data, content_hash, size, mtime = self._read_for(connector_cls, path)
-            if current and stored.content_hash == content_hash:
-                if stored.mtime != mtime:
-                    self.kb.touch_source(stored.id, mtime)
-                return self._unchanged(report, stored, mtime)
-            if self._stored_once(report, stored, content_hash, size, mtime, renames=True):
-                return report
-            source = SourceFile(
-                uri=uri,
-                path=path,
-                data=data,
-                limits=self.limits,
-                options=self.options,
-                name=path.name,
-                content_hash=content_hash,
-            )
-            doc = self._extract(connector_cls, source)
-            self._store_guarded(doc, report, content_hash, size, mtime)
-        except (SourceError, SourceTimeout) as exc:
-            report.status = "error"
-            report.reason = str(exc)
-            self._record_failure(report, path)
-        except (MemoryError, RecursionError) as exc:
-            report.status = "error"
-            report.reason = f"too large or too deeply nested to read ({type(exc).__name__})"
-            self._record_failure(report, path)
-        report.seconds = time.monotonic() - started
-        return report
+    ingest_fetched = ingest_one
+    """A fetched source goes the same one path (the name fetchers' tests know)."""
 
-    def _extract(self, connector_cls: Any, source: SourceFile) -> Document:
-        connector = connector_cls()
-        seconds = self.limits.timeout_s
-        budget = getattr(connector, "time_budget", None)
-        if seconds > 0 and budget is not None:
-            # A connector whose work grows with the source's length (transcribing an hour of
-            # lecture) may claim more than the per-source limit; never less.
-            seconds = max(seconds, budget(source))
-            # The connector sees the limit it actually runs under (a transcriber paces itself by it).
-            source.limits = replace(source.limits, timeout_s=seconds)
-        source.progress = self._progress.stage
-        try:
-            with deadline(seconds):
-                return connector.extract(source)
-        except (SourceError, MemoryError, RecursionError):
-            raise
-        except Exception as exc:  # a connector tripping over hostile input must not end the run
-            raise SourceError(f"{connector_cls.kind} connector failed ({type(exc).__name__}: {exc})") from exc
+    def _plan(self, origin: Candidate | Fetched, report: SourceReport) -> Planned | SourceReport:
+        """Stage 2, with what discovery or the fetch already knew: a file gone, a page the site dropped."""
+        if isinstance(origin, Fetched):
+            if origin.error:
+                stored = self.kb.get_source(origin.uri)
+                if origin.gone and stored is not None:
+                    return self._missing(stored, f"the site no longer has it ({origin.error})")
+                raise SourceError(origin.error)
+            planned = plan_fetched(origin)
+        else:
+            if origin.problem:
+                stored = self.kb.get_source(report.uri) if origin.explicit else None
+                if stored is not None and not origin.path.exists():
+                    return self._missing(stored, origin.problem)
+                raise SourceError(origin.problem)
+            planned = plan_file(origin)
+            report.uri, report.size = planned.uri, planned.size
+        if planned.connector is None:
+            if not planned.explicit:
+                return SourceReport(uri=planned.uri, status="skipped", reason=unreadable(planned.name))
+            raise SourceError(unreadable(planned.name or planned.uri))
+        report.kind = planned.connector.kind
+        return planned
 
-    def _store_guarded(
-        self,
-        doc: Document,
-        report: SourceReport,
-        content_hash: str,
-        size: int,
-        mtime: float | None,
-        fetched_at: str | None = None,
-    ) -> None:
-        try:
-            self._store(doc, report, content_hash, size, mtime, fetched_at)
-        except sqlite3.OperationalError:
-            raise  # the KB itself is busy or broken: not this source's fault, stop the run
-        except (MemoryError, RecursionError):
-            raise
-        except Exception as exc:  # text that parsed but cannot be embedded or stored
-            raise SourceError(f"could not be stored ({type(exc).__name__}: {exc})") from exc
+    def _stored_current(self, planned: Planned) -> StoredSource | None:
+        """The row stored for this source when it stands for the source as last read, with these settings."""
+        stored = self.kb.get_source(planned.uri)
+        if stored is None or stored.settings_key != self.settings_key:
+            return None
+        if planned.local:
+            return stored if self._current(stored) else None  # a missing or duplicate row may stand too
+        return stored if stored.status in ("ok", "empty") else None
 
-    def _read_for(self, connector_cls: Any, path: Path) -> tuple[bytes, str, int, float]:
-        """The file's bytes (empty for a connector that reads the path itself), SHA-256, size and
-        the modification time seen before reading (so a write during the read shows up next run)."""
-        if getattr(connector_cls, "reads_path", False):
-            # Media files can be far larger than what is sensible to hold in memory: hash as a stream.
-            limit = getattr(connector_cls, "max_bytes", None) or self.limits.max_bytes
-            size, digest, mtime = self._hash_file(path, limit)
-            return b"", digest, size, mtime
-        data, info = self._read(path)
-        return data, hashlib.sha256(data).hexdigest(), len(data), info.st_mtime
+    def _known_unread(self, planned: Planned, stored: StoredSource | None, report: SourceReport) -> SourceReport | None:
+        """The final report when the source is unchanged without reading it, else None."""
+        if stored is None:
+            return None
+        if planned.not_modified:
+            return self._unchanged(report, stored)
+        if planned.local and not self.checksum:
+            # Same size and modification time as when ingested: unchanged without reading it
+            # (make's and rsync's rule; --checksum compares content hashes instead).
+            info = planned.path.stat()
+            if info.st_size == stored.size and info.st_mtime == stored.mtime:
+                return self._unchanged(report, stored)
+        return None
 
-    def _hash_file(self, path: Path, limit: int) -> tuple[int, str, float]:
-        try:
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode):
-                raise SourceError("not a regular file")
-            if info.st_size > limit:
-                raise SourceError(
-                    f"file too large ({info.st_size / 2**20:,.1f} MB; the limit is {limit / 2**20:,.0f} MB)"
-                )
-            digest = hashlib.sha256()
-            size = 0
-            with path.open("rb") as handle:
-                while block := handle.read(1 << 20):
-                    size += len(block)
-                    digest.update(block)
-        except PermissionError as exc:
-            raise SourceError("permission denied") from exc
-        except OSError as exc:
-            raise SourceError(f"cannot read ({exc.strerror or exc})") from exc
-        return size, digest.hexdigest(), info.st_mtime
-
-    def _read(self, path: Path) -> tuple[bytes, os.stat_result]:
-        try:
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode):
-                raise SourceError("not a regular file")
-            if info.st_size > self.limits.max_bytes:
-                raise SourceError(
-                    f"file too large ({info.st_size / 2**20:,.1f} MB; "
-                    f"the limit is {self.limits.max_bytes / 2**20:,.0f} MB)"
-                )
-            with path.open("rb") as handle:
-                data = handle.read(self.limits.max_bytes + 1)
-        except PermissionError as exc:
-            raise SourceError("permission denied") from exc
-        except OSError as exc:
-            raise SourceError(f"cannot read ({exc.strerror or exc})") from exc
-        if len(data) > self.limits.max_bytes:
-            raise SourceError("file grew past the size limit while being read")
-        return data, info
-
-    def _store(
-        self,
-        doc: Document,
-        report: SourceReport,
-        content_hash: str,
-        size: int,
-        mtime: float | None,
-        fetched_at: str | None = None,
-    ) -> None:
-        doc.title = clean_line(doc.title) or Path(doc.uri).name
-        doc.metadata = {k: clean_line(v) if isinstance(v, str) else v for k, v in doc.metadata.items()}
-        self._progress.stage("chunking")
-        chunks = chunk_document(doc, self.chunking)
-        report.kind = doc.kind
-        report.pages = doc.metadata.get("pages")
-        report.note = doc.metadata.get("ocr_note")
-        status, reason = ("ok", None) if chunks else ("empty", doc.empty_reason or "no text found")
-        vectors = self._embed([c.embedding_text() for c in chunks]) if chunks else None
-        flags = [find_flags(c.text, c.locator.heading) for c in chunks]
-        self._progress.stage("storing")
-        self.kb.write_source(
-            doc,
-            status=status,
-            content_hash=content_hash,
-            size=size,
-            mtime=mtime,
-            settings_key=self.settings_key,
-            chunks=chunks,
-            vectors=vectors,
-            error=reason,
-            fetched_at=fetched_at,
-            flags=flags,
-        )
-        # Only once the source is committed does the report say so.
-        report.status, report.reason, report.chunks = status, reason, len(chunks)
-        report.flags = {}
-        for found in filter(None, flags):
-            for flag in found.split(","):
-                report.flags[flag] = report.flags.get(flag, 0) + 1
-
-    def _embed(self, texts: list[str]) -> Any:
-        import numpy as np
-
-        parts = []
-        for start in range(0, len(texts), EMBED_BATCH):
-            self._progress.stage("embedding", start / len(texts))
-            parts.append(self.embedder.embed(texts[start : start + EMBED_BATCH]))
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    def _known_by_content(
+        self, planned: Planned, stored: StoredSource | None, content: Content, report: SourceReport
+    ) -> SourceReport | None:
+        """The final report when the KB already holds this content (here or under another name), else None."""
+        if stored is not None and stored.content_hash == content.content_hash:
+            if content.mtime is not None and stored.mtime != content.mtime:
+                self.kb.touch_source(stored.id, content.mtime)
+            return self._unchanged(report, stored, content.mtime)
+        if self._stored_once(report, stored, content.content_hash, content.size, content.mtime, renames=planned.local):
+            return report
+        return None
 
     def _record_failure(self, report: SourceReport, path: Path | None = None) -> None:
         if path is not None and not path.is_file():
@@ -481,18 +323,14 @@ class Ingester(sync.KeepInStep):
         self.kb.record_failure(report.uri, report.kind, report.reason or "error", content_hash=None, size=None)
 
 
-def _crawlable(name: str) -> bool:
-    """Whether a crawl should fetch a link of this name: some connector reads it, and it is not one that
-    opts out (images: a site's logos and icons are not course text; ingest image files by name or folder)."""
-    connector = connector_for(name)
-    return connector is not None and getattr(connector, "crawled", True)
+def _first_uri(origin: Candidate | Fetched) -> str:
+    """The URI a report starts with, before planning resolves a file's links."""
+    return origin.uri if isinstance(origin, Fetched) else origin.path.absolute().as_uri()
 
 
-def unreadable(name: str) -> str:
-    """One sentence for a file kb has no reader for, naming what it does read."""
-    suffix = Path(name).suffix.lower()
-    what = f"{suffix} files" if suffix else "files without a suffix"
-    return f'kb does not read {what} (the README\'s "What kb reads" lists the formats it does)'
+def _timed(report: SourceReport, started: float) -> SourceReport:
+    report.seconds = time.monotonic() - started
+    return report
 
 
 def ingest(kb: KB, targets: list[str], **options: Any) -> IngestResult:

@@ -24,6 +24,8 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .text import sentence_spans
+
 INSTRUCTIONS = "instructions"
 MARKUP = "markup"
 
@@ -303,31 +305,6 @@ def has_markup(text: str) -> bool:
         or _MD_REFERENCE.search(plain)
         or ("<" in plain and _HTML_URL_ATTR.search(plain))
     )
-
-
-# -- sentences -----------------------------------------------------------------------------------
-
-# Sentence ends in the scripts the patterns know (Latin, Cyrillic, CJK full stops) and line breaks.
-_SENTENCE = re.compile(r"[^\n.!?。！？]*(?:[.!?。！？]+(?=\s|$|[\"'\)\]])|[。！？]+|\n|$)")
-
-
-def sentence_spans(text: str) -> Iterator[tuple[int, int]]:
-    """(start, end) of each sentence of `text`, covering it whole (separators belong to the sentence before)."""
-    position = 0
-    for match in _SENTENCE.finditer(text):
-        if match.end() == position and match.start() == position:
-            if position >= len(text):
-                break
-            continue
-        end = match.end()
-        # The spaces after a sentence belong to it, so removing it leaves the text readable.
-        while end < len(text) and text[end] in " \t":
-            end += 1
-        if end > position:
-            yield position, end
-            position = end
-    if position < len(text):
-        yield position, len(text)
 
 
 def flagged_sentences(text: str) -> list[str]:

@@ -420,3 +420,25 @@ class OpenAICompatLLM(LLM):
 def register_llms(register):
     register(LlamaCppLLM)
     register(OpenAICompatLLM)
+
+
+def load_llm(
+    model_path: str | None = None,
+    llm_url: str | None = None,
+    llm_model: str | None = None,
+    n_ctx: int | None = None,
+    threads: int | None = None,
+    llm_timeout: float | None = None,
+) -> LLM:
+    """The LLM `kb ask`'s options name: an OpenAI-compatible server, else a GGUF run in process
+    (a built-in model by name, a file by path, or the default model when none is given). What is
+    not given takes its default from `kb.options.LLMOptions`, where each is declared once."""
+    from .options import LLMOptions
+    from .plugins import get_llm
+
+    n_ctx = LLMOptions.n_ctx if n_ctx is None else n_ctx
+    llm_timeout = LLMOptions.llm_timeout if llm_timeout is None else llm_timeout
+
+    if llm_url:
+        return get_llm("openai-compatible", url=llm_url, model=llm_model, timeout=llm_timeout)
+    return get_llm("llama-cpp", model_path=model_path, n_ctx=n_ctx, n_threads=threads)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import KBError
-from .progress import clock
 from .store import KB
+from .text import clock
 
 MAX_SOURCE_CHARS = 200_000
 """A source read as a resource is cut here (about a 100-page book): an agent's context is smaller."""

@@ -14,6 +14,7 @@ import time
 from typing import Any, TextIO
 
 from .terminal import printable
+from .text import clock
 from .types import SourceReport
 
 REDRAW_S = 0.25
@@ -22,13 +23,6 @@ REDRAW_S = 0.25
 def plural(count: int, word: str, many: str | None = None) -> str:
     """ "1 source", "2 sources", "0 chunks"."""
     return f"{count:,} {word if count == 1 else (many or word + 's')}"
-
-
-def clock(seconds: float) -> str:
-    seconds = int(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def megabytes(size: int) -> str:

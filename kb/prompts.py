@@ -9,6 +9,7 @@ evaluated prefix and each reads only its own instruction. Citations are shown as
 
 from __future__ import annotations
 
+import json
 import re
 
 SYSTEM = (
@@ -27,6 +28,9 @@ SYSTEM = (
     'Question: How fast does the river flow in winter? Quote: "The river is 40 km long." Answers it? No: '
     "it gives the length, not the speed."
 )
+
+ANSWER_STOPS = ["\n\n\n", "Question:", "<passages>", "</passages>", "[INST]"]
+"""A model that starts echoing the prompt's scaffolding has finished its answer."""
 
 VERIFY = "Do the passages answer this question, about the very thing it names? Answer Yes or No."
 
@@ -99,3 +103,40 @@ def write_messages(
 def direct_messages(question: str, excerpts: list[tuple[int, str, str]]) -> list[dict[str, str]]:
     """One call that writes from the passages, for models that cannot judge (and `--fast`)."""
     return _asked(question, excerpts, WRITE_DIRECT)
+
+
+# -- a follow-up question rewritten to stand alone (kb/followup.py) ------------------------------
+
+REWRITE_SYSTEM = "You rewrite a student's follow-up question into a standalone question."
+REWRITE = (
+    "Rewrite the follow-up question so that it names what it is about: keep its own words and replace "
+    "it, they, this or that with the thing from the conversation. Reply with JSON only."
+)
+REWRITE_EXAMPLES = [
+    (
+        "Student: What is a barometer?\nAssistant: An instrument that measures air pressure.",
+        "and who invented it?",
+        "Who invented the barometer?",
+    ),
+    (
+        "Student: How do plants lose water?\nAssistant: Through the pores of their leaves.",
+        "how fast does that happen?",
+        "How fast do plants lose water through the pores of their leaves?",
+    ),
+]
+"""Few-shot turns: shown only the instruction, the small model repeats the earlier question instead."""
+
+
+def _rewrite_turn(conversation: str, followup: str) -> str:
+    return f"Conversation:\n{conversation}\n\nFollow-up question: {followup}\n\n{REWRITE}"
+
+
+def rewrite_messages(turns: list[tuple[str, str]], question: str) -> list[dict[str, str]]:
+    """The rewrite call over the earlier (role, text) turns, as the examples show it done."""
+    messages = [{"role": "system", "content": REWRITE_SYSTEM}]
+    for conversation, followup, rewritten in REWRITE_EXAMPLES:
+        messages.append({"role": "user", "content": _rewrite_turn(conversation, followup)})
+        messages.append({"role": "assistant", "content": json.dumps({"question": rewritten})})
+    shown = "\n".join(f"{'Student' if role == 'user' else 'Assistant'}: {text}" for role, text in turns)
+    messages.append({"role": "user", "content": _rewrite_turn(shown, question)})
+    return messages

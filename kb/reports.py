@@ -11,8 +11,9 @@ from typing import Any
 import click
 
 from .ingest import IngestResult
-from .progress import clock, plural
+from .progress import plural
 from .terminal import printable
+from .text import clock, duration
 from .types import Answer, Hit, Locator
 
 
@@ -45,14 +46,6 @@ def _short_uri(uri: str) -> str:
 STATUS_ORDER = ("ok", "unchanged", "restored", "renamed", "duplicate", "empty", "missing", "removed", "error")
 STATUS_WORDS = {"error": ("error", "errors"), "duplicate": ("duplicate", "duplicates")}
 """How a count of each status reads in the closing line: "1 error", "2 errors", "3 ok", "2 missing"."""
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
 def format_ingest_report(result: IngestResult) -> str:
@@ -350,7 +343,7 @@ def format_models(rows: list[dict[str, Any]]) -> str:
 
 def _plain(text: str) -> str:
     """Text compared for "did the checks change it": citation placement and spacing do not count."""
-    from .grounding import citations_inside
+    from .text import citations_inside
 
     return " ".join(citations_inside(text).split())
 

@@ -13,21 +13,7 @@ import numpy as np
 
 from .db import sqlite3, transaction
 from .errors import ExtensionUnavailable, KBError, ModelMismatch, NotAKBFile, SchemaTooNew
-from .filecheck import (  # noqa: F401 - check_header, QUICK_CHECK_MAX_BYTES and VECTOR_TABLES are public here
-    QUICK_CHECK_MAX_BYTES,
-    SQLITE_HEADER,
-    VECTOR_TABLES,
-    check_header,
-    check_integrity,
-    check_keyword_index,
-    check_metadata,
-    check_path,
-    check_schema,
-    check_vectors,
-    expected_schema,
-    open_connection,
-    schema_version,
-)
+from .filecheck import check_contents, check_header, check_path, open_connection, schema_version
 from .links import deep_link
 from .locking import WriterLock
 from .migrations import SCHEMA_VERSION, migrate
@@ -159,15 +145,7 @@ class KB:
                 )
             if exists:
                 # A file someone sent you is checked before any of its SQL can run.
-                check_schema(conn, path, version)
-                meta = check_metadata(conn, path) if version else {}
-                if version and not repair:
-                    check_keyword_index(conn, path)
-                cheap = integrity is None and path.stat().st_size <= QUICK_CHECK_MAX_BYTES
-                if integrity or cheap:
-                    check_integrity(conn, path)
-                    if "embedding_dimension" in meta:
-                        check_vectors(conn, path, int(meta["embedding_dimension"]), thorough=True)
+                check_contents(conn, path, version, integrity=integrity, repair=repair)
             if note:
                 readonly = True  # opened immutable, on read-only media
         except (sqlite3.DatabaseError, KBError) as exc:

@@ -265,7 +265,7 @@ def sync(ingester: Any, progress: Any = None) -> Any:
 
 class KeepInStep:
     """The Ingester's part that keeps the KB in step with what it reads (kept here so ingest.py holds
-    the reading): sources excluded, vanished, restored, renamed or duplicated, and pruning."""
+    the stages): sources excluded, vanished, restored, renamed or duplicated, and pruning."""
 
     kb: KB
     settings_key: str

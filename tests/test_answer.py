@@ -12,10 +12,9 @@ import pytest
 
 from kb import KB
 from kb.answer import AnswerEngine, AskSettings, enough, relevance, support
-from kb.checks import MAX_ANSWER_SENTENCES, check_answer
 from kb.errors import KBError
 from kb.evidence import check_quotes, judge_constraint, occurs, parse_verdict, snap, verdict_from
-from kb.grounding import bracket_citations, citations_inside, looping
+from kb.grounding import MAX_ANSWER_SENTENCES, bracket_citations, check_answer, citations_inside, looping
 from kb.llm import LLM, Generation, LLMError
 from kb.types import Evidence, Hit, Locator, SourceRef
 

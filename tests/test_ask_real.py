@@ -157,7 +157,7 @@ def test_the_judge_reply_is_forced_json_even_when_a_passage_says_otherwise(qwen)
 
 def test_a_real_loop_is_stopped_while_streaming_and_cut_by_the_checks(qwen):
     from kb.answer import enough
-    from kb.checks import check_answer
+    from kb.grounding import check_answer
     from kb.types import Evidence, Hit, Locator, SourceRef
 
     sentence = "Rain falls on the windward side of the hills [1]."

@@ -13,9 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..checks import CITED_SUPPORT, PARAPHRASE_MEANING, PARAPHRASE_WORDS, Similarity
 from ..evidence import normalise, occurs
-from ..grounding import Passage, content_words
+from ..grounding import CITED_SUPPORT, PARAPHRASE_MEANING, PARAPHRASE_WORDS, Passage, Similarity, content_words
 from .types import Question
 
 LEANING = re.compile(
