@@ -1,0 +1,117 @@
+"""Search's fast paths give the plain path's answers: resident vectors, the pruned keyword query."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import COURSE
+
+from kb import KB, Ingester, Searcher
+from kb.search import embed_query
+from kb.vectors import nearest, read_matrix
+
+QUERIES = [
+    "Darcy's law hydraulic conductivity",
+    "tipping bucket rain gauge",
+    "what is the rain shadow of a mountain range",
+    "snow water equivalent",
+    "how do you measure river discharge with a current meter",
+    "infiltration",
+    "the",
+    "flood return period and peak flow",
+]
+
+
+def same_order_up_to_ties(a: list[tuple[int, float]], b: list[tuple[int, float]], tol: float = 1e-6) -> None:
+    """Same ids at each rank, except where the two distances tie within float precision."""
+    assert len(a) == len(b)
+    last = max(a[-1][1], b[-1][1])
+    for (ia, da), (ib, db) in zip(a, b):
+        assert abs(da - db) <= tol  # the distance at each rank agrees (float32 sums in another order)
+        if ia != ib:
+            # Another id only where it ties: with the same id's place in the other list, or with
+            # the last distance (which of several tied vectors make the cut is arbitrary).
+            assert any(c == ia and abs(d - da) <= tol for c, d in b) or abs(da - last) <= tol
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    """The deterministic test embedder, registered once for the module (conftest's is per test)."""
+    import kb_test_plugins
+
+    from kb.plugins import ensure_plugins_loaded, pm
+
+    ensure_plugins_loaded()
+    pm.register(kb_test_plugins, "kb_test_plugins")
+    yield "test/hash-embedder"
+    pm.unregister(name="kb_test_plugins")
+
+
+@pytest.fixture(scope="module")
+def course_kb(tmp_path_factory, embedder):
+    """One sample-course KB shared by the module's read-only tests."""
+    db = tmp_path_factory.mktemp("fast") / "kb.db"
+    with KB.open(db, create=True) as kb:
+        Ingester(kb, embedder=embedder).run([str(COURSE)])
+    return db
+
+
+def test_resident_vectors_answer_as_the_index_does(course_kb):
+    with KB.open(course_kb) as kb:
+        assert kb.index().name == "vec"
+        plain, resident = Searcher(kb), Searcher(kb, resident=True)
+        compared = 0
+        for query in QUERIES:
+            vector = np.asarray(embed_query(plain.embedder, query), dtype=np.float32)
+            near_plain, near_resident = plain._nearest(vector, 50), resident._nearest(vector, 50)
+            same_order_up_to_ties(near_plain, near_resident)
+            if [c for c, _ in near_plain] != [c for c, _ in near_resident]:
+                continue  # tied vectors in another order: their fused ranks may differ too
+            compared += 1
+            a, b = plain.search(query, k=10), resident.search(query, k=10)
+            assert [h.chunk_id for h in a] == [h.chunk_id for h in b], query
+            assert [(h.bm25_rank, h.vector_rank) for h in a] == [(h.bm25_rank, h.vector_rank) for h in b]
+            assert [h.distance for h in a] == pytest.approx([h.distance for h in b], abs=1e-6)
+    assert compared >= 2
+
+
+def test_resident_vectors_follow_a_source_added_while_the_searcher_lives(tmp_path, course, embedder):
+    db = tmp_path / "kb.db"
+    with KB.open(db, create=True) as kb:
+        Ingester(kb, embedder=embedder).run([str(course)])
+    query = "quokka wombat marsupial burrows"
+    with KB.open(db, readonly=True) as reader:
+        searcher = Searcher(reader, resident=True)
+        before = searcher.search(query, k=3)
+        assert all("quokka" not in h.text for h in before)
+        # Another process's connection adds a source while this searcher holds the old vectors.
+        (course / "marsupials.md").write_text(
+            "# Marsupials\n\nThe quokka and the wombat are marsupial burrows diggers.\n"
+        )
+        with KB.open(db, write=True) as writer:
+            Ingester(writer).run([str(course / "marsupials.md")])
+        after = searcher.search(query, k=3)
+        assert "quokka" in after[0].text
+        assert after[0].vector_rank == 1  # found by the re-read vectors, not only by keywords
+        # And a removal: the chunk is gone from the vectors too.
+        with KB.open(db, write=True) as writer:
+            writer.conn.execute("DELETE FROM chunks WHERE text LIKE '%quokka%'")
+        ids, _ = searcher.resident._matrix()
+        alive = {r[0] for r in reader.conn.execute("SELECT chunk_id FROM embeddings")}
+        assert set(ids.tolist()) == alive
+
+
+def test_read_matrix_reads_each_vector_once_in_id_order(course_kb):
+    with KB.open(course_kb) as kb:
+        ids, matrix = read_matrix(kb.conn, 64)
+        rows = kb.conn.execute("SELECT chunk_id, vector FROM embeddings ORDER BY chunk_id").fetchall()
+    assert ids.tolist() == [r[0] for r in rows]
+    np.testing.assert_array_equal(matrix, np.vstack([np.frombuffer(r[1], dtype="<f4") for r in rows]))
+    assert matrix.dtype == np.float32 and matrix.flags.c_contiguous
+
+
+def test_nearest_breaks_ties_by_chunk_id():
+    matrix = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], dtype=np.float32)
+    ids = np.array([40, 10, 30, 20])
+    assert [cid for cid, _ in nearest(ids, matrix, np.array([1, 0], dtype=np.float32), 3)] == [20, 30, 40]
+    assert nearest(ids[:0], matrix[:0], np.array([1, 0], dtype=np.float32), 3) == []
