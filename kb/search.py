@@ -12,7 +12,7 @@ from .filecheck import damaged
 from .links import local_link
 from .store import KB
 from .types import Hit, Locator, SourceRef
-from .vectors import NumpyScan, VectorDamage, checked_distances
+from .vectors import ResidentVectors, VectorDamage, checked_distances
 
 RRF_K = 60
 """The constant of reciprocal rank fusion (Cormack et al. 2009): score = sum 1 / (RRF_K + rank)."""
@@ -55,10 +55,10 @@ def keyword_ranks(kb: KB, query: str, limit: int) -> list[int]:
 class Searcher:
     """Search one KB; holds the embedder so repeated queries pay for the model once.
 
-    `resident` (for long-lived processes: kb serve, the API): the vectors are read into memory on the
-    first search and scanned there, re-read when the file changes. sqlite-vec's scan is scalar code
-    (10-18x a NumPy scan of the same vectors); a one-shot `kb search` keeps the index, which costs
-    less than reading every vector once.
+    `resident` (for long-lived processes: kb serve, kb mcp, the API): the vectors are read into memory
+    on the first search and scanned there, one copy per file and process, re-read when the file
+    changes. sqlite-vec's scan is scalar code (10-18x a NumPy scan of the same vectors); a one-shot
+    `kb search` keeps the index, which costs less than reading every vector once.
     """
 
     def __init__(self, kb: KB, embedder: Any = None, resident: bool = False):
@@ -89,10 +89,7 @@ class Searcher:
                 f"{embedder.dimension}-dimensional ones",
             )
         self.embedder = embedder
-        self.resident: NumpyScan | None = None
-        if resident:
-            index = kb.index()
-            self.resident = index if isinstance(index, NumpyScan) else NumpyScan(kb.conn, int(recorded))
+        self.resident = ResidentVectors.of(kb.path, int(recorded)) if resident else None
 
     def search(self, query: str, k: int = 10, candidates: int = 50) -> list[Hit]:
         try:

@@ -96,9 +96,18 @@ def test_resident_vectors_follow_a_source_added_while_the_searcher_lives(tmp_pat
         # And a removal: the chunk is gone from the vectors too.
         with KB.open(db, write=True) as writer:
             writer.conn.execute("DELETE FROM chunks WHERE text LIKE '%quokka%'")
-        ids, _ = searcher.resident._matrix()
+        ids, _ = searcher.resident.arrays()
         alive = {r[0] for r in reader.conn.execute("SELECT chunk_id FROM embeddings")}
         assert set(ids.tolist()) == alive
+
+
+def test_searchers_of_one_file_share_one_copy_of_its_vectors(course_kb):
+    with KB.open(course_kb, readonly=True) as one, KB.open(course_kb, readonly=True) as two:
+        a, b = Searcher(one, resident=True), Searcher(two, resident=True)
+        a.search("rain gauge"), b.search("rain gauge")
+        assert a.resident is b.resident
+        assert a.resident.arrays()[1] is b.resident.arrays()[1]
+        assert Searcher(one).resident is None  # a one-shot searcher keeps using the index
 
 
 def test_read_matrix_reads_each_vector_once_in_id_order(course_kb):
