@@ -11,6 +11,7 @@ from .errors import KBError
 from .filecheck import damaged
 from .links import local_link
 from .store import KB
+from .terms import TermCounts
 from .types import Hit, Locator, SourceRef
 from .vectors import ResidentVectors, VectorDamage, checked_distances
 
@@ -27,22 +28,32 @@ STOPWORDS = frozenset(
 )
 
 
-def fts_query(text: str) -> str | None:
-    """User text as a safe FTS5 query: each word quoted, joined by OR; None when no word is left.
+def query_words(text: str) -> list[str]:
+    """The words of `text` a keyword search looks for: no stopwords (unless nothing else is left)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    content = [w for w in words if w not in STOPWORDS] or words
+    return list(dict.fromkeys(content))[:MAX_QUERY_TERMS]
+
+
+def fts_query(text: str, words: list[str] | None = None) -> str | None:
+    """User text (or its chosen `words`) as a safe FTS5 query: each word quoted, joined by OR;
+    None when no word is left.
 
     Quoting makes every FTS5 operator (AND, NEAR, *, ^, column filters, quotes) plain text.
     """
-    words = [w.lower() for w in _WORD.findall(text)]
-    content = [w for w in words if w not in STOPWORDS] or words
-    unique = list(dict.fromkeys(content))[:MAX_QUERY_TERMS]
+    unique = query_words(text) if words is None else words
     if not unique:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
 
 
-def keyword_ranks(kb: KB, query: str, limit: int) -> list[int]:
-    """Chunk ids by BM25, best first (the heading column counts half as much as the text)."""
-    match = fts_query(query)
+def keyword_ranks(kb: KB, query: str, limit: int, counts: TermCounts | None = None) -> list[int]:
+    """Chunk ids by BM25, best first (the heading column counts half as much as the text).
+
+    With `counts`, words too common to be worth their cost in a large KB are left out (kb.terms).
+    """
+    words = query_words(query)
+    match = fts_query(query, counts.prune(words) if counts is not None else words)
     if match is None:
         return []
     rows = kb.conn.execute(
@@ -90,6 +101,7 @@ class Searcher:
             )
         self.embedder = embedder
         self.resident = ResidentVectors.of(kb.path, int(recorded)) if resident else None
+        self.counts = TermCounts(kb.conn)
 
     def search(self, query: str, k: int = 10, candidates: int = 50) -> list[Hit]:
         try:
@@ -106,7 +118,7 @@ class Searcher:
         if k < 1:
             raise KBError("k must be at least 1.")
         pool = max(candidates, k)
-        keyword = keyword_ranks(self.kb, query, pool)
+        keyword = keyword_ranks(self.kb, query, pool, self.counts)
         vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
         nearest = self._nearest(vector, pool)
         if not keyword and not nearest:

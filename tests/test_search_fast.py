@@ -1,4 +1,4 @@
-"""Search's fast paths give the plain path's answers: resident vectors, the pruned keyword query."""
+"""Search's fast paths: resident vectors give the index's answers; large KBs leave out common words."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from conftest import COURSE
 
-from kb import KB, Ingester, Searcher
-from kb.search import embed_query
+from kb import KB, Ingester, Searcher, terms
+from kb.search import embed_query, keyword_ranks
+from kb.terms import TermCounts
 from kb.vectors import nearest, read_matrix
 
 QUERIES = [
@@ -124,3 +125,52 @@ def test_nearest_breaks_ties_by_chunk_id():
     ids = np.array([40, 10, 30, 20])
     assert [cid for cid, _ in nearest(ids, matrix, np.array([1, 0], dtype=np.float32), 3)] == [20, 30, 40]
     assert nearest(ids[:0], matrix[:0], np.array([1, 0], dtype=np.float32), 3) == []
+
+
+def test_small_kbs_search_every_word(course_kb):
+    with KB.open(course_kb) as kb:
+        counts = TermCounts(kb.conn)
+        assert counts.threshold() is None  # ~100 chunks: far below PRUNE_MIN_CHUNKS
+        for query in QUERIES:
+            assert keyword_ranks(kb, query, 50, counts) == keyword_ranks(kb, query, 50)
+
+
+def test_large_kbs_leave_out_words_most_chunks_hold(course_kb, monkeypatch):
+    monkeypatch.setattr(terms, "PRUNE_MIN_CHUNKS", 1)  # the sample course, treated as large
+    with KB.open(course_kb) as kb:
+        total = kb.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+        def held(word: str) -> int:
+            return kb.conn.execute(
+                "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (f'"{word}"',)
+            ).fetchone()[0]
+
+        counts = TermCounts(kb.conn)
+        cap = counts.threshold()
+        assert cap == int(terms.COMMON_SHARE * kb.conn.execute("SELECT max(id) FROM chunks").fetchone()[0])
+        common, rare = "rainfall", "orographic"
+        assert held(common) > cap >= held(rare) > 0 and total > 20
+        assert counts.count(common, cap) == cap + 1  # counted no further than needed
+        assert counts.prune([common, rare]) == [rare]
+        # The pruned query is the rare word's own query; a query of common words has no keyword list.
+        assert keyword_ranks(kb, f"{common} {rare}", 50, counts) == keyword_ranks(kb, rare, 50)
+        assert keyword_ranks(kb, f"{common} water", 50, counts) == []
+        # Hybrid search still answers it, from the vectors alone.
+        hits = Searcher(kb).search(f"{common} water", k=3)
+        assert hits and all(h.bm25_rank is None and h.vector_rank for h in hits)
+
+
+def test_word_counts_start_over_when_the_file_changes(tmp_path, course, embedder, monkeypatch):
+    monkeypatch.setattr(terms, "PRUNE_MIN_CHUNKS", 1)
+    db = tmp_path / "kb.db"
+    with KB.open(db, create=True) as kb:
+        Ingester(kb, embedder=embedder).run([str(course)])
+    with KB.open(db, readonly=True) as reader:
+        counts = TermCounts(reader.conn)
+        cap = counts.threshold()
+        assert counts.count("quokka", cap) == 0
+        many = "".join(f"# Quokka {i}\n\nThe quokka {i} lives on an island.\n\n" for i in range(3))
+        (course / "quokkas.md").write_text(many)
+        with KB.open(db, write=True) as writer:
+            Ingester(writer).run([str(course / "quokkas.md")])
+        assert counts.count("quokka", counts.threshold()) > 0
