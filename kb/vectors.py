@@ -225,10 +225,17 @@ class ResidentVectors:
     _registry_lock = threading.Lock()
 
     def __init__(self, path: Path, dimension: int):
-        from .filecheck import open_connection
+        from .db import connect, sqlite3
 
         self.dimension = dimension
-        self._conn, _ = open_connection(path, readonly=True)
+        # Used by whichever search thread comes, one at a time (self._lock).
+        self._conn = connect(path, readonly=True, threads=True)
+        try:
+            self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # Read-only media (kb.filecheck.open_connection says when): nothing can change the file.
+            self._conn.close()
+            self._conn = connect(path, immutable=True, threads=True)
         self._lock = threading.Lock()
         self._version: int | None = None
         self._ids = np.empty(0, dtype=np.int64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,11 @@ def test_searchers_of_one_file_share_one_copy_of_its_vectors(course_kb):
         assert a.resident is b.resident
         assert a.resident.arrays()[1] is b.resident.arrays()[1]
         assert Searcher(one).resident is None  # a one-shot searcher keeps using the index
+    # kb serve's search threads take turns with the one store (its connection is not theirs).
+    vector = a.resident.arrays()[1][0]
+    with ThreadPoolExecutor(2) as pool:
+        found = list(pool.map(lambda _: a.resident.search(vector, 1)[0][0], range(4)))
+    assert found == [int(a.resident.arrays()[0][0])] * 4
 
 
 def test_read_matrix_reads_each_vector_once_in_id_order(course_kb):
