@@ -26,17 +26,21 @@ def sqlite_module() -> Any:
 sqlite3 = sqlite_module()
 
 
-def connect(path: str | Path, *, readonly: bool = False, immutable: bool = False) -> Any:
+def connect(path: str | Path, *, readonly: bool = False, immutable: bool = False, threads: bool = False) -> Any:
     """Open `path` in autocommit mode (kb issues BEGIN itself) with defensive settings.
 
     `immutable` (read-only media only): SQLite reads the file without locking it or looking for a
-    write-ahead log, which is right only where nothing can change it.
+    write-ahead log, which is right only where nothing can change it. `threads`: the connection may
+    be used from any thread (its owner serialises the use).
     """
+    same_thread = not threads
     if readonly or immutable:
         query = "mode=ro&immutable=1" if immutable else "mode=ro"
-        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?{query}", uri=True, isolation_level=None)
+        conn = sqlite3.connect(
+            f"{Path(path).resolve().as_uri()}?{query}", uri=True, isolation_level=None, check_same_thread=same_thread
+        )
     else:
-        conn = sqlite3.connect(str(path), isolation_level=None)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=same_thread)
     conn.execute("PRAGMA foreign_keys = ON")
     # A file someone sent you may hold hostile views or triggers: do not let its schema call
     # functions with side effects.

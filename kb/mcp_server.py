@@ -168,8 +168,11 @@ class LocalLibrary:
                     self._model = load_llm(**self.llm)
                 return self._model
 
+            from .search import Searcher
+
             kb = self._catalog.kb(self.paths[name])
-            self._engines[name] = AnswerEngine(kb, model, self.settings)
+            # A long-lived process: the vectors stay in memory (kb.search.Searcher, resident).
+            self._engines[name] = AnswerEngine(kb, model, self.settings, searcher=Searcher(kb, resident=True))
         return self._engines[name]
 
     @staticmethod

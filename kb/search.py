@@ -14,8 +14,9 @@ from .fusion import Fusion, ranking
 from .fusion import fuse as fuse_lists
 from .links import local_link
 from .store import KB
+from .terms import TermCounts
 from .types import Hit, Locator, SourceRef
-from .vectors import VectorDamage, checked_distances
+from .vectors import ResidentVectors, VectorDamage, checked_distances
 
 RRF_K = 60
 """The constant of reciprocal rank fusion (Cormack et al. 2009): score = sum 1 / (RRF_K + rank)."""
@@ -30,22 +31,32 @@ STOPWORDS = frozenset(
 )
 
 
-def fts_query(text: str) -> str | None:
-    """User text as a safe FTS5 query: each word quoted, joined by OR; None when no word is left.
+def query_words(text: str) -> list[str]:
+    """The words of `text` a keyword search looks for: no stopwords (unless nothing else is left)."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    content = [w for w in words if w not in STOPWORDS] or words
+    return list(dict.fromkeys(content))[:MAX_QUERY_TERMS]
+
+
+def fts_query(text: str, words: list[str] | None = None) -> str | None:
+    """User text (or its chosen `words`) as a safe FTS5 query: each word quoted, joined by OR;
+    None when no word is left.
 
     Quoting makes every FTS5 operator (AND, NEAR, *, ^, column filters, quotes) plain text.
     """
-    words = [w.lower() for w in _WORD.findall(text)]
-    content = [w for w in words if w not in STOPWORDS] or words
-    unique = list(dict.fromkeys(content))[:MAX_QUERY_TERMS]
+    unique = query_words(text) if words is None else words
     if not unique:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
 
 
-def keyword_ranks(kb: KB, query: str, limit: int) -> list[int]:
-    """Chunk ids by BM25, best first (the heading column counts half as much as the text)."""
-    match = fts_query(query)
+def keyword_ranks(kb: KB, query: str, limit: int, counts: TermCounts | None = None) -> list[int]:
+    """Chunk ids by BM25, best first (the heading column counts half as much as the text).
+
+    With `counts`, words too common to be worth their cost in a large KB are left out (kb.terms).
+    """
+    words = query_words(query)
+    match = fts_query(query, counts.prune(words) if counts is not None else words)
     if match is None:
         return []
     rows = kb.conn.execute(
@@ -55,9 +66,10 @@ def keyword_ranks(kb: KB, query: str, limit: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def keyword_scored(kb: KB, query: str, limit: int) -> list[tuple[int, float]]:
+def keyword_scored(kb: KB, query: str, limit: int, counts: TermCounts | None = None) -> list[tuple[int, float]]:
     """(chunk id, BM25) best first, as keyword_ranks orders them: the score fusions need the values."""
-    match = fts_query(query)
+    words = query_words(query)
+    match = fts_query(query, counts.prune(words) if counts is not None else words)
     if match is None:
         return []
     return kb.conn.execute(
@@ -67,9 +79,15 @@ def keyword_scored(kb: KB, query: str, limit: int) -> list[tuple[int, float]]:
 
 
 class Searcher:
-    """Search one KB; holds the embedder so repeated queries pay for the model once."""
+    """Search one KB; holds the embedder so repeated queries pay for the model once.
 
-    def __init__(self, kb: KB, embedder: Any = None):
+    `resident` (for long-lived processes: kb serve, kb mcp, the API): the vectors are read into memory
+    on the first search and scanned there, one copy per file and process, re-read when the file
+    changes. sqlite-vec's scan is scalar code (10-18x a NumPy scan of the same vectors); a one-shot
+    `kb search` keeps the index, which costs less than reading every vector once.
+    """
+
+    def __init__(self, kb: KB, embedder: Any = None, resident: bool = False):
         self.kb = kb
         model = kb.model_id
         if model is None:
@@ -97,6 +115,8 @@ class Searcher:
                 f"{embedder.dimension}-dimensional ones",
             )
         self.embedder = embedder
+        self.resident = ResidentVectors.of(kb.path, int(recorded)) if resident else None
+        self.counts = TermCounts(kb.conn)
 
     def search(self, query: str, k: int = 10, candidates: int = 50) -> list[Hit]:
         try:
@@ -113,12 +133,17 @@ class Searcher:
         if k < 1:
             raise KBError("k must be at least 1.")
         pool = max(candidates, k)
-        keyword = (keyword_ranks if self.fusion.method == "rrf" else keyword_scored)(self.kb, query, pool)
+        scored = keyword_ranks if self.fusion.method == "rrf" else keyword_scored
+        keyword = scored(self.kb, query, pool, self.counts)
         vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
-        nearest = self.kb.index().search(vector, pool)
+        nearest = self._nearest(vector, pool)
         if not keyword and not nearest:
             self.check_not_empty()
         return self.fuse(keyword, nearest, k, vector)
+
+    def _nearest(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The vector candidate list: from memory when resident, else from the KB's index."""
+        return (self.resident or self.kb.index()).search(vector, k)
 
     def check_not_empty(self) -> None:
         """An empty KB says so, instead of looking like a question it does not answer."""

@@ -202,7 +202,7 @@ class Workers:
         settings.candidates = int(config.get("candidates", settings.candidates))
 
         def build(kb: Any) -> Any:
-            searcher = Searcher(kb, _Yielding(_embedder(kb), self.priority))
+            searcher = Searcher(kb, _Yielding(_embedder(kb), self.priority), resident=True)
             return AnswerEngine(kb, lambda: self._shared_llm(config), settings, searcher=searcher)
 
         engine = _cached(self._engines, path, build)
@@ -221,7 +221,7 @@ class Workers:
         searchers = getattr(self._local, "searchers", None)
         if searchers is None:
             searchers = self._local.searchers = {}
-        searcher = _cached(searchers, path, lambda kb: Searcher(kb, _embedder(kb)))
+        searcher = _cached(searchers, path, lambda kb: Searcher(kb, _embedder(kb), resident=True))
         return searcher.search(query, k)
 
     def _shared_llm(self, config: dict[str, Any]) -> Any:
