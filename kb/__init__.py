@@ -56,6 +56,9 @@ _PUBLIC = {
     "SourceFile": "types",
     "SourceRef": "types",
     "SourceReport": "types",
+    "CITATION": "text",
+    "Fusion": "fusion",
+    "clock": "text",
 }
 
 __all__ = [
@@ -65,6 +68,8 @@ __all__ = [
     "Chunk",
     "chunk_document",
     "ChunkingSettings",
+    "CITATION",
+    "clock",
     "Connector",
     "connector_for",
     "deadline",
@@ -75,6 +80,7 @@ __all__ = [
     "Fetched",
     "Fetcher",
     "fts_query",
+    "Fusion",
     "Hit",
     "hookimpl",
     "ingest",

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import pytest
 from click.testing import CliRunner
-from tests.helpers import ROOT, TEST_PLUGINS, run_kb
 
 from kb import KBError, LLMOptions, option
 from kb.cli import CONTEXT, cli
 from kb.options import describe, merge
+from tests.helpers import ROOT, TEST_PLUGINS, run_kb
 
 DOCS = ROOT / "docs" / "plugins.md"
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import COURSE
 
 from kb import KB, Ingester, Searcher, terms
 from kb.search import embed_query, keyword_ranks
 from kb.terms import TermCounts
 from kb.vectors import nearest, read_matrix
+from tests.helpers import COURSE
 
 QUERIES = [
     "Darcy's law hydraulic conductivity",

@@ -6,6 +6,8 @@ from typing import Any
 
 from markupsafe import escape
 
+from kb import Fusion
+
 from .status import Status
 
 TABLES: dict[str, dict[str, Any]] = {
@@ -138,36 +140,72 @@ from chunks_vec v join chunk_sources cs on cs.chunk_id = v.rowid
 where v.embedding match kb_embed(:query) and k = 20
 order by v.distance"""
 
-# The 50 nearest chunks as (chunk_id, distance), by scanning every stored vector or through vec0.
+# The nearest chunks as (chunk_id, distance), by scanning every stored vector or through vec0.
 # (Materialized: vec0 refuses a KNN query that SQLite flattens into the window's ORDER BY.)
 NEAREST_SCAN = """select e.chunk_id, kb_distance(e.vector, q.vector) as d from embeddings e, q
-  order by d, e.chunk_id limit 50"""
+  order by d, e.chunk_id limit {depth}"""
 NEAREST_VEC = """select rowid as chunk_id, distance as d from chunks_vec
-  where embedding match kb_embed(:query) and k = 50 order by distance"""
+  where embedding match kb_embed(:query) and k = {depth} order by distance"""
+
+# Each list's values normalised as kb.fusion does (higher is better): z-score or min-max, 1.0 for a
+# list whose values are all equal.
+_NORMALISED = {
+    "zscore": "case when s.spread > 0 then (l.v - s.mean) / s.spread else 1.0 end",
+    "minmax": "case when s.hi > s.lo then (l.v - s.lo) / (s.hi - s.lo) else 1.0 end",
+}
 
 
-def hybrid_sql(nearest: str) -> str:
-    return f"""with q as (select kb_embed(:query) as vector),
-keyword as (
-  select rowid as chunk_id, row_number() over (order by bm25(chunks_fts, 1.0, 0.5)) as r
+def hybrid_sql(nearest: str, fusion: Fusion | None = None) -> str:
+    """kb search's fusion in SQL, with the weights and depth the KB records (kb.fusion)."""
+    fusion = fusion or Fusion()
+    lists = f"""with q as (select kb_embed(:query) as vector),
+matched as materialized (
+  select rowid as chunk_id, bm25(chunks_fts, 1.0, 0.5) as b
   from chunks_fts where chunks_fts match kb_fts_query(:query)
-  order by bm25(chunks_fts, 1.0, 0.5) limit 50
+  order by b limit {fusion.depth}
+),
+keyword as (
+  select chunk_id, -b as v, row_number() over (order by b, chunk_id) as r from matched
 ),
 nearest as materialized (
-  {nearest}
+  {nearest.format(depth=fusion.depth)}
 ),
 semantic as (
-  select chunk_id, row_number() over (order by d, chunk_id) as r from nearest
-),
+  select chunk_id, -d as v, row_number() over (order by d, chunk_id) as r from nearest
+),"""
+    if fusion.method == "rrf":
+        fused = f"""
 fused as (
-  select chunk_id, sum(1.0 / (60 + r)) as score
-  from (select * from keyword union all select * from semantic)
+  select chunk_id, sum(w / ({fusion.rrf_k} + r)) as score
+  from (select chunk_id, r, {fusion.keyword_weight!r} as w from keyword
+        union all select chunk_id, r, {fusion.vector_weight!r} as w from semantic)
   group by chunk_id
-)
+)"""
+    else:
+        normalised = _NORMALISED[fusion.method]
+        stats = "avg(v) as mean, sqrt(max(avg(v * v) - avg(v) * avg(v), 0)) as spread, min(v) as lo, max(v) as hi"
+        # A chunk one list missed scores as that list's worst candidate (0 when the list is empty).
+        fused = f"""
+kstats as (select {stats} from keyword),
+sstats as (select {stats} from semantic),
+kz as (select l.chunk_id, {normalised} as z from keyword l, kstats s),
+sz as (select l.chunk_id, {normalised} as z from semantic l, sstats s),
+everyone as (select chunk_id from keyword union select chunk_id from semantic),
+fused as (
+  select e.chunk_id,
+    {fusion.keyword_weight!r} * coalesce(kz.z, (select min(z) from kz), 0)
+    + {fusion.vector_weight!r} * coalesce(sz.z, (select min(z) from sz), 0) as score
+  from everyone e left join kz on kz.chunk_id = e.chunk_id left join sz on sz.chunk_id = e.chunk_id
+)"""
+    return (
+        lists
+        + fused
+        + f"""
 select {HIT_COLUMNS}, round(fused.score, 5) as score
 from fused join chunk_sources cs on cs.chunk_id = fused.chunk_id
 order by fused.score desc, cs.chunk_id
 limit 20"""
+    )
 
 
 def database_metadata(name: str, status: Status, ask_url: str, table_url: Any) -> dict[str, Any]:
@@ -197,6 +235,10 @@ def database_metadata(name: str, status: Status, ask_url: str, table_url: Any) -
 def canned_queries(status: Status) -> dict[str, dict[str, Any]]:
     """Stored queries for keyword, semantic and hybrid search of one KB."""
     semantic = SEMANTIC_VEC_SQL if status.vector_extension == "vec" else SEMANTIC_SCAN_SQL
+    try:
+        fusion = Fusion.from_meta(status.meta)
+    except ValueError:
+        fusion = Fusion()  # damaged settings: kb search refuses the KB and says why; the tables still browse
     return {
         "keyword_search": {
             "title": "Keyword search (FTS5, BM25)",
@@ -213,8 +255,14 @@ def canned_queries(status: Status) -> dict[str, dict[str, Any]]:
         },
         "hybrid_search": {
             "title": "Hybrid search (BM25 + embeddings, as kb search)",
-            "description": "The 50 best passages by keyword and the 50 nearest by meaning, fused by reciprocal "
-            "rank (score = sum of 1 / (60 + rank)): kb search's ranking, in SQL.",
-            "sql": hybrid_sql(NEAREST_VEC if status.vector_extension == "vec" else NEAREST_SCAN),
+            "description": f"The {fusion.depth} best passages by keyword and the {fusion.depth} nearest by meaning, "
+            + (
+                f"fused by weighted reciprocal rank (score = sum of weight / ({fusion.rrf_k} + rank))"
+                if fusion.method == "rrf"
+                else f"fused by {'z-scores' if fusion.method == 'zscore' else 'min-max scores'} within each list"
+            )
+            + f", weighted {fusion.keyword_weight:g} (keywords) to {fusion.vector_weight:g} (meaning) as this KB "
+            "records: kb search's ranking, in SQL.",
+            "sql": hybrid_sql(NEAREST_VEC if status.vector_extension == "vec" else NEAREST_SCAN, fusion),
         },
     }

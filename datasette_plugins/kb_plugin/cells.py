@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 from markupsafe import Markup
 
+from kb import clock
+
 SAFE_SCHEMES = frozenset({"http", "https", "file"})
 """The only link schemes rendered as links: never javascript:, data: or anything a browser would run."""
 LINKED_TABLES = frozenset({"chunks", "chunk_sources", "sources"})
@@ -25,14 +27,6 @@ def safe_url(value: Any) -> str | None:
     except ValueError:
         return None
     return url if scheme in SAFE_SCHEMES else None
-
-
-def clock(seconds: float) -> str:
-    """Seconds as m:ss, or h:mm:ss from an hour on."""
-    total = int(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
 def locator_label(page: Any = None, slide: Any = None, start_s: Any = None, heading: Any = None) -> str:

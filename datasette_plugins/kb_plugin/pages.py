@@ -10,6 +10,7 @@ from typing import Any
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Response
 
+from kb import CITATION
 from kb.answer import MAX_QUESTION_CHARS
 from kb.errors import KBError, NotAKBFile
 from kb.injection import clean_answer, clean_answer_record
@@ -173,14 +174,11 @@ def _base_context(datasette: Any, name: str, status: Status) -> dict[str, Any]:
     }
 
 
-_CITE = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-
-
 def answer_parts(text: str) -> list[dict[str, Any]]:
     """The answer as text runs and citation markers, so the template links [n] without marking text safe."""
     parts: list[dict[str, Any]] = []
     position = 0
-    for match in _CITE.finditer(text):
+    for match in CITATION.finditer(text):  # kb's own marker syntax, as the checks read it
         if match.start() > position:
             parts.append({"text": text[position : match.start()]})
         parts.append({"cites": [int(k) for k in re.findall(r"\d+", match.group(1))]})

@@ -13,9 +13,10 @@ from typing import Any
 from datasette.utils import tilde_decode
 from datasette.utils.asgi import Response
 
+from kb import clock
 from kb.originals import media_type
 
-from .cells import clock, locator_label, safe_url
+from .cells import locator_label, safe_url
 from .status import SourceInfo
 from .targets import file_url, is_web, view_url
 
