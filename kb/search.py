@@ -143,7 +143,15 @@ class Searcher:
 
     def _nearest(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The vector candidate list: from memory when resident, else from the KB's index."""
-        return (self.resident or self.kb.index()).search(vector, k)
+        if self.resident is None:
+            return self.kb.index().search(vector, k)
+        found = self.resident.search(vector, k)
+        if self.resident.index_checked != self.resident.version:
+            # The index is what a one-shot `kb search` of the same file reads: damage in it (sqlite-vec's
+            # storage emptied) is the file's damage, said here too, once per change of the file.
+            self.kb.index().search(vector, 1)
+            self.resident.index_checked = self.resident.version
+        return found
 
     def check_not_empty(self) -> None:
         """An empty KB says so, instead of looking like a question it does not answer."""

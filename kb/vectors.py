@@ -238,6 +238,8 @@ class ResidentVectors:
             self._conn = connect(path, immutable=True, threads=True)
         self._lock = threading.Lock()
         self._version: int | None = None
+        self.index_checked: int | None = None
+        """The data_version at which a searcher last saw the KB's own index answer (Searcher._nearest)."""
         self._ids = np.empty(0, dtype=np.int64)
         self._matrix = np.empty((0, dimension), dtype=np.float32)
 
@@ -261,6 +263,11 @@ class ResidentVectors:
                 self._ids, self._matrix = read_matrix(self._conn, self.dimension)
                 self._version = version
             return self._ids, self._matrix
+
+    @property
+    def version(self) -> int | None:
+        """The data_version of the copy in memory (None before the first read)."""
+        return self._version
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         ids, matrix = self.arrays()  # the scan runs outside the lock, on arrays nothing mutates

@@ -53,6 +53,15 @@ def kb_env(extra: dict | None = None, base: dict | None = None) -> dict:
     return env
 
 
+def default_sigint() -> None:
+    """For a child a test presses Ctrl-C at: SIGINT as a person's shell gives it. A test run started
+    in the background of a non-interactive shell (CI scripts, `cmd &`) inherits SIGINT ignored, and
+    so would every child, which then never sees the press (preexec_fn, or before execve)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def children_cpu_s() -> float:
     """CPU seconds used so far by this process's finished children. Tests bound the work a command
     does with it, never the wall clock, which a busy machine stretches at will."""

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import kb
 from kb.cli import cli
-from tests.helpers import ROOT, TEST_PLUGINS, kb_cli
+from tests.helpers import ROOT, TEST_PLUGINS, default_sigint, kb_cli
 
 COMMANDS = sorted(cli.commands)
 
@@ -116,6 +116,7 @@ def test_interrupted_ingest_says_what_was_saved(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 60
     while not (db.exists() and db.stat().st_size > 200_000) and time.monotonic() < deadline:

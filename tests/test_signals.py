@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 import pytest
 from hostile_llm import StallingLLM
 
-from tests.helpers import COURSE, TEST_PLUGINS, kb_env, run_kb
+from tests.helpers import COURSE, TEST_PLUGINS, default_sigint, kb_env, run_kb
 
 QUESTION = "How wide is the funnel on the standard UK Met Office rain gauge?"
 ASK_BOUND_S = 1.0
@@ -55,6 +55,7 @@ def start_serve(db: Path, port: int, *extra: str, log: Path) -> subprocess.Popen
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=default_sigint,
         )
     deadline = time.monotonic() + 120
     while True:
@@ -130,6 +131,7 @@ def _interrupt_ask(db: Path, trigger: str, delay: float) -> tuple[float, str, in
     """Run `kb ask` on a terminal; press Ctrl-C `delay` s after `trigger` appears; (seconds to exit, output, status)."""
     pid, master = pty.fork()
     if pid == 0:  # the child: on the new terminal, as a person's shell would start it
+        default_sigint()
         os.execve(sys.executable, [sys.executable, "-m", "kb", "ask", str(db), QUESTION], kb_env({"PYTHONPATH": ""}))
     output = b""
     pressed = None
