@@ -82,6 +82,25 @@ def ingest_options(func: Callable) -> Callable:
             help="Compare every file's content hash to find changes, not just its size and modification time.",
         ),
         click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="Where sources are read, chunked and embedded: here, or on a Ray cluster's workers "
+            "(pip install 'coursekb[ray]'); DB is written here either way.",
+        ),
+        click.option(
+            "--ray-address",
+            metavar="auto|ray://HOST:PORT",
+            help="The Ray cluster for --executor ray (default: start one on this machine).",
+        ),
+        click.option(
+            "--ray-gpus",
+            type=click.FloatRange(min=0),
+            default=0,
+            help="GPUs each source asks for on the Ray cluster (refused at once when it has none).",
+        ),
+        click.option(
             "-o",
             "--option",
             "option",
@@ -145,11 +164,14 @@ def ingest(db: str, sources: tuple[str, ...], **settings: Any) -> None:
         kb ingest course.db https://example.org/course/ --crawl --depth 1
         kb ingest course.db scans/ --ocr-lang eng+deu --json
         kb ingest course.db lectures/ -o transcriber openai-whisper
+        kb ingest course.db lectures/ --executor ray --ray-address auto
     """
     from .options import parse_pairs
     from .plugins import declared_options
     from .sync import target_exists
 
+    if settings.get("executor") != "ray" and (settings.get("ray_address") or settings.get("ray_gpus")):
+        raise click.UsageError("--ray-address and --ray-gpus need --executor ray.")
     # A mistyped -o is refused before any file is created.
     settings["option"] = parse_pairs(settings.get("option") or (), declared_options())
 
@@ -189,6 +211,10 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
             limits=limits,
             checksum=settings["checksum"],
             options=options,
+            # `kb sync` starts from ingest_defaults(): it runs here.
+            executor=settings.get("executor") or "local",
+            ray_address=settings.get("ray_address"),
+            ray_gpus=settings.get("ray_gpus") or 0.0,
         )
         with TerminalProgress() as progress:
             try:
