@@ -79,7 +79,7 @@ class RayExecutor:
             try:
                 # No dashboard: it would listen on a port and start more processes nobody asked for.
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # no cluster there, a ray:// address without ray[client], ...
                 where = f" at {address}" if address else ""
                 raise KBError(f"Could not reach a Ray cluster{where} ({exc}).") from exc
             self._started = True
