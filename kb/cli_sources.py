@@ -186,9 +186,6 @@ def ingest(db: str, sources: tuple[str, ...], **settings: Any) -> None:
 
 def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_roots: bool = False) -> None:
     """Open or create DB, run the ingest with a progress display, print the report; exit 1 on failures."""
-    from .ingest import Ingester
-    from .progress import TerminalProgress
-    from .reports import format_ingest_report
     from .types import Limits
 
     limits = Limits(
@@ -202,6 +199,34 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
 
         get_embedder(settings["embedder"])  # an unknown name is refused before any file is created
     options = plugin_options(settings)
+    executor: Any = settings.get("executor") or "local"  # `kb sync` starts from ingest_defaults(): here
+    if executor == "ray":
+        from .pipeline.ray_executor import RayExecutor
+
+        # Before DB is created: a cluster that cannot run the ingest (no GPUs, unreachable) leaves no file.
+        executor = RayExecutor(address=settings.get("ray_address"), gpus=settings.get("ray_gpus") or 0.0)
+    try:
+        _ingest_with(db, targets, settings, limits, options, executor, sync_roots=sync_roots)
+    finally:
+        if executor != "local":
+            executor.close()
+
+
+def _ingest_with(
+    db: str,
+    targets: list[str],
+    settings: dict[str, Any],
+    limits: Any,
+    options: dict[str, Any],
+    executor: Any,
+    *,
+    sync_roots: bool,
+) -> None:
+    """run_ingest's work once the executor is ready: the KB opened or created, ingested, reported."""
+    from .ingest import Ingester
+    from .progress import TerminalProgress
+    from .reports import format_ingest_report
+
     as_json = settings["as_json"]
     with open_kb(db, readonly=False, create=True, wait=not settings.get("no_wait")) as kb:
         ingester = Ingester(
@@ -211,10 +236,7 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
             limits=limits,
             checksum=settings["checksum"],
             options=options,
-            # `kb sync` starts from ingest_defaults(): it runs here.
-            executor=settings.get("executor") or "local",
-            ray_address=settings.get("ray_address"),
-            ray_gpus=settings.get("ray_gpus") or 0.0,
+            executor=executor,
         )
         with TerminalProgress() as progress:
             try:

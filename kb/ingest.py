@@ -74,14 +74,15 @@ class Ingester(sync.KeepInStep):
         chunking: ChunkingSettings | None = None,
         checksum: bool = False,
         options: dict[str, Any] | None = None,
-        executor: str = "local",
+        executor: Any = "local",
         ray_address: str | None = None,
         ray_gpus: float = 0.0,
     ):
         self.kb = kb
-        if executor not in ("local", "ray"):
+        if executor not in ("local", "ray") and not hasattr(executor, "bind"):
             raise KBError(f"Unknown executor {executor!r}: choose local or ray.")
-        # Where stages 4-6 run: in this process, or on a Ray cluster's workers (kb/pipeline/ray_executor.py).
+        # Where stages 4-6 run: in this process, or on a Ray cluster's workers (kb/pipeline/ray_executor.py);
+        # a RayExecutor given here is the caller's to close, one named "ray" is the run's.
         self.executor, self.ray_address, self.ray_gpus = executor, ray_address, ray_gpus
         self._executor: Any = None
         self._on_workers: Counter[str] = Counter()  # content hashes being prepared on workers
@@ -142,9 +143,9 @@ class Ingester(sync.KeepInStep):
         try:
             self._run(targets, progress, result)
         finally:
-            if self._executor is not None:
+            if self._executor is not None and self._executor is not self.executor:
                 self._executor.close()
-                self._executor = None
+            self._executor = None
         if prune:
             for report in result.reports:
                 if report.status == "missing":
@@ -203,12 +204,15 @@ class Ingester(sync.KeepInStep):
 
     def _open_executor(self) -> Any:
         """The Ray executor for this run, or None to prepare every source in this process."""
-        if self.executor != "ray":
+        if self.executor == "local":
             return None
         from .pipeline.ray_executor import RayExecutor, WorkerSettings
 
-        settings = WorkerSettings(self.embedder.model_id, self.chunking, self.limits, self.options)
-        return RayExecutor(settings, address=self.ray_address, gpus=self.ray_gpus)
+        executor = self.executor
+        if executor == "ray":
+            executor = RayExecutor(address=self.ray_address, gpus=self.ray_gpus)
+        executor.bind(WorkerSettings(self.embedder.model_id, self.chunking, self.limits, self.options))
+        return executor
 
     def _ingest_file(self, candidate: Candidate) -> SourceReport | None:
         """A found file, prepared here or sent to a worker; None while a worker has it (its report comes later)."""

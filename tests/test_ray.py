@@ -113,6 +113,7 @@ def test_gpus_asked_of_a_cluster_without_them_fail_at_once(cluster, hash_embedde
     message = result.stderr.strip()
     assert "GPUs" in message and "--ray-gpus" in message, message
     assert len(message.splitlines()) == 1 and message.endswith("."), message
+    assert not (tmp_path / "kb.db").exists(), "a run the cluster cannot serve left a new KB behind"
 
 
 def test_the_local_executor_never_imports_ray(tmp_path):

@@ -66,9 +66,12 @@ def prepare_on_worker(planned: Planned, content_hash: str, settings: WorkerSetti
 
 
 class RayExecutor:
-    """Sends sources to Ray workers and hands back each prepared one as it arrives."""
+    """Sends sources to Ray workers and hands back each prepared one as it arrives.
 
-    def __init__(self, settings: WorkerSettings, *, address: str | None = None, gpus: float = 0.0):
+    Made before the KB is opened (so a cluster that cannot serve the run leaves no new file behind),
+    then `bind()`-ed to the run's settings, which the KB records."""
+
+    def __init__(self, *, address: str | None = None, gpus: float = 0.0):
         try:
             import ray
         except ImportError as exc:
@@ -93,10 +96,14 @@ class RayExecutor:
                     "(--ray-gpus); leave the option out or add GPU workers."
                 )
         self._task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=1)(prepare_on_worker)
-        self._settings = ray.put(settings)
+        self._settings: Any = None
         self._running: dict[Any, Any] = {}
         # Enough to keep every CPU busy, few enough that finished sources do not pile up unwritten.
         self.window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+
+    def bind(self, settings: WorkerSettings) -> None:
+        """The settings every source of the run is prepared with, sent to the cluster once."""
+        self._settings = self._ray.put(settings)
 
     def submit(self, planned: Planned, content: Content, key: Any) -> None:
         """Start preparing `planned` on a worker; `key` comes back with its result."""
