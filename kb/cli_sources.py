@@ -82,6 +82,25 @@ def ingest_options(func: Callable) -> Callable:
             help="Compare every file's content hash to find changes, not just its size and modification time.",
         ),
         click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="Where sources are read, chunked and embedded: here, or on a Ray cluster's workers "
+            "(pip install 'coursekb[ray]'); DB is written here either way.",
+        ),
+        click.option(
+            "--ray-address",
+            metavar="auto|ray://HOST:PORT",
+            help="The Ray cluster for --executor ray (default: start one on this machine).",
+        ),
+        click.option(
+            "--ray-gpus",
+            type=click.FloatRange(min=0),
+            default=0,
+            help="GPUs each source asks for on the Ray cluster (refused at once when it has none).",
+        ),
+        click.option(
             "-o",
             "--option",
             "option",
@@ -145,11 +164,14 @@ def ingest(db: str, sources: tuple[str, ...], **settings: Any) -> None:
         kb ingest course.db https://example.org/course/ --crawl --depth 1
         kb ingest course.db scans/ --ocr-lang eng+deu --json
         kb ingest course.db lectures/ -o transcriber openai-whisper
+        kb ingest course.db lectures/ --executor ray --ray-address auto
     """
     from .options import parse_pairs
     from .plugins import declared_options
     from .sync import target_exists
 
+    if settings.get("executor") != "ray" and (settings.get("ray_address") or settings.get("ray_gpus")):
+        raise click.UsageError("--ray-address and --ray-gpus need --executor ray.")
     # A mistyped -o is refused before any file is created.
     settings["option"] = parse_pairs(settings.get("option") or (), declared_options())
 
@@ -164,9 +186,6 @@ def ingest(db: str, sources: tuple[str, ...], **settings: Any) -> None:
 
 def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_roots: bool = False) -> None:
     """Open or create DB, run the ingest with a progress display, print the report; exit 1 on failures."""
-    from .ingest import Ingester
-    from .progress import TerminalProgress
-    from .reports import format_ingest_report
     from .types import Limits
 
     limits = Limits(
@@ -180,6 +199,34 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
 
         get_embedder(settings["embedder"])  # an unknown name is refused before any file is created
     options = plugin_options(settings)
+    executor: Any = settings.get("executor") or "local"  # `kb sync` starts from ingest_defaults(): here
+    if executor == "ray":
+        from .pipeline.ray_executor import RayExecutor
+
+        # Before DB is created: a cluster that cannot run the ingest (no GPUs, unreachable) leaves no file.
+        executor = RayExecutor(address=settings.get("ray_address"), gpus=settings.get("ray_gpus") or 0.0)
+    try:
+        _ingest_with(db, targets, settings, limits, options, executor, sync_roots=sync_roots)
+    finally:
+        if executor != "local":
+            executor.close()
+
+
+def _ingest_with(
+    db: str,
+    targets: list[str],
+    settings: dict[str, Any],
+    limits: Any,
+    options: dict[str, Any],
+    executor: Any,
+    *,
+    sync_roots: bool,
+) -> None:
+    """run_ingest's work once the executor is ready: the KB opened or created, ingested, reported."""
+    from .ingest import Ingester
+    from .progress import TerminalProgress
+    from .reports import format_ingest_report
+
     as_json = settings["as_json"]
     with open_kb(db, readonly=False, create=True, wait=not settings.get("no_wait")) as kb:
         ingester = Ingester(
@@ -189,6 +236,7 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
             limits=limits,
             checksum=settings["checksum"],
             options=options,
+            executor=executor,
         )
         with TerminalProgress() as progress:
             try:

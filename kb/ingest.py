@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,9 @@ from .chunker import ChunkingSettings
 from .deadlines import SourceTimeout
 from .discover import Candidate, discover
 from .errors import KBError, SourceError
+from .pipeline.chunk import Prepared
 from .pipeline.plan import Planned, crawlable, plan_fetched, plan_file, unreadable
-from .pipeline.prepare import PrepareSettings, prepare
+from .pipeline.prepare import Failed, PrepareSettings, prepare
 from .pipeline.read import Content, read
 from .pipeline.write import write
 from .plugins import connector_for, fetcher_for, get_embedder
@@ -71,8 +74,19 @@ class Ingester(sync.KeepInStep):
         chunking: ChunkingSettings | None = None,
         checksum: bool = False,
         options: dict[str, Any] | None = None,
+        executor: Any = "local",
+        ray_address: str | None = None,
+        ray_gpus: float = 0.0,
     ):
         self.kb = kb
+        if executor not in ("local", "ray") and not hasattr(executor, "bind"):
+            raise KBError(f"Unknown executor {executor!r}: choose local or ray.")
+        # Where stages 4-6 run: in this process, or on a Ray cluster's workers (kb/pipeline/ray_executor.py);
+        # a RayExecutor given here is the caller's to close, one named "ray" is the run's.
+        self.executor, self.ray_address, self.ray_gpus = executor, ray_address, ray_gpus
+        self._executor: Any = None
+        self._on_workers: Counter[str] = Counter()  # content hashes being prepared on workers
+        self._arrived: list[SourceReport] = []
         self.checksum = checksum
         self.limits = limits or Limits()
         # Connector and fetcher options by name (crawl, max_depth, transcriber, ...), from the command line.
@@ -125,6 +139,27 @@ class Ingester(sync.KeepInStep):
             progress = CallbackProgress(progress)
         self._progress = progress
         result = IngestResult()
+        self._executor = self._open_executor()
+        try:
+            self._run(targets, progress, result)
+        finally:
+            if self._executor is not None and self._executor is not self.executor:
+                self._executor.close()
+            self._executor = None
+        if prune:
+            for report in result.reports:
+                if report.status == "missing":
+                    self._prune(report)
+        sync.record_roots(
+            self.kb,
+            [sync.root_target(t) for t in targets if sync.target_exists(t)],
+            self.options,
+        )
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _run(self, targets: list[str], progress: Progress, result: IngestResult) -> None:
+        """Every source of `targets` into the KB, its report into `result`; then what vanished."""
         candidates = list(discover(targets, self.options.get("exclude") or ()))
         readable = [c for c in candidates if c.url or c.problem or c.explicit or connector_for(c.path.name)]
         counted = {id(c) for c in readable}  # by identity: a folder of 10,000 files is no quadratic scan
@@ -153,23 +188,73 @@ class Ingester(sync.KeepInStep):
                     total = max(total, index)
                     progress.start(index, total, uri)
 
-            reports = self.ingest_url(candidate.url, seen, next_item) if candidate.url else [self.ingest_one(candidate)]
+            if candidate.url:
+                reports: Any = self.ingest_url(candidate.url, seen, next_item)
+            else:
+                reports = [self._ingest_file(candidate)]
             for report in reports:
                 if report is not None:
                     result.reports.append(report)
                     progress.done(report)
+            self._report_arrived(result, progress)
+        while self._executor is not None and self._executor.running:
+            self._collect(wait=True)
+            self._report_arrived(result, progress)
         result.reports.extend(self._vanished(targets, seen))
-        if prune:
-            for report in result.reports:
-                if report.status == "missing":
-                    self._prune(report)
-        sync.record_roots(
-            self.kb,
-            [sync.root_target(t) for t in targets if sync.target_exists(t)],
-            self.options,
-        )
-        result.seconds = time.monotonic() - started
-        return result
+
+    def _open_executor(self) -> Any:
+        """The Ray executor for this run, or None to prepare every source in this process."""
+        if self.executor == "local":
+            return None
+        from .pipeline.ray_executor import RayExecutor, WorkerSettings
+
+        executor = self.executor
+        if executor == "ray":
+            executor = RayExecutor(address=self.ray_address, gpus=self.ray_gpus)
+        executor.bind(WorkerSettings(self.embedder.model_id, self.chunking, self.limits, self.options))
+        return executor
+
+    def _ingest_file(self, candidate: Candidate) -> SourceReport | None:
+        """A found file, prepared here or sent to a worker; None while a worker has it (its report comes later)."""
+        if self._executor is None:
+            return self.ingest_one(candidate)
+        started = time.monotonic()
+        report = SourceReport(uri=_first_uri(candidate), status="error")
+        with self._failing(report, candidate):
+            step = self._start(candidate, report)
+            if isinstance(step, SourceReport):
+                return _timed(step, started)
+            planned, content = step
+            while self._executor.running >= self._executor.window:
+                self._collect(wait=True)  # bounded: finished sources are written before more are sent
+            # The driver keeps the hash, size and mtime it writes; the bytes stay behind (paths travel).
+            content = replace(content, data=b"")
+            self._executor.submit(planned, content, _OnWorker(candidate, planned, content, report, started))
+            self._on_workers[content.content_hash] += 1
+            return None
+        return _timed(report, started)
+
+    def _collect(self, *, wait: bool) -> None:
+        """Write each source the workers have finished, in the order they finish."""
+        for job, result in self._executor.finished(wait=wait):
+            self._on_workers[job.content.content_hash] -= 1
+            if not self._on_workers[job.content.content_hash]:
+                del self._on_workers[job.content.content_hash]
+            with self._failing(job.report, job.origin):
+                if isinstance(result, Failed):
+                    raise SourceError(result.reason)
+                self._store(job.planned, job.content, result, job.report)
+            self._arrived.append(_timed(job.report, job.started))
+
+    def _wait_for(self, content_hash: str) -> None:
+        while content_hash in self._on_workers:
+            self._collect(wait=True)
+
+    def _report_arrived(self, result: IngestResult, progress: Progress) -> None:
+        arrived, self._arrived = self._arrived, []
+        for report in arrived:
+            result.reports.append(report)
+            progress.done(report)
 
     def ingest_url(
         self, url: str, seen: set[str] | None = None, on_item: Callable[[str], None] | None = None
@@ -221,34 +306,57 @@ class Ingester(sync.KeepInStep):
         """Bring one found file or fetched source into the KB: the stages of kb/pipeline, in order."""
         started = time.monotonic()
         report = SourceReport(uri=_first_uri(origin), status="error")
-        try:
-            planned = self._plan(origin, report)  # 2. plan
+        with self._failing(report, origin):
+            planned = self._start(origin, report)  # 2-3. plan, read, and what the KB already holds
             if isinstance(planned, SourceReport):
                 return _timed(planned, started)
-            stored = self._stored_current(planned)
-            known = self._known_unread(planned, stored, report)
-            if known is not None:
-                return _timed(known, started)
-            if planned.local:
-                self._progress.stage("reading")
-            content = read(planned, self.limits)  # 3. read
-            known = self._known_by_content(planned, stored, content, report)  # unchanged, renamed, duplicate
-            if known is not None:
-                return _timed(known, started)
-            # 4-6. extract, chunk, embed: no KB touched (where workers could take over)
+            planned, content = planned
+            # 4-6. extract, chunk, embed: no KB touched (where workers take over, kb/pipeline/ray_executor.py)
             prepared = prepare(planned, content, self._prepare_settings, self._progress.stage)
-            self._progress.stage("storing")
-            fetched_at = None if planned.local else utcnow()
-            write(self.kb, prepared, content, report, settings_key=self.settings_key, fetched_at=fetched_at)  # 7. write
+            self._store(planned, content, prepared, report)  # 7. write
+        return _timed(report, started)
+
+    def _start(self, origin: Candidate | Fetched, report: SourceReport) -> tuple[Planned, Content] | SourceReport:
+        """Stages 2 and 3: the source planned and read, or its final report when nothing is left to do."""
+        planned = self._plan(origin, report)  # 2. plan
+        if isinstance(planned, SourceReport):
+            return planned
+        stored = self._stored_current(planned)
+        known = self._known_unread(planned, stored, report)
+        if known is not None:
+            return known
+        if planned.local:
+            self._progress.stage("reading")
+        content = read(planned, self.limits)  # 3. read
+        if self._executor is not None:
+            # A copy of this content still on a worker must be stored first, so the second is
+            # recognised as a duplicate as it is on a laptop.
+            self._wait_for(content.content_hash)
+        known = self._known_by_content(planned, stored, content, report)  # unchanged, renamed, duplicate
+        if known is not None:
+            return known
+        return planned, content
+
+    def _store(self, planned: Planned, content: Content, prepared: Prepared, report: SourceReport) -> None:
+        """Stage 7, on the driver only: one transaction for the source."""
+        self._progress.stage("storing")
+        fetched_at = None if planned.local else utcnow()
+        write(self.kb, prepared, content, report, settings_key=self.settings_key, fetched_at=fetched_at)
+
+    @contextmanager
+    def _failing(self, report: SourceReport, origin: Candidate | Fetched) -> Iterator[None]:
+        """This source's failure into its report (and the KB's record of it); the run goes on."""
+        path = origin.path if isinstance(origin, Candidate) else None
+        try:
+            yield
         except (SourceError, SourceTimeout) as exc:
             report.status = "error"
             report.reason = str(exc)
-            self._record_failure(report, origin.path if isinstance(origin, Candidate) else None)
+            self._record_failure(report, path)
         except (MemoryError, RecursionError) as exc:
             report.status = "error"
             report.reason = f"too large or too deeply nested to read ({type(exc).__name__})"
-            self._record_failure(report, origin.path if isinstance(origin, Candidate) else None)
-        return _timed(report, started)
+            self._record_failure(report, path)
 
     ingest_fetched = ingest_one
     """A fetched source goes the same one path (the name fetchers' tests know)."""
@@ -321,6 +429,18 @@ class Ingester(sync.KeepInStep):
             report.reason = f"{report.reason}; kept the version ingested before"
             return
         self.kb.record_failure(report.uri, report.kind, report.reason or "error", content_hash=None, size=None)
+
+
+@dataclass
+class _OnWorker:
+    """A source a worker is preparing: what the driver needs to write it when it comes back."""
+
+    origin: Candidate
+    planned: Planned
+    content: Content
+    """Without its bytes: the hash, size and mtime the driver read."""
+    report: SourceReport
+    started: float
 
 
 def _first_uri(origin: Candidate | Fetched) -> str:

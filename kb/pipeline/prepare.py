@@ -33,6 +33,13 @@ class PrepareSettings:
     """Connector options by name (crawl, transcriber, ...)."""
 
 
+@dataclass
+class Failed:
+    """A source a worker could not prepare, as the one sentence its report gives (exceptions stay on the worker)."""
+
+    reason: str
+
+
 def prepare(
     planned: Planned,
     content: Content,
