@@ -109,7 +109,7 @@ def gather(dev: DevSet) -> list[Case]:
     import numpy as np
 
     from kb import KB
-    from kb.search import Searcher, embed_query, fts_query
+    from kb.search import Searcher, bm25_matches, embed_query, fts_query
 
     stat = dev.db.stat()
     cache = dev.db.with_name(f"{dev.db.stem}.fusion-cases-{stat.st_size}-{int(stat.st_mtime)}.pickle")
@@ -136,29 +136,19 @@ def gather(dev: DevSet) -> list[Case]:
             ).astype(np.float32)
         for (question, answers), vector in zip(dev.questions, vectors):
             gold = {r["id"] for r in rows if answers(r)}
-            case = Case(question, gold, _bm25(kb, fts_query(question)), index.search(vector, DEPTH))
-            case.extra["all_words"] = _bm25(kb, _all_words(question))
+            case = Case(question, gold, bm25_matches(kb, fts_query(question), DEPTH), index.search(vector, DEPTH))
+            case.extra["all_words"] = bm25_matches(kb, _all_words(question), DEPTH)
             cases.append(case)
     with cache.open("wb") as f:
         pickle.dump([(c.question, c.gold, c.keyword, c.nearest, c.extra) for c in cases], f)
     return cases
 
 
-def _bm25(kb, match: str | None) -> list[tuple[int, float]]:
-    if match is None:
-        return []
-    return kb.conn.execute(
-        "SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
-        (match, DEPTH),
-    ).fetchall()
-
-
 def _all_words(text: str) -> str | None:
     """kb's FTS5 query with its stopwords kept (the variant measured against dropping them)."""
-    from kb.search import _WORD, MAX_QUERY_TERMS
+    from kb.search import _WORD, MAX_QUERY_TERMS, fts_query
 
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:MAX_QUERY_TERMS]
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words) or None
+    return fts_query(text, list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:MAX_QUERY_TERMS])
 
 
 def e5_db(name: str) -> Path:

@@ -14,12 +14,10 @@ from .fusion import Fusion, ranking
 from .fusion import fuse as fuse_lists
 from .links import local_link
 from .store import KB
-from .terms import TermCounts
+from .terms import TermCounts, fts_phrase
 from .types import Hit, Locator, SourceRef
 from .vectors import ResidentVectors, VectorDamage, checked_distances
 
-RRF_K = 60
-"""The constant of reciprocal rank fusion (Cormack et al. 2009): score = sum 1 / (RRF_K + rank)."""
 MAX_QUERY_TERMS = 64
 MAX_QUERY_CHARS = 10_000
 
@@ -47,35 +45,30 @@ def fts_query(text: str, words: list[str] | None = None) -> str | None:
     unique = query_words(text) if words is None else words
     if not unique:
         return None
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in unique)
+    return " OR ".join(fts_phrase(w) for w in unique)
 
 
-def keyword_ranks(kb: KB, query: str, limit: int, counts: TermCounts | None = None) -> list[int]:
-    """Chunk ids by BM25, best first (the heading column counts half as much as the text).
-
-    With `counts`, words too common to be worth their cost in a large KB are left out (kb.terms).
-    """
-    words = query_words(query)
-    match = fts_query(query, counts.prune(words) if counts is not None else words)
-    if match is None:
-        return []
-    rows = kb.conn.execute(
-        "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?",
-        (match, limit),
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
-def keyword_scored(kb: KB, query: str, limit: int, counts: TermCounts | None = None) -> list[tuple[int, float]]:
-    """(chunk id, BM25) best first, as keyword_ranks orders them: the score fusions need the values."""
-    words = query_words(query)
-    match = fts_query(query, counts.prune(words) if counts is not None else words)
+def bm25_matches(kb: KB, match: str | None, limit: int) -> list[tuple[int, float]]:
+    """(chunk id, BM25) for an FTS5 query made by `fts_query`, best (lowest) first; the heading column
+    counts half as much as the text."""
     if match is None:
         return []
     return kb.conn.execute(
         "SELECT rowid, bm25(chunks_fts, 1.0, 0.5) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
         (match, limit),
     ).fetchall()
+
+
+def keyword_scored(kb: KB, query: str, limit: int, counts: TermCounts | None = None) -> list[tuple[int, float]]:
+    """(chunk id, BM25) best first for the user's text. With `counts`, words too common to be worth
+    their cost in a large KB are left out (kb.terms)."""
+    words = query_words(query)
+    return bm25_matches(kb, fts_query(query, counts.prune(words) if counts is not None else words), limit)
+
+
+def keyword_ranks(kb: KB, query: str, limit: int, counts: TermCounts | None = None) -> list[int]:
+    """Chunk ids by BM25, best first."""
+    return [cid for cid, _ in keyword_scored(kb, query, limit, counts)]
 
 
 class Searcher:
@@ -133,8 +126,7 @@ class Searcher:
         if k < 1:
             raise KBError("k must be at least 1.")
         pool = max(candidates, k)
-        scored = keyword_ranks if self.fusion.method == "rrf" else keyword_scored
-        keyword = scored(self.kb, query, pool, self.counts)
+        keyword = keyword_scored(self.kb, query, pool, self.counts)
         vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
         nearest = self._nearest(vector, pool)
         if not keyword and not nearest:
@@ -175,18 +167,15 @@ class Searcher:
 
     def fuse(
         self,
-        keyword: list[int] | list[tuple[int, float]],
+        keyword: list[tuple[int, float]],
         nearest: list[tuple[int, float]],
         k: int,
         query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
-        """The best `k` of both lists, fused by the KB's recorded fusion.
-
-        `keyword` is chunk ids best first, or (chunk id, BM25) pairs, which the score method needs.
-        """
-        keyword_pairs = [item if isinstance(item, tuple) else (item, 0.0) for item in keyword]
+        """The best `k` of both lists, (chunk id, BM25) and (chunk id, distance) best first, fused by
+        the KB's recorded fusion."""
         fusion = self.fusion
-        keyword_pairs, nearest = keyword_pairs[: fusion.depth], list(nearest[: fusion.depth])
+        keyword_pairs, nearest = keyword[: fusion.depth], list(nearest[: fusion.depth])
         scores = fuse_lists(fusion, keyword_pairs, nearest)
         bm25_rank = {cid: i for i, (cid, _) in enumerate(keyword_pairs, start=1)}
         vector_rank = {cid: i for i, (cid, _) in enumerate(nearest, start=1)}

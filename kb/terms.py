@@ -21,6 +21,11 @@ CACHE_WORDS = 50_000
 """Words whose counts are remembered (per Searcher); the cache starts over past it."""
 
 
+def fts_phrase(word: str) -> str:
+    """One word as an FTS5 phrase: quoted, so that every FTS5 operator in it is plain text."""
+    return '"' + word.replace('"', '""') + '"'
+
+
 class TermCounts:
     """Chunk counts of query words, each counted only up to the common threshold, kept until the
     file changes (data_version: another connection committed; total_changes: this one wrote)."""
@@ -50,7 +55,7 @@ class TermCounts:
         if word not in self._counts:
             self._counts[word] = self.conn.execute(
                 "SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT ?)",
-                ('"' + word.replace('"', '""') + '"', cap + 1),
+                (fts_phrase(word), cap + 1),
             ).fetchone()[0]
         return self._counts[word]
 
