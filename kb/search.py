@@ -139,9 +139,12 @@ class Searcher:
             return self.kb.index().search(vector, k)
         found = self.resident.search(vector, k)
         if self.resident.index_checked != self.resident.version:
-            # The index is what a one-shot `kb search` of the same file reads: damage in it (sqlite-vec's
-            # storage emptied) is the file's damage, said here too, once per change of the file.
-            self.kb.index().search(vector, 1)
+            # An index with storage of its own (vec0, vss0) is what a one-shot `kb search` of the same
+            # file reads: damage in it (sqlite-vec's storage emptied) is the file's damage, said here
+            # too, once per change of the file. A learner copy's scan reads the very vectors just read.
+            index = self.kb.index()
+            if index.table is not None:
+                index.search(vector, 1)
             self.resident.index_checked = self.resident.version
         return found
 
