@@ -129,9 +129,14 @@ def contains(answer: str, gold: str, boolean: bool) -> bool:
     if boolean:
         first = norm(answer).split()[:1]
         return bool(first) and first[0] == gold
-    text, gold = f" {norm(answer)} ", norm(gold)
+    return holds(f" {norm(answer)} ", gold)
+
+
+def holds(normed: str, gold: str) -> bool:
+    """`gold` (or its plural or singular) as whole words in text already normalised and padded."""
+    gold = norm(gold)
     variants = {gold, gold.rstrip("s"), gold + "s", gold + "es"}
-    return any(f" {v} " in text for v in variants if v)
+    return any(f" {v} " in normed for v in variants if v)
 
 
 def passage_of(uri: str) -> int | None:
@@ -272,7 +277,7 @@ def dataset(
     if name == "sciq":
         course = [f" {norm(passages[index])} " for index in ingested]
         for item in outside:
-            item.gold_in_course = any(contains(text, item.gold, False) for text in course)
+            item.gold_in_course = any(holds(text, item.gold) for text in course)
     chosen = [(i, True) for i in inside[offset : offset + n]] + [(i, False) for i in outside[offset : offset + n]]
     return db, chosen, passages
 
