@@ -23,3 +23,8 @@ class ExtensionUnavailable(KBError):
 
 class SourceError(Exception):
     """A source could not be read; the message is the reason shown in the ingest report."""
+
+
+def exhausted(exc: MemoryError | RecursionError) -> str:
+    """The report's reason for a source whose reading ran out of memory or stack, wherever it ran."""
+    return f"too large or too deeply nested to read ({type(exc).__name__})"

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from . import fusion, sync
 from .chunker import ChunkingSettings
 from .deadlines import SourceTimeout
 from .discover import Candidate, discover
-from .errors import KBError, SourceError
+from .errors import KBError, SourceError, exhausted
 from .pipeline.chunk import Prepared
 from .pipeline.plan import Planned, crawlable, plan_fetched, plan_file, unreadable
 from .pipeline.prepare import Failed, PrepareSettings, prepare
@@ -221,14 +221,12 @@ class Ingester(sync.KeepInStep):
         started = time.monotonic()
         report = SourceReport(uri=_first_uri(candidate), status="error")
         with self._failing(report, candidate):
-            step = self._start(candidate, report)
+            step = self._start(candidate, report, keep_bytes=False)  # the worker reads it (paths travel)
             if isinstance(step, SourceReport):
                 return _timed(step, started)
             planned, content = step
             while self._executor.running >= self._executor.window:
                 self._collect(wait=True)  # bounded: finished sources are written before more are sent
-            # The driver keeps the hash, size and mtime it writes; the bytes stay behind (paths travel).
-            content = replace(content, data=b"")
             self._executor.submit(planned, content, _OnWorker(candidate, planned, content, report, started))
             self._on_workers[content.content_hash] += 1
             return None
@@ -316,7 +314,9 @@ class Ingester(sync.KeepInStep):
             self._store(planned, content, prepared, report)  # 7. write
         return _timed(report, started)
 
-    def _start(self, origin: Candidate | Fetched, report: SourceReport) -> tuple[Planned, Content] | SourceReport:
+    def _start(
+        self, origin: Candidate | Fetched, report: SourceReport, *, keep_bytes: bool = True
+    ) -> tuple[Planned, Content] | SourceReport:
         """Stages 2 and 3: the source planned and read, or its final report when nothing is left to do."""
         planned = self._plan(origin, report)  # 2. plan
         if isinstance(planned, SourceReport):
@@ -327,7 +327,7 @@ class Ingester(sync.KeepInStep):
             return known
         if planned.local:
             self._progress.stage("reading")
-        content = read(planned, self.limits)  # 3. read
+        content = read(planned, self.limits, keep_bytes=keep_bytes)  # 3. read
         if self._executor is not None:
             # A copy of this content still on a worker must be stored first, so the second is
             # recognised as a duplicate as it is on a laptop.
@@ -355,11 +355,8 @@ class Ingester(sync.KeepInStep):
             self._record_failure(report, path)
         except (MemoryError, RecursionError) as exc:
             report.status = "error"
-            report.reason = f"too large or too deeply nested to read ({type(exc).__name__})"
+            report.reason = exhausted(exc)
             self._record_failure(report, path)
-
-    ingest_fetched = ingest_one
-    """A fetched source goes the same one path (the name fetchers' tests know)."""
 
     def _plan(self, origin: Candidate | Fetched, report: SourceReport) -> Planned | SourceReport:
         """Stage 2, with what discovery or the fetch already knew: a file gone, a page the site dropped."""

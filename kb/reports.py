@@ -13,7 +13,7 @@ import click
 from .ingest import IngestResult
 from .progress import plural
 from .terminal import printable
-from .text import clock, duration
+from .text import citations_inside, clock, duration
 from .types import Answer, Hit, Locator
 
 
@@ -343,8 +343,6 @@ def format_models(rows: list[dict[str, Any]]) -> str:
 
 def _plain(text: str) -> str:
     """Text compared for "did the checks change it": citation placement and spacing do not count."""
-    from .text import citations_inside
-
     return " ".join(citations_inside(text).split())
 
 

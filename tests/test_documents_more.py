@@ -174,7 +174,7 @@ def test_fetched_workbook_links_to_its_url(tmp_path, hash_embedder):
     from kb import Fetched
 
     with KB.open(tmp_path / "kb.db", create=True) as kb:
-        report = Ingester(kb, embedder=hash_embedder).ingest_fetched(
+        report = Ingester(kb, embedder=hash_embedder).ingest_one(
             Fetched(uri="https://example.org/t/gauges.xlsx", name="gauges.xlsx", data=workbook())
         )
         assert report.status == "ok", report

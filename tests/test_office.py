@@ -155,10 +155,8 @@ def test_fetched_deck_and_handout_link_to_their_url(tmp_path, hash_embedder):
 
     with KB.open(tmp_path / "kb.db", create=True) as kb:
         ingester = Ingester(kb, embedder=hash_embedder)
-        deck = ingester.ingest_fetched(
-            Fetched(uri="https://example.org/t/deck.pptx", name="deck.pptx", data=made_deck())
-        )
-        handout = ingester.ingest_fetched(
+        deck = ingester.ingest_one(Fetched(uri="https://example.org/t/deck.pptx", name="deck.pptx", data=made_deck()))
+        handout = ingester.ingest_one(
             Fetched(uri="https://example.org/t/notes.docx", name="notes.docx", data=made_docx())
         )
         assert deck.status == "ok" and handout.status == "ok", (deck, handout)

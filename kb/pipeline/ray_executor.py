@@ -20,7 +20,7 @@ from typing import Any
 
 from ..chunker import ChunkingSettings
 from ..deadlines import SourceTimeout
-from ..errors import KBError, SourceError
+from ..errors import KBError, SourceError, exhausted
 from ..types import Limits
 from .chunk import Prepared
 from .plan import Planned
@@ -62,7 +62,7 @@ def prepare_on_worker(planned: Planned, content_hash: str, settings: WorkerSetti
     except (SourceError, SourceTimeout) as exc:
         return Failed(str(exc))
     except (MemoryError, RecursionError) as exc:
-        return Failed(f"too large or too deeply nested to read ({type(exc).__name__})")
+        return Failed(exhausted(exc))
 
 
 class RayExecutor:

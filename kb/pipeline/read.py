@@ -31,19 +31,22 @@ class Content:
     """Seen before reading, so a write during the read shows up next run; None for a fetched source."""
 
 
-def read(planned: Planned, limits: Limits) -> Content:
-    """The content of `planned`, from memory or from its file, refused past the size limit."""
+def read(planned: Planned, limits: Limits, *, keep_bytes: bool = True) -> Content:
+    """The content of `planned`, from memory or from its file, refused past the size limit.
+
+    `keep_bytes=False` (a driver whose workers re-read the file by path): the file is only hashed,
+    as a stream, and the content carries no bytes."""
     if planned.data is not None:
         return Content(planned.data, hashlib.sha256(planned.data).hexdigest(), len(planned.data))
     if planned.path is None:
         raise SourceError("the fetcher returned no content")
-    content = read_file(planned.connector, planned.path, limits)
+    content = read_file(planned.connector, planned.path, limits, keep_bytes=keep_bytes)
     return content if planned.local else replace(content, mtime=None)
 
 
-def read_file(connector_cls: Any, path: Path, limits: Limits) -> Content:
+def read_file(connector_cls: Any, path: Path, limits: Limits, *, keep_bytes: bool = True) -> Content:
     """The file's bytes (none for a connector that reads the path itself), hash, size and mtime."""
-    if getattr(connector_cls, "reads_path", False):
+    if not keep_bytes or getattr(connector_cls, "reads_path", False):
         # Media files can be far larger than what is sensible to hold in memory: hash as a stream.
         limit = getattr(connector_cls, "max_bytes", None) or limits.max_bytes
         size, digest, mtime = _hash_file(path, limit)
