@@ -52,7 +52,12 @@ $(STAMP): pyproject.toml
 	@# The distribution was named kb until it took coursekb (kb on PyPI is another project): an old
 	@# install would register the `kb` command and the Datasette plugin a second time.
 	$(BIN)/pip uninstall --quiet --yes kb 2>/dev/null || true
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@# llama-cpp-python compiles llama.cpp here. Its default -march=native build uses AMX tile
+	@# instructions where the CPU lists them, and they fault (SIGSEGV at ldtilecfg) on virtual
+	@# machines that do not hand AMX state to guests (seen here on a Xeon with amx_tile): build
+	@# for AVX2 instead, which also keeps a cached wheel usable on another x86-64 machine.
+	@# A CMAKE_ARGS of your own (a CUDA or Metal build) replaces this one.
+	CMAKE_ARGS="$${CMAKE_ARGS:--DGGML_NATIVE=OFF}" $(BIN)/pip install --quiet -e '.[test,bench]'
 	@touch $(STAMP)
 
 system-packages:
