@@ -13,6 +13,7 @@ are written into kb_meta when a KB is created, and are read back by every search
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,9 @@ class Fusion:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown fusion method {self.method!r} (known: {', '.join(METHODS)})")
+        # A KB file's values are read back from it: "nan" or "inf" would make every ranking arbitrary.
+        if not all(math.isfinite(x) for x in (self.keyword_weight, self.vector_weight, self.confidence)):
+            raise ValueError("fusion weights and confidence must be finite numbers")
         if self.keyword_weight < 0 or self.vector_weight < 0 or self.keyword_weight + self.vector_weight <= 0:
             raise ValueError("fusion weights must be non-negative and not both zero")
         if self.depth < 1 or self.rrf_k < 0:

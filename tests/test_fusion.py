@@ -228,6 +228,8 @@ def test_adaptive_settings_round_trip_through_kb_meta(small_db):
         {"fusion_method": "rrf", "fusion_keyword_weight": "-1"},
         {"fusion_method": "rrf", "fusion_depth": "0"},
         {"fusion_method": "adaptive", "fusion_confidence": "-1"},
+        {"fusion_method": "zscore", "fusion_keyword_weight": "nan"},
+        {"fusion_method": "adaptive", "fusion_confidence": "inf"},
     ],
 )
 def test_invalid_recorded_settings_are_refused(meta):
