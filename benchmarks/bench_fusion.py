@@ -420,9 +420,9 @@ def load() -> str:
 
 def table(rows: dict[str, dict[str, tuple[float, float]]], title: str) -> str:
     names = list(next(iter(rows.values())))
-    lines = [title, f"{'method':<46}" + "".join(f"{n + ' @1':>12}{n + ' @5':>12}" for n in names)]
+    lines = [title, f"{'method':<50}" + "".join(f"{n + ' @1':>12}{n + ' @5':>12}" for n in names)]
     for method, per_set in rows.items():
-        lines.append(f"{method[:46]:<46}" + "".join(f"{per_set[n][0]:>12.3f}{per_set[n][1]:>12.3f}" for n in names))
+        lines.append(f"{method[:50]:<50}" + "".join(f"{per_set[n][0]:>12.3f}{per_set[n][1]:>12.3f}" for n in names))
     return "\n".join(lines)
 
 
@@ -508,7 +508,7 @@ def main() -> None:
             f"{n} @{k} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for n, per in report["intervals"][label].items()
             for k, (d, lo, hi) in per.items()
         )  # fmt: skip
-        print(f"  {label[:44]:<44} {cells}")
+        print(f"  {label[:50]:<50} {cells}")
     if options.variants:
         stop = {}
         for n in names:
