@@ -10,8 +10,12 @@ and the table reports the second half (test). A hit is a chunk of the question's
 course: the expected source and page or heading).
 
 The table: BM25 alone, vectors alone, kb's fusion before (equal-weight RRF), and the fusion new KBs
-record (kb.fusion.DEFAULT); hit@1 and hit@5 per set, with the load average. `fusion_table()` is what
-bench_search.py prints too. `--variants` also measures keyword queries that keep stopwords; `--e5`
+record (kb.fusion.DEFAULT); hit@1 and hit@5 per set, with the load average, then hybrid minus the
+better single list with a 95% paired-bootstrap interval (n per set in the title). `--tune` adds the
+best setting of each kb.fusion method on the dev halves (RRF, min-max, z-score, adaptive), and three
+fusions measured here only: distribution-based score fusion (mean +- 3 sd), CombMNZ, and a
+5-parameter linear score fit on the dev halves. `fusion_table()` is what bench_search.py prints too.
+`--variants` also measures keyword queries that keep stopwords; `--e5`
 the same sets on KBs embedded by e5-multilingual; `--cross-lingual` French and Spanish questions
 against English passages (tests/test_multilingual.py's set). Paragraph-boundary chunks are not
 measured yet: here every passage is its own file, so chunks never straddle two.
@@ -255,6 +259,8 @@ def grid():
                 yield Fusion("rrf", w, round(1 - w, 1), depth, rrf_k)
             yield Fusion("minmax", w, round(1 - w, 1), depth)
             yield Fusion("zscore", w, round(1 - w, 1), depth)
+            for power in (0.5, 1.0, 2.0, 3.0):
+                yield Fusion("adaptive", w, round(1 - w, 1), depth, confidence=power)
 
 
 def tune(dev_cases: dict[str, list[Case]]) -> list[tuple[float, object, dict]]:
@@ -276,31 +282,169 @@ def tune(dev_cases: dict[str, list[Case]]) -> list[tuple[float, object, dict]]:
     return [(margin, setting, per_set) for margin, mean, setting, per_set in results]
 
 
+def intervals(cases: dict[str, list[Case]], setting, draws: int = 2000) -> dict[str, dict[int, tuple]]:
+    """Per set and k in (1, 5): hybrid minus the better single list (better on that set's mean), with a
+    95% paired-bootstrap interval over the questions (seeded), so one question does not decide "at least"."""
+    import numpy as np
+
+    rng = np.random.default_rng(quality.SEED)
+    rank = fused(setting) if not callable(setting) else setting
+    out: dict[str, dict[int, tuple]] = {}
+    for name, group in cases.items():
+        out[name] = {}
+        picks = rng.integers(0, len(group), size=(draws, len(group)))
+        for k in (1, 5):
+
+            def hit(r: list[int], gold: set[int]) -> float:
+                return float(bool(set(r[:k]) & gold))
+
+            hybrid = np.array([hit(rank(c), c.gold) for c in group])
+            parts = [np.array([hit(f(c), c.gold) for c in group]) for f in (keyword_only, vector_only)]
+            diff = hybrid - max(parts, key=lambda p: p.mean())
+            means = diff[picks].mean(axis=1)
+            out[name][k] = (round(diff.mean(), 3), round(float(np.quantile(means, 0.025)), 3),
+                            round(float(np.quantile(means, 0.975)), 3))  # fmt: skip
+    return out
+
+
+def _zscores(pairs: Sequence[tuple[int, float]], clip: bool) -> dict[int, float]:
+    """Scores (higher is better) standardised within their list; `clip`: distribution-based score
+    fusion's (z + 3) / 6 clipped to 0..1, i.e. mean +- 3 sd mapped onto 0..1 (Qdrant's DBSF)."""
+    values = [-raw for _, raw in pairs]
+    if not values:
+        return {}
+    mean = sum(values) / len(values)
+    sd = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5 or 1.0
+    z = {cid: (v - mean) / sd for (cid, _), v in zip(pairs, values)}
+    return {c: min(1.0, max(0.0, (v + 3) / 6)) for c, v in z.items()} if clip else z
+
+
+def dbsf(w: float, depth: int = 50) -> Callable[[Case], list[int]]:
+    """Distribution-based score fusion: each list on mean +- 3 sd, a missed chunk scores 0 there."""
+
+    def rank(case: Case) -> list[int]:
+        k, v = _zscores(case.keyword[:depth], True), _zscores(case.nearest[:depth], True)
+        scores = {c: w * k.get(c, 0.0) + (1 - w) * v.get(c, 0.0) for c in k.keys() | v.keys()}
+        return sorted(scores, key=lambda c: (-scores[c], c))
+
+    return rank
+
+
+def combmnz(w: float, depth: int = 50) -> Callable[[Case], list[int]]:
+    """CombMNZ: the weighted sum of min-max scores times the number of lists that hold the chunk."""
+    from kb.fusion import Fusion, fuse
+
+    def rank(case: Case) -> list[int]:
+        keyword, nearest = case.keyword[:depth], case.nearest[:depth]
+        k = fuse(Fusion("minmax", 1.0, 0.0, depth), keyword, [])
+        v = fuse(Fusion("minmax", 0.0, 1.0, depth), [], nearest)
+        held = {c for c, _ in keyword}, {c for c, _ in nearest}
+        scores = {
+            c: (w * k.get(c, 0.0) + (1 - w) * v.get(c, 0.0)) * sum(c in h for h in held) for c in k.keys() | v.keys()
+        }
+        return sorted(scores, key=lambda c: (-scores[c], c))
+
+    return rank
+
+
+def features(case: Case, depth: int = 50) -> tuple[list[int], list[list[float]]]:
+    """Per candidate: keyword z, vector z (a missed chunk: its list's worst), in both lists, and each
+    z times its list's top z (the adaptive method's interaction): the linear model's inputs."""
+    k, v = _zscores(case.keyword[:depth], False), _zscores(case.nearest[:depth], False)
+    ids = sorted(k.keys() | v.keys())
+    kmin, vmin = min(k.values(), default=0.0), min(v.values(), default=0.0)
+    ktop, vtop = max(k.values(), default=0.0), max(v.values(), default=0.0)
+    rows = []
+    for c in ids:
+        zk, zv = k.get(c, kmin), v.get(c, vmin)
+        rows.append([zk, zv, float(c in k and c in v), zk * ktop, zv * vtop])
+    return ids, rows
+
+
+def fit_linear(dev: dict[str, list[Case]]) -> Callable[[Case], list[int]]:
+    """A 5-parameter linear score over `features`, fit on the dev halves by listwise softmax
+    likelihood of the gold chunks (each set weighted equally); numbers, not a pickled model."""
+    import numpy as np
+    from scipy.optimize import minimize
+
+    data = []
+    for group in dev.values():
+        for case in group:
+            ids, rows = features(case)
+            gold = np.array([c in case.gold for c in ids])
+            if gold.any():
+                data.append((np.array(rows), gold, 1.0 / len(group)))
+
+    def loss(theta):
+        total, grad = 1e-3 * theta @ theta, 2e-3 * theta
+        for x, gold, weight in data:
+            s = x @ theta
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            pg = p[gold].sum()
+            total -= weight * np.log(pg)
+            grad -= weight * (np.where(gold, p / pg, 0.0) - p) @ x
+        return total, grad
+
+    theta = minimize(loss, np.full(5, 0.5), jac=True, method="L-BFGS-B").x
+    print(f"linear fit on dev (z_k, z_v, both, z_k*top_k, z_v*top_v): {np.round(theta, 3).tolist()}")
+
+    def rank(case: Case) -> list[int]:
+        ids, rows = features(case)
+        scores = dict(zip(ids, (np.array(rows) @ theta).tolist())) if ids else {}
+        return sorted(scores, key=lambda c: (-scores[c], c))
+
+    return rank
+
+
+def others(dev: dict[str, list[Case]]) -> dict[str, Callable[[Case], list[int]]]:
+    """DBSF and CombMNZ at their best keyword weight on the dev halves, and the fitted linear score."""
+    singles = {n: (measure(c, keyword_only), measure(c, vector_only)) for n, c in dev.items()}
+
+    def worst(rank) -> tuple[float, float]:
+        per = {n: measure(c, rank) for n, c in dev.items()}
+        margin = min(per[n][i] - max(singles[n][0][i], singles[n][1][i]) for n in per for i in (0, 1))
+        return min(margin, 0.0), sum(sum(v) for v in per.values())
+
+    chosen = {}
+    for label, family in (("DBSF", dbsf), ("CombMNZ", combmnz)):
+        w = max((round(x / 10, 1) for x in range(1, 10)), key=lambda x: worst(family(x)))
+        chosen[f"best {label} on dev: {w:g}/{1 - w:g} d=50"] = family(w)
+    chosen["linear fit on dev (5 numbers)"] = fit_linear(dev)
+    return chosen
+
+
 def load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def table(rows: dict[str, dict[str, tuple[float, float]]], title: str) -> str:
     names = list(next(iter(rows.values())))
-    lines = [title, f"{'method':<28}" + "".join(f"{n + ' @1':>12}{n + ' @5':>12}" for n in names)]
+    lines = [title, f"{'method':<50}" + "".join(f"{n + ' @1':>12}{n + ' @5':>12}" for n in names)]
     for method, per_set in rows.items():
-        lines.append(f"{method:<28}" + "".join(f"{per_set[n][0]:>12.3f}{per_set[n][1]:>12.3f}" for n in names))
+        lines.append(f"{method[:50]:<50}" + "".join(f"{per_set[n][0]:>12.3f}{per_set[n][1]:>12.3f}" for n in names))
     return "\n".join(lines)
 
 
 def fusion_rows(test_cases: dict[str, list[Case]], settings: dict[str, object]) -> dict[str, dict]:
+    """hit@1/@5 per set of each single list and each setting (a Fusion, or a ranking function)."""
     rows = {
         "BM25 alone": {n: measure(c, keyword_only) for n, c in test_cases.items()},
         "vectors alone": {n: measure(c, vector_only) for n, c in test_cases.items()},
     }
     for label, setting in settings.items():
-        rows[label] = {n: measure(c, fused(setting)) for n, c in test_cases.items()}
+        rank = setting if callable(setting) else fused(setting)
+        rows[label] = {n: measure(c, rank) for n, c in test_cases.items()}
     return rows
 
 
 def describe(setting) -> str:
     if setting.method == "rrf":
         return f"RRF {setting.keyword_weight:g}/{setting.vector_weight:g} k={setting.rrf_k} d={setting.depth}"
+    if setting.method == "adaptive":
+        return (
+            f"adaptive {setting.keyword_weight:g}/{setting.vector_weight:g} p={setting.confidence:g} d={setting.depth}"
+        )
     return f"{setting.method} {setting.keyword_weight:g}/{setting.vector_weight:g} d={setting.depth}"
 
 
@@ -313,7 +457,13 @@ def fusion_table(datasets: Sequence[str] = ("sciq", "boolq", "course")) -> str:
         test, {"hybrid before: " + describe(LEGACY): LEGACY, "hybrid now: " + describe(DEFAULT): DEFAULT}
     )
     sizes = ", ".join(f"{n} {len(c)}" for n, c in test.items())
-    return table(rows, f"Fusion on held-out questions ({sizes}); {load()}")
+    gaps = "  ".join(
+        f"{n} @{k} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for n, per in intervals(test, DEFAULT).items()
+        for k, (d, lo, hi) in per.items()
+    )  # fmt: skip
+    return table(rows, f"Fusion on held-out questions ({sizes}); {load()}") + (
+        f"\nhybrid now minus the better single list (95% paired bootstrap): {gaps}"
+    )
 
 
 def main() -> None:
@@ -341,17 +491,24 @@ def main() -> None:
         for margin, setting, per_set in ranked[:15]:
             cells = "  ".join(f"{n} {v[0]:.3f}/{v[1]:.3f}" for n, v in per_set.items())
             print(f"  {describe(setting):<28} margin {margin:+.3f}  {cells}")
-        best_rrf = next(s for _, s, _ in ranked if s.method == "rrf")
-        best_score = next(s for _, s, _ in ranked if s.method != "rrf")
-        chosen |= {
-            "best RRF on dev: " + describe(best_rrf): best_rrf,
-            "best scores on dev: " + describe(best_score): best_score,
-        }
+        for kind in ("rrf", "zscore", "minmax", "adaptive"):
+            best = next(s for _, s, _ in ranked if s.method == kind)
+            chosen[f"best {kind} on dev: " + describe(best)] = best
+        chosen |= others(dev)
         print(table(fusion_rows(dev, chosen), "\nOn the dev halves"))
         report["tuned"] = [[m, describe(s), p] for m, s, p in ranked[:40]]
     rows = fusion_rows(test, chosen)
     print(table(rows, f"\nOn the test halves ({', '.join(f'{n} {len(test[n])}' for n in names)}); {load()}"))
     report["test"] = rows
+    print("\nHybrid minus the better single list on the test halves: paired bootstrap, 95% interval")
+    report["intervals"] = {}
+    for label, setting in chosen.items():
+        report["intervals"][label] = intervals(test, setting)
+        cells = "  ".join(
+            f"{n} @{k} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for n, per in report["intervals"][label].items()
+            for k, (d, lo, hi) in per.items()
+        )  # fmt: skip
+        print(f"  {label[:50]:<50} {cells}")
     if options.variants:
         stop = {}
         for n in names:

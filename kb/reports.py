@@ -110,14 +110,7 @@ def format_hits(hits: list[Hit], explain: bool = False) -> str:
 
 def explain_fusion(fusion: Any) -> str:
     """One line saying how the two lists were fused (the settings the KB records)."""
-    if fusion.method == "rrf":
-        how = (
-            f"weighted reciprocal rank, {fusion.keyword_weight:g}/(k+keyword rank) + "
-            f"{fusion.vector_weight:g}/(k+vector rank), k={fusion.rrf_k}"
-        )
-    else:
-        how = f"min-max-normalised scores, {fusion.keyword_weight:g} x keyword + {fusion.vector_weight:g} x vector"
-    return f"Fusion: {how}; {fusion.depth} candidates from each list.\n"
+    return f"Fusion: {fusion.describe()}; {fusion.depth} candidates from each list.\n"
 
 
 def format_info(data: dict[str, Any]) -> str:

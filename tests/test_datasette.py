@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 import pytest
 
 from kb import KB, Searcher
+from kb.fusion import DEFAULT, LEGACY, Fusion
 from kb.serve import build
 from tests.helpers import TEST_PLUGINS, fetch, run_kb
 
@@ -104,6 +105,31 @@ def test_stored_searches_rank_as_kb_search_does(course_db, learner_db, hash_embe
     tricky = query(query='gauge" OR text:* NEAR(', _shape="array")
     rows = fetch([course_db], f"/kb/keyword_search.json?{tricky}")[f"/kb/keyword_search.json?{tricky}"]
     assert rows.status_code == 200 and rows.json()
+
+
+@pytest.mark.parametrize(
+    "fusion",
+    [LEGACY, Fusion("zscore", 0.4, 0.6, depth=50), Fusion("minmax", 0.7, 0.3, depth=40), DEFAULT],
+    ids=["rrf", "zscore", "minmax", "adaptive"],
+)
+def test_the_hybrid_query_fuses_as_kb_search_for_every_method(course_db, fusion):
+    with KB.open(course_db) as kb, kb.conn:
+        kb.set_meta(fusion.as_meta())
+    question = "what limits how much water a well can pump from an aquifer"
+    with KB.open(course_db, readonly=True) as kb:
+        hits = Searcher(kb).search(question, 20)
+    path = f"/kb/hybrid_search.json?{query(query=question, _shape='array')}"
+    rows = fetch([course_db], path)[path].json()
+    assert len(rows) == len(hits) == 20
+    # The same fused score for every chunk both return, and the same scores in the same order (chunks
+    # with equal scores, which the test embedder makes, may be listed either way).
+    sql = {row["chunk_id"]: row["score"] for row in rows}
+    shared = [h for h in hits if h.chunk_id in sql]
+    assert len(shared) >= 18
+    for hit in shared:
+        assert sql[hit.chunk_id] == pytest.approx(hit.score, abs=2e-5)
+    assert [row["score"] for row in rows] == pytest.approx([h.score for h in hits], abs=2e-5)
+    assert rows[0]["chunk_id"] == hits[0].chunk_id
 
 
 def test_vector_extension_only_in_kb_connections_and_load_extension_never_callable(course_db, tmp_path):

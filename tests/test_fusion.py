@@ -73,14 +73,16 @@ def expected_scores(db, query: str, fusion: Fusion) -> dict[int, float]:
             + (fusion.vector_weight / (fusion.rrf_k + vector[c]) if c in vector else 0.0)
             for c in set(keyword) | set(vector)
         }
-    assert fusion.method == "zscore"
+    assert fusion.method in ("zscore", "adaptive")
     k_values = np.array([-bm25[c] for c in keyword])
     v_values = np.array([-distance[c] for c in vector])
     k_z = dict(zip(keyword, (k_values - k_values.mean()) / k_values.std()))
     v_z = dict(zip(vector, (v_values - v_values.mean()) / v_values.std()))
+    # adaptive: each weight times its list's top z-score to the power `confidence` (0 for zscore).
+    k_w = fusion.keyword_weight * max(k_z.values()) ** fusion.confidence
+    v_w = fusion.vector_weight * max(v_z.values()) ** fusion.confidence
     return {
-        c: fusion.keyword_weight * k_z.get(c, min(k_z.values())) + fusion.vector_weight * v_z.get(c, min(v_z.values()))
-        for c in set(keyword) | set(vector)
+        c: k_w * k_z.get(c, min(k_z.values())) + v_w * v_z.get(c, min(v_z.values())) for c in set(keyword) | set(vector)
     }
 
 
@@ -122,7 +124,10 @@ def test_an_old_kb_without_fusion_settings_keeps_equal_weight_rrf(small_db):
         assert hit.score == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("fusion", [DEFAULT, Fusion("rrf", 0.8, 0.2, depth=3, rrf_k=10)])
+@pytest.mark.parametrize(
+    "fusion",
+    [DEFAULT, Fusion("rrf", 0.8, 0.2, depth=3, rrf_k=10), Fusion("adaptive", 0.4, 0.6, depth=4, confidence=2.0)],
+)
 def test_explain_shows_ranks_and_fused_scores_computed_independently(small_db, fusion):
     set_fusion(small_db, fusion)
     keyword, vector = independent_ranks(small_db, QUERY)
@@ -138,7 +143,9 @@ def test_explain_shows_ranks_and_fused_scores_computed_independently(small_db, f
         explained = hit["explain"]
         assert explained["keyword_rank"] == keyword.get(hit["chunk_id"])
         assert explained["vector_rank"] == vector.get(hit["chunk_id"])
-        assert explained["fused_score"] == pytest.approx(expected[hit["chunk_id"]])
+        # sqlite-vec's float32 distances against NumPy's: z-scores of near-equal distances magnify
+        # their last-digit differences.
+        assert explained["fused_score"] == pytest.approx(expected[hit["chunk_id"]], rel=1e-5, abs=1e-6)
     assert [h["chunk_id"] for h in hits] == sorted(expected, key=lambda c: (-expected[c], c))[:5]
     assert [h["explain"]["fused_score"] for h in hits] == sorted(
         (h["explain"]["fused_score"] for h in hits), reverse=True
@@ -184,9 +191,46 @@ def test_minmax_fusion_normalises_each_list():
     assert keyword_only == pytest.approx({1: 1.0, 2: 0.0, 3: 0.0, 4: 0.0})
 
 
+def test_adaptive_fusion_lets_a_decisive_list_outweigh_a_flat_one():
+    # One keyword match far above nine near-equal ones; ten evenly spaced vector distances.
+    keyword = [(1, -30.0)] + [(c, -3.0 + 0.1 * i) for i, c in enumerate([3, 2, 5, 6, 7, 8, 9, 10, 11])]
+    nearest = [(c, 0.10 + 0.01 * i) for i, c in enumerate([3, 4, 1, 12, 13, 14, 15, 16, 17, 18])]
+    plain = Fusion("zscore", 0.15, 0.85, depth=10)
+    adaptive = Fusion("adaptive", 0.15, 0.85, depth=10, confidence=2.0)
+    assert ranking(fuse(plain, keyword, nearest))[0] == 3  # the vector list's favourite
+    scores = fuse(adaptive, keyword, nearest)
+    assert ranking(scores)[0] == 1  # the decisive keyword match
+    # The formula, written out: z-scores per list, each weight times its list's top z-score squared.
+    expected = {}
+    for weight, ranked in ((0.15, keyword), (0.85, nearest)):
+        values = -np.array([raw for _, raw in ranked])
+        z = dict(zip([c for c, _ in ranked], (values - values.mean()) / values.std()))
+        for cid in {c for c, _ in keyword} | {c for c, _ in nearest}:
+            expected[cid] = expected.get(cid, 0.0) + weight * max(z.values()) ** 2 * z.get(cid, min(z.values()))
+    assert scores == pytest.approx(expected)
+    # A list of equal scores has confidence 1 (its z-scores are 1 each); an empty list adds nothing.
+    assert fuse(adaptive, [(1, -2.0), (2, -2.0)], []) == pytest.approx({1: 0.15, 2: 0.15})
+
+
+def test_adaptive_settings_round_trip_through_kb_meta(small_db):
+    fusion = Fusion("adaptive", 0.3, 0.7, depth=20, confidence=1.5)
+    set_fusion(small_db, fusion)
+    with KB.open(small_db, readonly=True) as kb:
+        assert Searcher(kb).fusion == fusion
+    result = CliRunner().invoke(cli, ["search", str(small_db), QUERY, "--explain"])
+    assert result.exit_code == 0, result.output
+    assert "top z-score to the power 1.5" in result.output and "0.3 x keyword + 0.7 x vector" in result.output
+
+
 @pytest.mark.parametrize(
     "meta",
-    [{"fusion_method": "rrf", "fusion_keyword_weight": "-1"}, {"fusion_method": "rrf", "fusion_depth": "0"}],
+    [
+        {"fusion_method": "rrf", "fusion_keyword_weight": "-1"},
+        {"fusion_method": "rrf", "fusion_depth": "0"},
+        {"fusion_method": "adaptive", "fusion_confidence": "-1"},
+        {"fusion_method": "zscore", "fusion_keyword_weight": "nan"},
+        {"fusion_method": "adaptive", "fusion_confidence": "inf"},
+    ],
 )
 def test_invalid_recorded_settings_are_refused(meta):
     with pytest.raises(ValueError):

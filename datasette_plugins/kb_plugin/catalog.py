@@ -182,8 +182,15 @@ fused as (
   group by chunk_id
 )"""
     else:
-        normalised = _NORMALISED[fusion.method]
+        normalised = _NORMALISED["zscore" if fusion.method == "adaptive" else fusion.method]
         stats = "avg(v) as mean, sqrt(max(avg(v * v) - avg(v) * avg(v), 0)) as spread, min(v) as lo, max(v) as hi"
+        weights = {"kz": repr(fusion.keyword_weight), "sz": repr(fusion.vector_weight)}
+        if fusion.method == "adaptive":
+            # Each weight times the list's confidence on this query: its top z-score to the power.
+            weights = {
+                z: f"{w} * coalesce(pow(max(0.0, (select max(z) from {z})), {fusion.confidence!r}), 1.0)"
+                for z, w in weights.items()
+            }
         # A chunk one list missed scores as that list's worst candidate (0 when the list is empty).
         fused = f"""
 kstats as (select {stats} from keyword),
@@ -193,8 +200,8 @@ sz as (select l.chunk_id, {normalised} as z from semantic l, sstats s),
 everyone as (select chunk_id from keyword union select chunk_id from semantic),
 fused as (
   select e.chunk_id,
-    {fusion.keyword_weight!r} * coalesce(kz.z, (select min(z) from kz), 0)
-    + {fusion.vector_weight!r} * coalesce(sz.z, (select min(z) from sz), 0) as score
+    {weights["kz"]} * coalesce(kz.z, (select min(z) from kz), 0)
+    + {weights["sz"]} * coalesce(sz.z, (select min(z) from sz), 0) as score
   from everyone e left join kz on kz.chunk_id = e.chunk_id left join sz on sz.chunk_id = e.chunk_id
 )"""
     return (
@@ -256,13 +263,7 @@ def canned_queries(status: Status) -> dict[str, dict[str, Any]]:
         "hybrid_search": {
             "title": "Hybrid search (BM25 + embeddings, as kb search)",
             "description": f"The {fusion.depth} best passages by keyword and the {fusion.depth} nearest by meaning, "
-            + (
-                f"fused by weighted reciprocal rank (score = sum of weight / ({fusion.rrf_k} + rank))"
-                if fusion.method == "rrf"
-                else f"fused by {'z-scores' if fusion.method == 'zscore' else 'min-max scores'} within each list"
-            )
-            + f", weighted {fusion.keyword_weight:g} (keywords) to {fusion.vector_weight:g} (meaning) as this KB "
-            "records: kb search's ranking, in SQL.",
+            + f"fused by {fusion.describe()}, as this KB records: kb search's ranking, in SQL.",
             "sql": hybrid_sql(NEAREST_VEC if status.vector_extension == "vec" else NEAREST_SCAN, fusion),
         },
     }
