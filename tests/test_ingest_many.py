@@ -207,6 +207,7 @@ def test_on_a_local_ray_cluster_the_courses_run_at_once(manifest, tmp_path):
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
+        address="local",  # a cluster of its own, even where another was started with `ray start`
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
