@@ -25,7 +25,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ def load_manifest(path: str | Path) -> list[Course]:
         earlier = next((c for c in courses if c.db and c.db == course.db), None)
         if earlier is not None and course.problem is None:
             # Each file has one writer: two courses into one file would wait for each other or mix.
-            course = _with_problem(course, f"writes the same file as the course {earlier.name!r} ({course.db})")
+            course = replace(course, problem=f"writes the same file as the course {earlier.name!r} ({course.db})")
         courses.append(course)
     return courses
 
@@ -150,10 +150,6 @@ def _course(entry: Any, number: int, defaults: Mapping[str, Any], base: Path) ->
     return Course(name, db_path, resolved, settings, base)
 
 
-def _with_problem(course: Course, problem: str) -> Course:
-    return Course(course.name, course.db, course.sources, course.settings, course.base, problem)
-
-
 def ingest_many(
     courses: list[Course],
     *,
@@ -170,29 +166,24 @@ def ingest_many(
     alone. With `executor="ray"`, up to `jobs` courses run at once (default: one per cluster CPU)."""
     from .cli_sources import course_settings
 
-    run: dict[str, Any] = {"executor": executor, "ray_address": ray_address, "ray_gpus": ray_gpus}
-    run["no_wait"] = no_wait
+    run = {"executor": executor, "ray_address": ray_address, "ray_gpus": ray_gpus, "no_wait": no_wait}
     results: list[CourseResult | None] = [None] * len(courses)
-    todo: list[tuple[int, Course, dict[str, Any]]] = []
-    # Settings are checked here, on this thread, before any course starts: the plugin manager loads once.
-    for index, course in enumerate(courses):
-        try:
-            if course.problem:
-                raise KBError(f"The course {course.name!r} {course.problem}.")
-            settings = {**course_settings(course.settings, course.base), **run}
-        except KBError as exc:
-            results[index] = CourseResult(course, reason=str(exc))
-            if on_done is not None:
-                on_done(results[index])
-            continue
-        todo.append((index, course, settings))
 
     def finished(index: int, result: CourseResult) -> None:
         results[index] = result
         if on_done is not None:
             on_done(result)
 
-    if executor == "ray":
+    todo: list[tuple[int, Course, dict[str, Any]]] = []
+    # Settings are checked here, on this thread, before any course starts: the plugin manager loads once.
+    for index, course in enumerate(courses):
+        try:
+            if course.problem:
+                raise KBError(f"The course {course.name!r} {course.problem}.")
+            todo.append((index, course, {**course_settings(course.settings, course.base), **run}))
+        except KBError as exc:
+            finished(index, CourseResult(course, reason=str(exc)))
+    if executor == "ray" and todo:
         _on_ray(todo, ray_address, ray_gpus, jobs, finished)
     else:
         for index, course, settings in todo:

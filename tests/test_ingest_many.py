@@ -1,6 +1,7 @@
 """`kb ingest-many`: each course of a TOML manifest into its own KB, the same KB `kb ingest` builds;
 a bad course fails alone, a malformed manifest is one sentence, a second run finds everything
-unchanged, and (slow) the courses run in parallel on a local Ray cluster."""
+unchanged, and (slow) courses run from threads on a local Ray cluster build the same KBs and leave
+that cluster running."""
 
 from __future__ import annotations
 
@@ -203,7 +204,7 @@ def test_jobs_and_ray_options_need_the_ray_executor(manifest):
 
 
 @pytest.mark.slow
-def test_on_a_local_ray_cluster_the_courses_run_at_once(manifest, tmp_path):
+def test_on_a_local_ray_cluster_each_course_is_the_same_kb(manifest, tmp_path):
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
