@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_quality.py
 	$(BIN)/python benchmarks/bench_course.py
 	$(BIN)/python benchmarks/bench_transcribe.py
+	$(BIN)/python benchmarks/bench_scale.py
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-packages

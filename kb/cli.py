@@ -17,8 +17,27 @@ from .errors import KBError
 from .terminal import printable
 
 
+def error_sentence(exc: BaseException) -> str | None:
+    """The one sentence a user is shown for a known failure (a KBError, a busy or damaged file,
+    memory); None for anything else, which is a bug and keeps its traceback."""
+    from .db import sqlite3
+
+    if isinstance(exc, KBError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "kb ran out of memory."
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in str(exc) or "busy" in str(exc):
+            return "The KB file is being written by another process (database is locked); try again when it is done."
+        return f"SQLite could not complete the operation ({exc})."
+    if isinstance(exc, sqlite3.DatabaseError):
+        # Damage deeper than the opening checks read (a bad page in a large file) shows up mid-query.
+        return f"The KB file is damaged ({exc}); rebuild it or ask for a new copy."
+    return None
+
+
 def user_errors(func: Callable) -> Callable:
-    """Show KBError as one line on stderr and exit 1, with no traceback."""
+    """Show a known failure (error_sentence) as one line on stderr and exit 1, with no traceback."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -26,19 +45,8 @@ def user_errors(func: Callable) -> Callable:
 
         try:
             return func(*args, **kwargs)
-        except KBError as exc:
-            raise click.ClickException(str(exc)) from exc
-        except MemoryError as exc:
-            raise click.ClickException("kb ran out of memory.") from exc
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise click.ClickException(
-                    "The KB file is being written by another process (database is locked); try again when it is done."
-                ) from exc
-            raise click.ClickException(f"SQLite could not complete the operation ({exc}).") from exc
-        except sqlite3.DatabaseError as exc:
-            # Damage deeper than the opening checks read (a bad page in a large file) shows up mid-query.
-            raise click.ClickException(f"The KB file is damaged ({exc}); rebuild it or ask for a new copy.") from exc
+        except (KBError, MemoryError, sqlite3.DatabaseError) as exc:
+            raise click.ClickException(error_sentence(exc) or str(exc)) from exc
 
     return wrapper
 

@@ -4,15 +4,48 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .cli import CONTEXT, _print_json, cli, no_wait_option, open_kb, user_errors
+from .cli import CONTEXT, _print_json, cli, no_wait_option, open_kb, say, user_errors
 from .errors import KBError
 from .terminal import printable
+from .text import duration
+
+EXECUTOR_OPTIONS = [
+    click.option(
+        "--executor",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where sources are read, chunked and embedded: here, or on a Ray cluster's workers "
+        "(pip install 'coursekb[ray]'); DB is written here either way.",
+    ),
+    click.option(
+        "--ray-address",
+        metavar="auto|ray://HOST:PORT",
+        help="The Ray cluster for --executor ray (default: start one on this machine).",
+    ),
+    click.option(
+        "--ray-gpus",
+        type=click.FloatRange(min=0),
+        default=0,
+        help="GPUs each source asks for on the Ray cluster (refused at once when it has none).",
+    ),
+]
+"""Where the stages run: `kb ingest`'s and `kb ingest-many`'s."""
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+
+
+def ingest_many_options(func: Callable) -> Callable:
+    """`kb ingest-many`'s options for the whole run: where it runs, and --json."""
+    for option in reversed([*EXECUTOR_OPTIONS, json_option]):
+        func = option(func)
+    return func
 
 
 def ingest_options(func: Callable) -> Callable:
@@ -81,25 +114,7 @@ def ingest_options(func: Callable) -> Callable:
             is_flag=True,
             help="Compare every file's content hash to find changes, not just its size and modification time.",
         ),
-        click.option(
-            "--executor",
-            type=click.Choice(["local", "ray"]),
-            default="local",
-            show_default=True,
-            help="Where sources are read, chunked and embedded: here, or on a Ray cluster's workers "
-            "(pip install 'coursekb[ray]'); DB is written here either way.",
-        ),
-        click.option(
-            "--ray-address",
-            metavar="auto|ray://HOST:PORT",
-            help="The Ray cluster for --executor ray (default: start one on this machine).",
-        ),
-        click.option(
-            "--ray-gpus",
-            type=click.FloatRange(min=0),
-            default=0,
-            help="GPUs each source asks for on the Ray cluster (refused at once when it has none).",
-        ),
+        *EXECUTOR_OPTIONS,
         click.option(
             "-o",
             "--option",
@@ -109,7 +124,7 @@ def ingest_options(func: Callable) -> Callable:
             metavar="KEY VALUE",
             help="Set a connector's or fetcher's option, e.g. -o max_depth 1 (repeatable; `kb plugins` lists them).",
         ),
-        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+        json_option,
     ]
     for option in reversed(options):
         func = option(func)
@@ -168,24 +183,87 @@ def ingest(db: str, sources: tuple[str, ...], **settings: Any) -> None:
     """
     from .options import parse_pairs
     from .plugins import declared_options
-    from .sync import target_exists
 
-    if settings.get("executor") != "ray" and (settings.get("ray_address") or settings.get("ray_gpus")):
-        raise click.UsageError("--ray-address and --ray-gpus need --executor ray.")
+    ray_only(settings)
     # A mistyped -o is refused before any file is created.
     settings["option"] = parse_pairs(settings.get("option") or (), declared_options())
+    check_targets(db, sources)
+    run_ingest(db, list(sources), settings)
 
-    if not os.path.exists(db) and not any(target_exists(t) for t in sources):
-        # A mistyped name must not leave an empty KB behind that then answers nothing.
+
+def ray_only(settings: dict[str, Any]) -> None:
+    if settings.get("executor") != "ray" and (settings.get("ray_address") or settings.get("ray_gpus")):
+        raise click.UsageError("--ray-address and --ray-gpus need --executor ray.")
+
+
+def check_targets(db: str, targets: Iterable[str]) -> None:
+    """Refuse to create DB when none of `targets` is there: a mistyped name must not leave an empty
+    KB behind that then answers nothing."""
+    from .sync import target_exists
+
+    targets = list(targets)
+    if not os.path.exists(db) and not any(target_exists(t) for t in targets):
         from .discover import suggestion
 
-        named = ", ".join(f"{t}{suggestion(Path(t))}" for t in sources)
+        named = ", ".join(f"{t}{suggestion(Path(t))}" for t in targets)
         raise KBError(f"Nothing to ingest, so {db} was not created: no such file or folder: {named}.")
-    run_ingest(db, list(sources), settings)
 
 
 def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_roots: bool = False) -> None:
     """Open or create DB, run the ingest with a progress display, print the report; exit 1 on failures."""
+    from .progress import TerminalProgress
+    from .reports import format_ingest_report
+
+    executor = open_executor(settings)
+    try:
+        with TerminalProgress() as progress:
+            try:
+                result = ingest_into(db, targets, settings, executor, progress, sync_roots=sync_roots)
+            except KeyboardInterrupt:
+                if not progress.total:
+                    raise  # still waiting for another writer: nothing was started
+                progress.close()
+                # Every source finished before the interrupt is committed; the next run resumes.
+                click.echo(
+                    f"\nInterrupted after {progress.count - 1} of {progress.total} sources; those are saved, "
+                    "and running the same command again carries on.",
+                    err=True,
+                )
+                sys.exit(130)
+    finally:
+        if executor != "local":
+            executor.close()
+    if settings["as_json"]:
+        _print_json(result.to_dict())
+    else:
+        click.echo(format_ingest_report(result))
+    if result.failed:
+        sys.exit(1)
+
+
+def open_executor(settings: dict[str, Any]) -> Any:
+    """"local", or a RayExecutor on the cluster the settings name (the caller closes it)."""
+    if settings.get("executor") != "ray":  # `kb sync` starts from ingest_defaults(): local
+        return "local"
+    check_embedder(settings)  # a mistyped name is refused before a cluster is started
+    from .pipeline.ray_executor import RayExecutor
+
+    # Before DB is created: a cluster that cannot run the ingest (no GPUs, unreachable) leaves no file.
+    return RayExecutor(address=settings.get("ray_address"), gpus=settings.get("ray_gpus") or 0.0)
+
+
+def ingest_into(
+    db: str,
+    targets: list[str],
+    settings: dict[str, Any],
+    executor: Any,
+    progress: Any = None,
+    *,
+    sync_roots: bool = False,
+) -> Any:
+    """Open or create DB and ingest `targets` into it with `settings` (as `kb ingest` parses them);
+    the IngestResult. `executor` is "local" or a RayExecutor the caller owns."""
+    from .ingest import Ingester
     from .types import Limits
 
     limits = Limits(
@@ -194,40 +272,8 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
         max_chars=settings["max_chars"],
         timeout_s=settings["timeout"],
     )
-    if settings.get("embedder"):
-        from .plugins import get_embedder
-
-        get_embedder(settings["embedder"])  # an unknown name is refused before any file is created
-    options = plugin_options(settings)
-    executor: Any = settings.get("executor") or "local"  # `kb sync` starts from ingest_defaults(): here
-    if executor == "ray":
-        from .pipeline.ray_executor import RayExecutor
-
-        # Before DB is created: a cluster that cannot run the ingest (no GPUs, unreachable) leaves no file.
-        executor = RayExecutor(address=settings.get("ray_address"), gpus=settings.get("ray_gpus") or 0.0)
-    try:
-        _ingest_with(db, targets, settings, limits, options, executor, sync_roots=sync_roots)
-    finally:
-        if executor != "local":
-            executor.close()
-
-
-def _ingest_with(
-    db: str,
-    targets: list[str],
-    settings: dict[str, Any],
-    limits: Any,
-    options: dict[str, Any],
-    executor: Any,
-    *,
-    sync_roots: bool,
-) -> None:
-    """run_ingest's work once the executor is ready: the KB opened or created, ingested, reported."""
-    from .ingest import Ingester
-    from .progress import TerminalProgress
-    from .reports import format_ingest_report
-
-    as_json = settings["as_json"]
+    check_embedder(settings)
+    options = plugin_options(settings)  # a bad value is refused before DB is created
     with open_kb(db, readonly=False, create=True, wait=not settings.get("no_wait")) as kb:
         ingester = Ingester(
             kb,
@@ -238,29 +284,19 @@ def _ingest_with(
             options=options,
             executor=executor,
         )
-        with TerminalProgress() as progress:
-            try:
-                if sync_roots:
-                    from .sync import sync
+        if sync_roots:
+            from .sync import sync
 
-                    result = sync(ingester, progress)
-                else:
-                    result = ingester.run(targets, progress=progress, prune=settings["prune"])
-            except KeyboardInterrupt:
-                progress.close()
-                # Every source finished before the interrupt is committed; the next run resumes.
-                click.echo(
-                    f"\nInterrupted after {progress.count - 1} of {progress.total} sources; those are saved, "
-                    "and running the same command again carries on.",
-                    err=True,
-                )
-                sys.exit(130)
-    if as_json:
-        _print_json(result.to_dict())
-    else:
-        click.echo(format_ingest_report(result))
-    if result.failed:
-        sys.exit(1)
+            return sync(ingester, progress)
+        return ingester.run(targets, progress=progress, prune=settings["prune"])
+
+
+def check_embedder(settings: dict[str, Any]) -> None:
+    """Refuse an unknown --embedder before any file is created."""
+    if settings.get("embedder"):
+        from .plugins import get_embedder
+
+        get_embedder(settings["embedder"])
 
 
 def plugin_options(settings: dict[str, Any]) -> dict[str, Any]:
@@ -289,6 +325,136 @@ def ingest_defaults() -> dict[str, Any]:
     # With kb's context settings: click keeps the help option a command is first parsed with.
     with ingest.make_context("ingest", ["DB", "SOURCE"], **CONTEXT) as ctx:
         return {k: v for k, v in ctx.params.items() if k not in ("db", "sources")}
+
+
+@cli.command("ingest-many")
+@click.argument("manifest", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Courses ingested at once with --executor ray (default: one per CPU of the cluster).",
+)
+@ingest_many_options
+@no_wait_option
+@user_errors
+def ingest_many(manifest: str, jobs: int | None, **settings: Any) -> None:
+    """Ingest many courses, each into its own KB file, as the TOML file MANIFEST lists them.
+
+    Each [[course]] names its db, its sources and any `kb ingest` setting by flag name;
+    [defaults] holds settings for every course, and relative paths are read from the
+    manifest's folder. Locally the courses run one after another; with --executor ray,
+    several at once on the cluster, each file still written by one writer here. A course
+    that fails is reported and the others still run; the exit code is 1 if any failed.
+
+    \b
+    Example:
+        kb ingest-many courses.toml
+        kb ingest-many courses.toml --executor ray --ray-address auto --json
+
+    \b
+    A manifest (courses.toml):
+        [defaults]
+        embedder = "all-MiniLM-L6-v2"
+        [[course]]
+        name = "hydrology"
+        db = "out/hydrology.db"
+        sources = ["hydrology/", "https://example.org/hydrology/"]
+        exclude = ["staff-*"]
+        options = { max_depth = 1 }
+    """
+    import time
+
+    from .many import ingest_many as run_many
+    from .many import load_manifest
+    from .reports import format_many_report
+
+    ray_only(settings)
+    if jobs and jobs > 1 and settings["executor"] != "ray":
+        raise click.UsageError("--jobs needs --executor ray (locally the courses run one after another).")
+    started = time.monotonic()
+    courses = load_manifest(manifest)
+    seen = 0
+
+    def done(course: Any) -> None:
+        nonlocal seen
+        seen += 1
+        status = "error" if course.failed else "ok"
+        say(f"[{seen}/{len(courses)}] {course.course.name}: {status} ({duration(course.seconds)})")
+
+    try:
+        results = run_many(
+            courses,
+            executor=settings["executor"],
+            ray_address=settings["ray_address"],
+            ray_gpus=settings["ray_gpus"] or 0.0,
+            jobs=jobs,
+            no_wait=settings["no_wait"],
+            on_done=done,
+        )
+    except KeyboardInterrupt:
+        click.echo(
+            "\nInterrupted; every source stored so far is saved, and running the same command again carries on.",
+            err=True,
+        )
+        sys.exit(130)
+    if settings["as_json"]:
+        _print_json([r.to_dict() for r in results])
+    else:
+        click.echo(format_many_report(results, time.monotonic() - started))
+    if any(r.failed for r in results):
+        sys.exit(1)
+
+
+RUN_SETTINGS = ("executor", "ray_address", "ray_gpus", "as_json", "no_wait", "option", "help")
+"""Ingest's settings that are the whole run's in `kb ingest-many`, never one course's (`option` is the
+course's `options` table)."""
+
+
+def course_settings(entry: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """`kb ingest`'s settings for one course of an ingest-many manifest: ingest's defaults, then each
+    key the entry sets, named as its flag (`max-mb`, `exclude`, `depth`) and checked and converted as
+    the flag is; `options` is a table of `-o KEY VALUE`. Relative file names resolve against `base`."""
+    from .options import parse_pairs
+    from .plugins import declared_options
+
+    settings = ingest_defaults()
+    with ingest.make_context("ingest", ["DB", "SOURCE"], **CONTEXT) as ctx:
+        flags = {
+            opt[2:]: param
+            for param in ingest.get_params(ctx)
+            if isinstance(param, click.Option) and param.name not in RUN_SETTINGS
+            for opt in param.opts
+            if opt.startswith("--")
+        }
+        for key, value in entry.items():
+            if key == "options":
+                continue
+            param = flags.get(key.replace("_", "-"))
+            if param is None:
+                raise KBError(f"No setting named {key!r}; the settings are: {', '.join(sorted(flags))}, options.")
+            if param.multiple and isinstance(value, str):
+                value = [value]
+            if isinstance(param.type, click.Path) and isinstance(value, str):
+                value = str(base / Path(value).expanduser())
+            try:
+                settings[param.name] = param.type_cast_value(ctx, value)
+            except click.BadParameter as exc:
+                raise KBError(f"{key}: {exc.message}") from None
+    table = entry.get("options") or {}
+    if not isinstance(table, Mapping):
+        raise KBError("options is a table of connector options (options = { max_depth = 1 }).")
+    declared = declared_options()
+    pairs = []
+    for key, value in table.items():
+        info = declared.get(key.replace("-", "_"))
+        for item in value if isinstance(value, list) else [value]:
+            if info is not None and info.path and isinstance(item, str):
+                item = str(base / Path(item).expanduser())
+            elif info is not None and info.type == "list":
+                item = str(item)  # one value of a list option, as `-o` gives it
+            pairs.append((key, item))
+    settings["option"] = parse_pairs(pairs, declared)
+    return settings
 
 
 @cli.command()

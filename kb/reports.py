@@ -6,6 +6,7 @@ import re
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -88,6 +89,35 @@ def format_ingest_report(result: IngestResult) -> str:
     parts = [f"{totals[k]} {STATUS_WORDS.get(k, (k, k))[totals[k] != 1]}" for k in STATUS_ORDER if totals.get(k)]
     summary = f"{plural(counted, 'source')}: " + ", ".join(parts) if parts else "nothing to do"
     lines.append(f"Done in {duration(result.seconds)}: {summary}; {plural(totals['chunks'], 'new chunk')}.")
+    return "\n".join(lines)
+
+
+def course_line(course: Any) -> str:
+    """One course of `kb ingest-many` (a kb.many.CourseResult): its status, name, file and counts,
+    or why it could not run; the sources that failed below it."""
+    data = course.to_dict()
+    where = f"{printable(data['course'])}  {_short_uri(Path(data['db']).as_uri()) if data['db'] else '-'}"
+    if course.result is None:
+        return f"error  {where}  {printable(data['reason'] or 'failed')}"
+    counts = data["sources"]
+    parts = [f"{counts.get(k, 0)} {STATUS_WORDS.get(k, (k, k))[counts.get(k, 0) != 1]}" for k in ("ok", "unchanged")]
+    parts += [f"{counts[k]} {STATUS_WORDS.get(k, (k, k))[counts[k] != 1]}" for k in STATUS_ORDER[2:] if counts.get(k)]
+    line = f"{data['status']:<6} {where}  {', '.join(parts)}; {plural(data['chunks'], 'new chunk')} in " + duration(
+        data["seconds"]
+    )
+    for error in data["errors"][:5]:
+        line += f"\n         {_short_uri(error['uri'])}: {printable(error['reason'] or 'error')}"
+    if len(data["errors"]) > 5:
+        line += f"\n         ... and {len(data['errors']) - 5} more (kb info {printable(data['db'])} lists them)"
+    return line
+
+
+def format_many_report(courses: list[Any], seconds: float) -> str:
+    """`kb ingest-many`'s report: a line per course, then how many courses failed."""
+    failed = sum(1 for c in courses if c.failed)
+    lines = [course_line(c) for c in courses]
+    ok = len(courses) - failed
+    lines.append(f"Done in {duration(seconds)}: {plural(len(courses), 'course')}, {ok} ok, {failed} failed.")
     return "\n".join(lines)
 
 
