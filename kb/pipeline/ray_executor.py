@@ -30,6 +30,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..errors import KBError
@@ -60,6 +61,7 @@ PDF holds up no other source; beyond it, Ray's per-block overhead would outweigh
 _cluster = threading.Lock()  # guards the process's one connection to a cluster, and who made it
 _users = 0
 _ours = False  # whether an executor made that connection (then the last one to close ends it)
+_datasets = 0  # datasets running now, from any executor of this process
 
 
 class RayExecutor:
@@ -115,9 +117,15 @@ class RayExecutor:
         if not wait or not self._pending:
             return
         rows, self._pending = self._pending, []
+        with _running(self._ray) as datasets:
+            yield from self._stream(rows, datasets)
+
+    def _stream(self, rows: list[dict[str, Any]], datasets: int) -> Iterator[tuple[Any, Prepared | Failed]]:
+        """Run the dataset of `rows` (one of `datasets` this process runs at once) and yield each result."""
         # Block by block, none fetched ahead: iter_rows() holds a finished block back until the next
         # one is ready, so a source that was done would wait, unwritten, for the slowest one after it.
-        stream = iter(self._dataset(rows).iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+        dataset = self._dataset(rows, datasets)
+        stream = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
         # A block that failed on every try is dropped (max_errored_blocks), its source with it.
         lost = "failed on the Ray cluster: its workers died or raised on every try (the cluster's logs say why)"
         while True:
@@ -135,14 +143,15 @@ class RayExecutor:
         for key in [r["key"] for r in rows if r["key"] in self._keys]:
             yield self._keys.pop(key), Failed(lost)
 
-    def _dataset(self, rows: list[dict[str, Any]]) -> Any:
+    def _dataset(self, rows: list[dict[str, Any]], datasets: int) -> Any:
         """The dataset that prepares `rows`: documents through extract tasks and recordings through the
         transcriber actors, side by side (so neither waits for a slot of the other's stage), then all
         of them through the embedder actors."""
         ray = self._ray
         documents = [r for r in rows if not r["speech"]]
         recordings = [r for r in rows if r["speech"]]
-        cpus, pool = _shares(ray, stages=int(bool(documents)) + int(bool(recordings)) + 1)
+        stages = int(bool(documents)) + int(bool(recordings)) + 1
+        cpus, pool = _shares(ray, stages=stages * datasets)
         gpus = self.gpus or None
         branches = []
         # One source per block and per batch: sources differ a thousandfold in cost, and a batch or a
@@ -223,6 +232,20 @@ def _leave(ray: Any) -> None:
             _ours = False
 
 
+@contextmanager
+def _running(ray: Any) -> Iterator[int]:
+    """Count a dataset as running while the block runs; gives how many run, this one included."""
+    global _datasets
+    with _cluster:
+        _datasets += 1
+        running = _datasets
+    try:
+        yield running
+    finally:
+        with _cluster:
+            _datasets -= 1
+
+
 def _quiet(ray: Any) -> None:
     """No progress bars or per-dataset log lines on the terminal (kb's own display reports the run), and a
     source that fails on every try fails alone instead of ending the dataset."""
@@ -241,6 +264,8 @@ def _shares(ray: Any, *, stages: int) -> tuple[float, int]:
     Every actor pool keeps at least one actor, holding its CPUs while it waits for rows; if the pools'
     actors held all of a node's CPUs, no extract task could run and the dataset would wait forever.
     So each stage asks for at most 1/stages of the smallest node: one of each always fits on one node.
+    `stages` counts those of every dataset this process runs at once (two courses of kb ingest-many
+    would otherwise each keep an embedder on one of two CPUs, and neither could extract).
     """
     nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
     smallest = min((c for c in nodes if c > 0), default=1.0)
