@@ -10,6 +10,7 @@ local executor made."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -73,8 +74,11 @@ def course(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_kb(course, tmp_path_factory) -> Path:
-    """The course as the local executor builds it, with a transcript cache of its own."""
+def local_kb(cluster, course, tmp_path_factory) -> Path:
+    """The course as the local executor builds it, with a transcript cache of its own.
+
+    The 79-second lecture's transcript is then handed to the workers' cache (transcribing it again
+    would cost seconds and cover nothing new); the spoken WAV's is not, so the actors transcribe it."""
     db = tmp_path_factory.mktemp("local") / "local.db"
     cache = tmp_path_factory.mktemp("local-cache")
     ran = run_kb(
@@ -86,6 +90,11 @@ def local_kb(course, tmp_path_factory) -> Path:
         env_extra={"KB_PLUGINS": "kb_test_plugins", "XDG_CACHE_HOME": str(cache)},
     )
     assert ran.returncode == 1, ran.stderr  # broken.pdf
+    lecture = hashlib.sha256((course / "gauging-a-river-lecture.ogg").read_bytes()).hexdigest()
+    (transcript,) = (cache / "kb" / "transcripts").glob(f"{lecture}-*.json")
+    workers = Path(cluster.env["XDG_CACHE_HOME"]) / "kb" / "transcripts"
+    workers.mkdir(parents=True, exist_ok=True)
+    shutil.copy(transcript, workers)
     return db
 
 
@@ -271,6 +280,33 @@ def test_a_killed_driver_resumes_with_no_duplicates(cluster, course, local_kb, t
     conn.close()
     chunks = len(expected["chunks"]) + 1
     assert counts == (others + 1, others + 1, chunks, chunks, chunks, chunks), counts
+
+
+def test_executors_in_threads_share_the_cluster(cluster, hash_embedder, tmp_path):
+    """kb ingest-many's use: an Ingester per thread, each with its own RayExecutor, datasets running at
+    once on one cluster; closing one leaves the others (and a cluster this process joined) running."""
+    from kb import KB, Ingester
+    from kb.pipeline.ray_executor import RayExecutor
+
+    targets = [COURSE / "field-guide-measuring-rainfall.md", COURSE / "website"]
+    results: dict[int, object] = {}
+
+    def run(n: int) -> None:
+        executor = RayExecutor()
+        try:
+            with KB.open(tmp_path / f"{n}.db", create=True) as kb:
+                results[n] = Ingester(kb, embedder=hash_embedder, executor=executor).run([str(targets[n])]).totals()
+        finally:
+            executor.close()
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert not any(t.is_alive() for t in threads), "two datasets at once on two CPUs waited for each other"
+    assert results == {0: {"ok": 1, "chunks": 16}, 1: {"ok": 5, "chunks": 26}}, results
+    assert ray.is_initialized(), "an executor shut down a cluster it did not start"
 
 
 def test_gpus_asked_of_a_cluster_without_them_fail_at_once(cluster, hash_embedder, tmp_path):
