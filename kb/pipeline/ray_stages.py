@@ -95,7 +95,9 @@ class Transcriber:
     """The actor stage for recordings: extract (and so transcribe) and chunk them, on a GPU when given one.
 
     connectors/transcribe.py keeps each loaded model for the life of its process, so an actor loads
-    the speech model once, with its first recording, and keeps it for every recording after."""
+    the speech model once, with its first recording, and keeps it for every recording after. Ray Data
+    calls an actor off its main thread, where the per-source SIGALRM deadline cannot fire: here the
+    time limit is the transcriber's own pace check (connectors/transcribe.check_pace)."""
 
     def __init__(self, settings: WorkerSettings, gpus: float = 0.0):
         self.settings = settings
