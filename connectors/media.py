@@ -150,6 +150,7 @@ class MediaConnector:
     kind = "media"
     suffixes = MEDIA_SUFFIXES
     reads_path = True  # the engine hashes the file as a stream instead of reading it into memory
+    transcribes = True  # a Ray run sends it to the workers that keep a speech model loaded
     max_bytes = MAX_MEDIA_BYTES
     options = MediaOptions
 

@@ -21,7 +21,7 @@ EXECUTOR_OPTIONS = [
         type=click.Choice(["local", "ray"]),
         default="local",
         show_default=True,
-        help="Where sources are read, chunked and embedded: here, or on a Ray cluster's workers "
+        help="Where sources are read, chunked and embedded: here, or on a Ray cluster through Ray Data "
         "(pip install 'coursekb[ray]'); DB is written here either way.",
     ),
     click.option(
@@ -33,7 +33,8 @@ EXECUTOR_OPTIONS = [
         "--ray-gpus",
         type=click.FloatRange(min=0),
         default=0,
-        help="GPUs each source asks for on the Ray cluster (refused at once when it has none).",
+        help="GPUs each Ray transcriber and embedder actor asks for (faster-whisper then runs batched on "
+        "cuda); refused at once when the cluster has fewer.",
     ),
 ]
 """Where the stages run: `kb ingest`'s and `kb ingest-many`'s."""

@@ -226,7 +226,7 @@ class Ingester(sync.KeepInStep):
                 return _timed(step, started)
             planned, content = step
             while self._executor.running >= self._executor.window:
-                self._collect(wait=True)  # bounded: finished sources are written before more are sent
+                self._collect(wait=True)  # bounded: what is planned is prepared and written before more
             self._executor.submit(planned, content, _OnWorker(candidate, planned, content, report, started))
             self._on_workers[content.content_hash] += 1
             return None

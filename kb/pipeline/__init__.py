@@ -14,7 +14,9 @@
 The seam for a parallel executor (Ray) is `prepare.prepare()`: stages 4-6 take a Planned record, its
 Content and a PrepareSettings, and return a Prepared record. They touch no KB, hold no connection and
 write nothing, so a worker can run them; the driver keeps what reads or writes the KB: planning
-against the stored rows, the decisions by hash, and the single writer (stage 7).
+against the stored rows, the decisions by hash, and the single writer (stage 7). On Ray
+(ray_executor.py, ray_stages.py) the stages run as a Ray Data dataset: `chunked()` (4-5) in tasks or
+in the transcriber actors, and `embed()` (6) in the embedder actors.
 """
 
 

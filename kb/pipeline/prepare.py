@@ -47,8 +47,19 @@ def prepare(
     progress: Callable[..., None] = silent,
 ) -> Prepared:
     """Extract, chunk and embed one source. Raises SourceError (or SourceTimeout) for this source's failure."""
+    prepared = chunked(planned, content, settings, progress)
+    with storing_errors():
+        return embed(prepared, settings.embedder, progress)
+
+
+def chunked(
+    planned: Planned,
+    content: Content,
+    settings: PrepareSettings,
+    progress: Callable[..., None] = silent,
+) -> Prepared:
+    """Stages 4 and 5 only (no vectors yet): where the Ray executor's embedder is another process."""
     doc = extract(planned, content, settings.limits, settings.options, progress)
     with storing_errors():
         progress("chunking")
-        prepared = chunk(doc, settings.chunking)
-        return embed(prepared, settings.embedder, progress)
+        return chunk(doc, settings.chunking)
