@@ -243,7 +243,7 @@ def run_ingest(db: str, targets: list[str], settings: dict[str, Any], *, sync_ro
 
 
 def open_executor(settings: dict[str, Any]) -> Any:
-    """"local", or a RayExecutor on the cluster the settings name (the caller closes it)."""
+    """ "local", or a RayExecutor on the cluster the settings name (the caller closes it)."""
     if settings.get("executor") != "ray":  # `kb sync` starts from ingest_defaults(): local
         return "local"
     check_embedder(settings)  # a mistyped name is refused before a cluster is started

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +191,7 @@ class Ingester(sync.KeepInStep):
             if candidate.url:
                 reports: Any = self.ingest_url(candidate.url, seen, next_item)
             else:
-                reports = [self._ingest_file(candidate)]
+                reports = [self._ingest_or_send(candidate)]
             for report in reports:
                 if report is not None:
                     result.reports.append(report)
@@ -214,20 +214,25 @@ class Ingester(sync.KeepInStep):
         executor.bind(WorkerSettings(self.embedder.model_id, self.chunking, self.limits, self.options))
         return executor
 
-    def _ingest_file(self, candidate: Candidate) -> SourceReport | None:
-        """A found file, prepared here or sent to a worker; None while a worker has it (its report comes later)."""
-        if self._executor is None:
-            return self.ingest_one(candidate)
-        started = time.monotonic()
-        report = SourceReport(uri=_first_uri(candidate), status="error")
-        with self._failing(report, candidate):
-            step = self._start(candidate, report, keep_bytes=False)  # the worker reads it (paths travel)
+    def _ingest_or_send(self, origin: Candidate | Fetched, started: float | None = None) -> SourceReport | None:
+        """A found file or a fetched page, prepared here or sent to a worker; None while a worker has it
+        (its report comes later). A fetched page travels with its bytes (a page, within the size limit);
+        a fetcher's download on the driver's disk (yt-dlp's video, deleted when the next one comes) is
+        prepared here."""
+        if self._executor is None or (isinstance(origin, Fetched) and origin.data is None):
+            return self.ingest_one(origin)
+        started = time.monotonic() if started is None else started
+        report = SourceReport(uri=_first_uri(origin), status="error")
+        with self._failing(report, origin):
+            step = self._start(origin, report, keep_bytes=False)  # the worker reads a file again (paths travel)
             if isinstance(step, SourceReport):
                 return _timed(step, started)
             planned, content = step
             while self._executor.running >= self._executor.window:
                 self._collect(wait=True)  # bounded: what is planned is prepared and written before more
-            self._executor.submit(planned, content, _OnWorker(candidate, planned, content, report, started))
+            # The driver keeps the hash, size and mtime it writes; a page's bytes go with the row only.
+            job = _OnWorker(origin, replace(planned, data=None), replace(content, data=b""), report, started)
+            self._executor.submit(planned, content, job)
             self._on_workers[content.content_hash] += 1
             return None
         return _timed(report, started)
@@ -289,10 +294,10 @@ class Ingester(sync.KeepInStep):
                 seen.add(fetched.uri)
             if on_item is not None:
                 on_item(fetched.uri)
-            report = self.ingest_one(fetched)
-            # The fetch's own time counts too: ingest_one timed only the reading and storing.
-            report.seconds = time.monotonic() - started
-            yield report
+            # The fetch's own time counts too (from `started`), not only the reading and storing.
+            report = self._ingest_or_send(fetched, started)
+            if report is not None:
+                yield _timed(report, started)
 
     def _previous_metadata(self, uri: str) -> dict[str, Any] | None:
         stored = self.kb.get_source(uri)
@@ -432,7 +437,7 @@ class Ingester(sync.KeepInStep):
 class _OnWorker:
     """A source a worker is preparing: what the driver needs to write it when it comes back."""
 
-    origin: Candidate
+    origin: Candidate | Fetched
     planned: Planned
     content: Content
     """Without its bytes: the hash, size and mtime the driver read."""

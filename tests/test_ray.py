@@ -309,6 +309,34 @@ def test_executors_in_threads_share_the_cluster(cluster, hash_embedder, tmp_path
     assert ray.is_initialized(), "an executor shut down a cluster it did not start"
 
 
+def test_a_crawled_site_is_prepared_on_the_workers(cluster, hash_embedder, tmp_path, monkeypatch):
+    """Fetched pages travel to the workers with their bytes: the driver fetches and writes, and here it
+    could not extract a page if it tried (its HTML connector is broken in this process only)."""
+    from test_web import Site
+
+    from connectors.html import HtmlConnector
+
+    def crawl(db: Path, *extra: str):
+        ran = ingest(str(db), site.url("/website/course.html"), "--crawl", "-o", "allow_private", "true", *extra)
+        assert ran.exit_code == 0, ran.output
+        return json.loads(ran.stdout)["sources"]
+
+    with Site(COURSE) as site:
+        local = crawl(tmp_path / "local.db")
+
+        def broken(self, source):
+            raise AssertionError("the driver extracted a page the workers should have")
+
+        monkeypatch.setattr(HtmlConnector, "extract", broken)
+        on_ray = crawl(tmp_path / "ray.db", "--executor", "ray")
+    assert len(local) == 4 and {s["status"] for s in local} == {"ok"}, local
+    assert sorted((s["uri"], s["status"], s["chunks"]) for s in on_ray) == sorted(
+        (s["uri"], s["status"], s["chunks"]) for s in local
+    )
+    expected, got = snapshot(tmp_path / "local.db"), snapshot(tmp_path / "ray.db")
+    assert_same_kb(got, expected)
+
+
 def test_gpus_asked_of_a_cluster_without_them_fail_at_once(cluster, hash_embedder, tmp_path):
     ran = []
     # An actor waiting for a GPU nobody has waits forever; the thread bounds how long the test can hang.

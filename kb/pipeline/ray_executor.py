@@ -5,9 +5,11 @@ there, as on a laptop) and keeps the one writer (kb/pipeline/write.py). The sour
 become the rows of one Ray Data dataset (kb/pipeline/ray_stages.py): extract and chunk as tasks,
 recordings through an actor pool that keeps the speech model loaded, the chunks through an actor
 pool that keeps the embedder loaded, and each finished source streams back to the driver, which
-writes it as it arrives, in whatever order. Rows carry paths and hashes, never file bytes: workers
-read each file again and refuse it if it no longer matches the hash the driver planned; they never
-open the KB (SQLite has one writer, and WAL does not work over a network file system).
+writes it as it arrives, in whatever order. Rows carry paths and hashes, never a file's bytes: workers
+read each file again and refuse it if it no longer matches the hash the driver planned (a web page the
+driver fetched travels with its bytes, within the size limit; a downloaded video is prepared on the
+driver, kb/ingest.py). Workers never open the KB (SQLite has one writer, and WAL does not work
+over a network file system).
 
 A dataset is built from a finished list of rows: Ray Data has no source the driver could keep
 appending to while it runs. So the driver plans first and then runs the dataset: one per run, or

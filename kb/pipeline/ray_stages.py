@@ -2,7 +2,8 @@
 
 A row is `{"key": int, "speech": bool, "job": bytes}`: the driver's key for the source, whether a
 speech model reads it, and a pickled Job (the Planned record, with a path or a URI and never media
-bytes, and the hash the driver read). Each stage fills in `Job.result` and passes the row on:
+bytes, a fetched page's own bytes at most; and the hash the driver read). Each stage fills in
+`Job.result` and passes the row on:
 
     extract_and_chunk  tasks        documents: read the file again, check its hash, extract, chunk
     Transcriber        actor pool   the same for recordings (`speech`), the speech model kept loaded
