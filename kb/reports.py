@@ -49,6 +49,11 @@ STATUS_WORDS = {"error": ("error", "errors"), "duplicate": ("duplicate", "duplic
 """How a count of each status reads in the closing line: "1 error", "2 errors", "3 ok", "2 missing"."""
 
 
+def _counted(status: str, n: int) -> str:
+    """A count of sources of one status, as the reports say it ("1 error", "2 errors", "3 ok")."""
+    return f"{n} {STATUS_WORDS.get(status, (status, status))[n != 1]}"
+
+
 def format_ingest_report(result: IngestResult) -> str:
     lines = []
     listed = [r for r in result.reports if r.status not in ("skipped", "excluded")]
@@ -86,7 +91,7 @@ def format_ingest_report(result: IngestResult) -> str:
             f"({names}): it stays searchable and chunks.flags marks it; answers never carry its images or links."
         )
     counted = sum(totals.get(k, 0) for k in STATUS_ORDER)
-    parts = [f"{totals[k]} {STATUS_WORDS.get(k, (k, k))[totals[k] != 1]}" for k in STATUS_ORDER if totals.get(k)]
+    parts = [_counted(k, totals[k]) for k in STATUS_ORDER if totals.get(k)]
     summary = f"{plural(counted, 'source')}: " + ", ".join(parts) if parts else "nothing to do"
     lines.append(f"Done in {duration(result.seconds)}: {summary}; {plural(totals['chunks'], 'new chunk')}.")
     return "\n".join(lines)
@@ -100,8 +105,8 @@ def course_line(course: Any) -> str:
     if course.result is None:
         return f"error  {where}  {printable(data['reason'] or 'failed')}"
     counts = data["sources"]
-    parts = [f"{counts.get(k, 0)} {STATUS_WORDS.get(k, (k, k))[counts.get(k, 0) != 1]}" for k in ("ok", "unchanged")]
-    parts += [f"{counts[k]} {STATUS_WORDS.get(k, (k, k))[counts[k] != 1]}" for k in STATUS_ORDER[2:] if counts.get(k)]
+    parts = [_counted(k, counts.get(k, 0)) for k in ("ok", "unchanged")]
+    parts += [_counted(k, counts[k]) for k in STATUS_ORDER[2:] if counts.get(k)]
     line = f"{data['status']:<6} {where}  {', '.join(parts)}; {plural(data['chunks'], 'new chunk')} in " + duration(
         data["seconds"]
     )
