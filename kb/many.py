@@ -238,9 +238,7 @@ def _on_ray(
     interrupted = False
     try:
         if jobs is None:
-            import ray
-
-            jobs = int(ray.cluster_resources().get("CPU", 1))
+            jobs = owner.cluster_cpus
         pending, running = list(reversed(todo)), 0
         while pending or running:
             while pending and running < max(1, jobs):

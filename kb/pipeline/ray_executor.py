@@ -113,6 +113,11 @@ class RayExecutor:
     def running(self) -> int:
         return len(self._keys)
 
+    @property
+    def cluster_cpus(self) -> int:
+        """CPUs the cluster has now, in all (at least 1)."""
+        return max(1, int(self._ray.cluster_resources().get("CPU", 1)))
+
     def finished(self, *, wait: bool) -> Iterator[tuple[Any, Prepared | Failed]]:
         """(key, result) of the sources submitted so far. With `wait`, runs the dataset over them and
         yields each as it arrives; without, yields none (a dataset's results only come while it runs)."""
@@ -154,7 +159,6 @@ class RayExecutor:
         recordings = [r for r in rows if r["speech"]]
         stages = int(bool(documents)) + int(bool(recordings)) + 1
         cpus, pool = _shares(ray, stages=stages * datasets)
-        gpus = self.gpus or None
         branches = []
         # One source per block and per batch: sources differ a thousandfold in cost, and a batch or a
         # block waits for its slowest.
@@ -171,26 +175,20 @@ class RayExecutor:
             )
         if recordings:
             branch = ray.data.from_items(recordings, override_num_blocks=min(len(recordings), MAX_BLOCKS))
-            branches.append(
-                branch.map_batches(
-                    Transcriber,
-                    batch_size=1,
-                    fn_constructor_kwargs={"settings": self._settings, "gpus": self.gpus},
-                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=self._pool_size(pool)),
-                    num_cpus=cpus,
-                    num_gpus=gpus,
-                    max_restarts=RETRIES,
-                    max_task_retries=RETRIES,
-                )
-            )
+            branches.append(self._actors(branch, Transcriber, {"gpus": self.gpus}, cpus, pool))
         dataset = branches[0].union(*branches[1:]) if len(branches) > 1 else branches[0]
+        return self._actors(dataset, Embedder, {}, cpus, pool)
+
+    def _actors(self, dataset: Any, stage: type, kwargs: dict[str, Any], cpus: float, pool: int) -> Any:
+        """`dataset` through a pool of `stage` actors (each keeps its model loaded), one source a call,
+        on GPUs when the run asks for them."""
         return dataset.map_batches(
-            Embedder,
+            stage,
             batch_size=1,
-            fn_constructor_kwargs={"settings": self._settings},
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=self._pool_size(pool)),
+            fn_constructor_kwargs={"settings": self._settings, **kwargs},
+            compute=self._ray.data.ActorPoolStrategy(min_size=1, max_size=self._pool_size(pool)),
             num_cpus=cpus,
-            num_gpus=gpus,
+            num_gpus=self.gpus or None,
             max_restarts=RETRIES,
             max_task_retries=RETRIES,
         )
