@@ -40,11 +40,11 @@ def read(planned: Planned, limits: Limits, *, keep_bytes: bool = True) -> Conten
         return Content(planned.data, hashlib.sha256(planned.data).hexdigest(), len(planned.data))
     if planned.path is None:
         raise SourceError("the fetcher returned no content")
-    content = read_file(planned.connector, planned.path, limits, keep_bytes=keep_bytes)
+    content = _read_file(planned.connector, planned.path, limits, keep_bytes=keep_bytes)
     return content if planned.local else replace(content, mtime=None)
 
 
-def read_file(connector_cls: Any, path: Path, limits: Limits, *, keep_bytes: bool = True) -> Content:
+def _read_file(connector_cls: Any, path: Path, limits: Limits, *, keep_bytes: bool = True) -> Content:
     """The file's bytes (none for a connector that reads the path itself), hash, size and mtime."""
     if not keep_bytes or getattr(connector_cls, "reads_path", False):
         # Media files can be far larger than what is sensible to hold in memory: hash as a stream.
