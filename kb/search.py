@@ -143,9 +143,7 @@ class Searcher:
         except VectorDamage as exc:
             raise damaged(self.kb.path, str(exc)) from exc
 
-    def _lists(
-        self, query: str, pool: int
-    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]], np.ndarray]:
+    def _lists(self, query: str, pool: int) -> tuple[list[tuple[int, float]], list[tuple[int, float]], np.ndarray]:
         keyword = keyword_scored(self.kb, query, pool, self.counts)
         vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
         return keyword, self._nearest(vector, pool), vector

@@ -214,9 +214,7 @@ def tune(kb: KB, questions: Sequence[Question], *, record: bool = True, searcher
 def check_writable(kb: KB) -> None:
     """A learner copy, or a KB opened read-only, is not tuned: say what to do instead."""
     if "exported_at" in kb.meta():
-        raise KBError(
-            f"{kb.path} is a learner copy (made by kb export): tune the teacher's KB and export it again."
-        )
+        raise KBError(f"{kb.path} is a learner copy (made by kb export): tune the teacher's KB and export it again.")
     if kb.readonly:
         raise KBError(f"{kb.path} cannot be written here; tune a copy you can write, or measure with --dry-run.")
 
