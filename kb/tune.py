@@ -113,19 +113,19 @@ def first_gold(ranked: Sequence[int], gold: frozenset[int]) -> int | None:
 
 def scores(cases: Sequence[Case], rank: Any) -> Scores:
     """hit@1, hit@5 and MRR of `rank` (a Fusion, or a function from a Case to chunk ids best first)."""
-    if isinstance(rank, Fusion):
-        fusion = rank
-
-        def rank(case: Case) -> list[int]:
-            return ranking(fuse(fusion, case.keyword, case.nearest))
-
-    firsts = [first_gold(rank(case), case.gold) for case in cases]
+    firsts = [first_gold(_ranked(rank, case), case.gold) for case in cases]
     n = len(firsts) or 1
     return Scores(
         hit1=sum(r == 1 for r in firsts) / n,
         hit5=sum(r is not None and r <= 5 for r in firsts) / n,
         mrr=sum(1 / r for r in firsts if r) / n,
     )
+
+
+def _ranked(rank: Any, case: Case) -> list[int]:
+    if isinstance(rank, Fusion):
+        return ranking(fuse(rank, case.keyword, case.nearest))
+    return rank(case)
 
 
 def keywords_alone(case: Case) -> list[int]:
