@@ -10,8 +10,11 @@ and the table reports the second half (test). A hit is a chunk of the question's
 course: the expected source and page or heading).
 
 The table: BM25 alone, vectors alone, kb's fusion before (equal-weight RRF), and the fusion new KBs
-record (kb.fusion.DEFAULT); hit@1 and hit@5 per set, with the load average, then hybrid minus the
-better single list with a 95% paired-bootstrap interval (n per set in the title). `--tune` adds the
+record (kb.fusion.DEFAULT), and the row of `kb tune`: per set, the setting kb/tune.py chooses on that
+set's dev half (as `kb tune --dry-run` on the set's KB and its dev questions would), reported on the
+test half; hit@1 and hit@5 per set, with the load average, then hybrid minus the better single list
+with a 95% paired-bootstrap interval (n per set in the title), and whether the issue's goal holds
+(at or above the better single list at hit@1 and hit@5) on each test half. `--tune` adds the
 best setting of each kb.fusion method on the dev halves (RRF, min-max, z-score, adaptive), and three
 fusions measured here only: distribution-based score fusion (mean +- 3 sd), CombMNZ, and a
 5-parameter linear score fit on the dev halves. `fusion_table()` is what bench_search.py prints too.
@@ -65,31 +68,18 @@ class Case:
 class DevSet:
     name: str
     db: Path
-    questions: list[tuple[str, Callable[[dict], bool]]]
-    """(question, does this chunk row answer it)."""
+    questions: list
+    """kb eval's question records (kb.evaluate.Question): a SciQ or BoolQ question names its passage's
+    file as expected_source, so a hit is a chunk of it, found as `kb tune` finds one (kb.tune.gold_chunks)."""
 
 
 def load_set(name: str, db: Path | None = None) -> DevSet:
     """A development set: its KB (built and cached by bench_quality's loader) and its answerable questions."""
+    from kb.evaluate import Question, load_questions
+
     if name == "course":
-        from kb.evaluate import load_questions
-        from kb.types import Hit, Locator, SourceRef
-
-        def matcher(q):
-            def match(row: dict) -> bool:
-                hit = Hit(
-                    rank=1, chunk_id=row["id"], score=0.0, text=row["text"],
-                    source=SourceRef(uri=row["uri"], title=None, kind=None),
-                    locator=Locator(page=row["page"], slide=row["slide"], start_s=row["start_s"],
-                                    end_s=row["end_s"], heading=row["heading"]),
-                    link=None,
-                )  # fmt: skip
-                return q.matches(hit)
-
-            return match
-
-        questions = [q for q in load_questions(ROOT / "corpora" / "questions.jsonl") if q.answerable]
-        return DevSet(name, db or quality.course_db(), [(q.question, matcher(q)) for q in questions])
+        questions = [q for q in load_questions(ROOT / "corpora" / "questions.jsonl") if q.labelled]
+        return DevSet(name, db or quality.course_db(), questions)
     archive = quality.wheel()
     passages, items = (quality.load_sciq if name == "sciq" else quality.load_boolq)(archive)
     rng = random.Random(quality.SEED)
@@ -97,11 +87,12 @@ def load_set(name: str, db: Path | None = None) -> DevSet:
     rng.shuffle(order)
     ingested = set(order[: len(order) // 2])  # the same half bench_quality ingests
     db = db or quality.build_kb(name, passages, ingested)
-
-    def gold(index: int):
-        return lambda row: quality.passage_of(row["uri"]) == index
-
-    return DevSet(name, db, [(i.question, gold(i.passage)) for i in items if i.passage in ingested])
+    questions = [
+        Question(f"{name}{n}", i.question, True, expected_source=f"{name}-passage-{i.passage:05d}.txt")
+        for n, i in enumerate(items)
+        if i.passage in ingested
+    ]
+    return DevSet(name, db, questions)
 
 
 def gather(dev: DevSet) -> list[Case]:
@@ -114,6 +105,7 @@ def gather(dev: DevSet) -> list[Case]:
 
     from kb import KB
     from kb.search import Searcher, bm25_matches, embed_query, fts_query
+    from kb.tune import gold_chunks
 
     stat = dev.db.stat()
     cache = dev.db.with_name(f"{dev.db.stem}.fusion-cases-{stat.st_size}-{int(stat.st_mtime)}.pickle")
@@ -123,14 +115,9 @@ def gather(dev: DevSet) -> list[Case]:
     cases = []
     with KB.open(dev.db, readonly=True) as kb:
         searcher = Searcher(kb)
-        cursor = kb.conn.execute(
-            "SELECT chunks.id, chunks.text, chunks.page, chunks.slide, chunks.start_s, chunks.end_s, "
-            "chunks.heading, sources.uri FROM chunks JOIN sources ON sources.id = chunks.source_id"
-        )
-        names = [d[0] for d in cursor.description]
-        rows = [dict(zip(names, r)) for r in cursor]
+        golds = gold_chunks(kb, dev.questions)
         index = kb.index()
-        texts = [q for q, _ in dev.questions]
+        texts = [q.question for q in dev.questions]
         if getattr(searcher.embedder, "meta", {}).get("embedding_query_prefix"):
             # A model with a query prefix embeds questions unlike passages: only its query path will do.
             vectors = np.stack([embed_query(searcher.embedder, t) for t in texts]).astype(np.float32)
@@ -138,10 +125,10 @@ def gather(dev: DevSet) -> list[Case]:
             vectors = np.concatenate(
                 [searcher.embedder.embed(texts[i : i + 256]) for i in range(0, len(texts), 256)]
             ).astype(np.float32)
-        for (question, answers), vector in zip(dev.questions, vectors):
-            gold = {r["id"] for r in rows if answers(r)}
-            case = Case(question, gold, bm25_matches(kb, fts_query(question), DEPTH), index.search(vector, DEPTH))
-            case.extra["all_words"] = bm25_matches(kb, _all_words(question), DEPTH)
+        for q, gold, vector in zip(dev.questions, golds, vectors):
+            keyword = bm25_matches(kb, fts_query(q.question), DEPTH)
+            case = Case(q.question, set(gold), keyword, index.search(vector, DEPTH))
+            case.extra["all_words"] = bm25_matches(kb, _all_words(q.question), DEPTH)
             cases.append(case)
     with cache.open("wb") as f:
         pickle.dump([(c.question, c.gold, c.keyword, c.nearest, c.extra) for c in cases], f)
@@ -212,8 +199,9 @@ def cross_lingual() -> dict[str, tuple[float, float]]:
     return results
 
 
-def split(cases: Sequence[Case]) -> tuple[list[Case], list[Case]]:
-    """(dev, test): a seeded half each, the same in every run."""
+def split(cases: Sequence) -> tuple[list, list]:
+    """(dev, test): a seeded half each, the same in every run (of cases, or of the questions they
+    were gathered from, in the same order)."""
     order = list(range(len(cases)))
     random.Random(quality.SEED + 18).shuffle(order)
     half = len(order) // 2
@@ -244,6 +232,42 @@ def fused(setting) -> Callable[[Case], list[int]]:
     from kb.fusion import fuse, ranking
 
     return lambda case: ranking(fuse(setting, case.keyword, case.nearest))
+
+
+def ranker(setting, name: str) -> Callable[[Case], list[int]]:
+    """A row's ranking on the set `name`: a Fusion, a ranking function, or a dict of either by set
+    (the row tuned per set by kb tune)."""
+    if isinstance(setting, dict):
+        setting = setting[name]
+    return setting if callable(setting) else fused(setting)
+
+
+def tuned(sets: dict[str, DevSet]) -> dict[str, object]:
+    """Per set: what `kb tune --dry-run` chooses on the set's dev half (kb.tune.tune, which fetches
+    the lists through the KB's own Searcher and finds gold chunks as kb eval counts hits)."""
+    from kb import KB
+    from kb.tune import tune as kb_tune
+
+    out = {}
+    for name, dev in sets.items():
+        with KB.open(dev.db, readonly=True) as kb:
+            out[name] = kb_tune(kb, split(dev.questions)[0], record=False)
+    return out
+
+
+def goal_lines(test: dict[str, list[Case]], setting, label: str) -> list[str]:
+    """Whether `setting` is at or above the better single list at hit@1 and hit@5 on each test half."""
+    lines = []
+    for name, cases in test.items():
+        mine = measure(cases, ranker(setting, name))
+        parts = measure(cases, keyword_only), measure(cases, vector_only)
+        best = tuple(max(p[i] for p in parts) for i in (0, 1))
+        met = all(mine[i] >= best[i] for i in (0, 1))
+        lines.append(
+            f"  {name:<8} {label}: {mine[0]:.3f}/{mine[1]:.3f} against the better part {best[0]:.3f}/{best[1]:.3f}"
+            f" -> goal {'met' if met else 'NOT met'}"
+        )
+    return lines
 
 
 def grid():
@@ -288,9 +312,9 @@ def intervals(cases: dict[str, list[Case]], setting, draws: int = 2000) -> dict[
     import numpy as np
 
     rng = np.random.default_rng(quality.SEED)
-    rank = fused(setting) if not callable(setting) else setting
     out: dict[str, dict[int, tuple]] = {}
     for name, group in cases.items():
+        rank = ranker(setting, name)
         out[name] = {}
         picks = rng.integers(0, len(group), size=(draws, len(group)))
         for k in (1, 5):
@@ -433,37 +457,35 @@ def fusion_rows(test_cases: dict[str, list[Case]], settings: dict[str, object]) 
         "vectors alone": {n: measure(c, vector_only) for n, c in test_cases.items()},
     }
     for label, setting in settings.items():
-        rank = setting if callable(setting) else fused(setting)
-        rows[label] = {n: measure(c, rank) for n, c in test_cases.items()}
+        rows[label] = {n: measure(c, ranker(setting, n)) for n, c in test_cases.items()}
     return rows
 
 
-def describe(setting) -> str:
-    if setting.method == "rrf":
-        return f"RRF {setting.keyword_weight:g}/{setting.vector_weight:g} k={setting.rrf_k} d={setting.depth}"
-    if setting.method == "adaptive":
-        return (
-            f"adaptive {setting.keyword_weight:g}/{setting.vector_weight:g} p={setting.confidence:g} d={setting.depth}"
-        )
-    return f"{setting.method} {setting.keyword_weight:g}/{setting.vector_weight:g} d={setting.depth}"
+KB_TUNE = "tuned on this set's dev half (kb tune)"
 
 
 def fusion_table(datasets: Sequence[str] = ("sciq", "boolq", "course")) -> str:
-    """The fusion table on the test halves: BM25, vectors, hybrid before and now (for bench_search.py too)."""
+    """The fusion table on the test halves: BM25, vectors, hybrid before and now, and tuned per set by
+    kb tune on its dev half (for bench_search.py too)."""
     from kb.fusion import DEFAULT, LEGACY
 
-    test = {name: split(gather(load_set(name)))[1] for name in datasets}
+    sets = {name: load_set(name) for name in datasets}
+    test = {name: split(gather(dev))[1] for name, dev in sets.items()}
+    per_set = {n: t.chosen for n, t in tuned(sets).items()}
     rows = fusion_rows(
-        test, {"hybrid before: " + describe(LEGACY): LEGACY, "hybrid now: " + describe(DEFAULT): DEFAULT}
+        test, {"hybrid before: " + LEGACY.brief(): LEGACY, "hybrid now: " + DEFAULT.brief(): DEFAULT, KB_TUNE: per_set}
     )
     sizes = ", ".join(f"{n} {len(c)}" for n, c in test.items())
-    gaps = "  ".join(
-        f"{n} @{k} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for n, per in intervals(test, DEFAULT).items()
-        for k, (d, lo, hi) in per.items()
-    )  # fmt: skip
-    return table(rows, f"Fusion on held-out questions ({sizes}); {load()}") + (
-        f"\nhybrid now minus the better single list (95% paired bootstrap): {gaps}"
-    )
+    lines = [table(rows, f"Fusion on held-out questions ({sizes}); {load()}")]
+    lines.append("kb tune chose: " + "; ".join(f"{n} {f.brief()}" for n, f in per_set.items()))
+    for label, setting in (("hybrid now", DEFAULT), ("tuned", per_set)):
+        gaps = "  ".join(
+            f"{n} @{k} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for n, per in intervals(test, setting).items()
+            for k, (d, lo, hi) in per.items()
+        )  # fmt: skip
+        lines.append(f"{label} minus the better single list (95% paired bootstrap): {gaps}")
+        lines += goal_lines(test, setting, label)
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -479,24 +501,32 @@ def main() -> None:
 
     names = options.datasets.split(",")
     print(load(), file=sys.stderr)
-    cases = {name: gather(load_set(name, e5_db(name) if options.e5 else None)) for name in names}
+    sets = {name: load_set(name, e5_db(name) if options.e5 else None) for name in names}
+    cases = {name: gather(dev) for name, dev in sets.items()}
     halves = {name: split(c) for name, c in cases.items()}
     dev = {n: h[0] for n, h in halves.items()}
     test = {n: h[1] for n, h in halves.items()}
     report: dict = {"load": os.getloadavg(), "sizes": {n: [len(dev[n]), len(test[n])] for n in names}}
-    chosen = {"hybrid before: " + describe(LEGACY): LEGACY, "hybrid now: " + describe(DEFAULT): DEFAULT}
+    chosen = {"hybrid before: " + LEGACY.brief(): LEGACY, "hybrid now: " + DEFAULT.brief(): DEFAULT}
     if options.tune:
         ranked = tune(dev)
         print("Best settings on the dev halves (worst margin over the better single list, per set @1/@5):")
         for margin, setting, per_set in ranked[:15]:
             cells = "  ".join(f"{n} {v[0]:.3f}/{v[1]:.3f}" for n, v in per_set.items())
-            print(f"  {describe(setting):<28} margin {margin:+.3f}  {cells}")
+            print(f"  {setting.brief():<28} margin {margin:+.3f}  {cells}")
         for kind in ("rrf", "zscore", "minmax", "adaptive"):
             best = next(s for _, s, _ in ranked if s.method == kind)
-            chosen[f"best {kind} on dev: " + describe(best)] = best
+            chosen[f"best {kind} on dev: " + best.brief()] = best
         chosen |= others(dev)
         print(table(fusion_rows(dev, chosen), "\nOn the dev halves"))
-        report["tuned"] = [[m, describe(s), p] for m, s, p in ranked[:40]]
+        report["tuned"] = [[m, s.brief(), p] for m, s, p in ranked[:40]]
+    tunings = tuned(sets)
+    print("\nkb tune on each set's dev half (its own KB, Searcher lists; ties keep the KB's setting):")
+    for n, t in tunings.items():
+        cells = "  ".join(f"{label} {v.hit1:.3f}/{v.hit5:.3f}" for label, v in t.table.items())
+        print(f"  {n:<8} n={t.n:<4} {t.chosen.brief():<28} dev hit@1/@5: {cells}")
+    report["kb_tune"] = {n: t.to_dict() for n, t in tunings.items()}
+    chosen[KB_TUNE] = {n: t.chosen for n, t in tunings.items()}
     rows = fusion_rows(test, chosen)
     print(table(rows, f"\nOn the test halves ({', '.join(f'{n} {len(test[n])}' for n in names)}); {load()}"))
     report["test"] = rows
@@ -509,6 +539,9 @@ def main() -> None:
             for k, (d, lo, hi) in per.items()
         )  # fmt: skip
         print(f"  {label[:50]:<50} {cells}")
+    print("\nThe goal (hybrid >= the better single list at hit@1 and hit@5) on the test halves:")
+    for label, setting in (("hybrid now", DEFAULT), ("tuned by kb tune", chosen[KB_TUNE])):
+        print("\n".join(goal_lines(test, setting, label)))
     if options.variants:
         stop = {}
         for n in names:

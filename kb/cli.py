@@ -200,11 +200,12 @@ def search(db: str, query: str, k: int, as_json: bool, explain: bool) -> None:
     with open_kb(db) as kb:
         searcher = Searcher(kb)
         hits = searcher.search(query, k)
+        meta = kb.meta() if explain else {}
     if as_json:
         _print_json([hit.to_dict() | ({"explain": hit.explain()} if explain else {}) for hit in hits])
     else:
         if explain:
-            click.echo(explain_fusion(searcher.fusion))
+            click.echo(explain_fusion(searcher.fusion, meta))
         click.echo(format_hits(hits, explain=explain) if hits else "No hits.")
 
 
@@ -519,7 +520,7 @@ def _readonly(db: str) -> bool:
 
 
 # The commands that bring sources in and take them out, and the study questions, live in their own modules.
-from . import cli_plugins, cli_questions, cli_sources  # noqa: E402,F401
+from . import cli_plugins, cli_questions, cli_sources, cli_tune  # noqa: E402,F401
 
 
 def main() -> None:

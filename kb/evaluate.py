@@ -11,7 +11,7 @@ from typing import Any
 
 from .answer import AnswerEngine
 from .errors import KBError
-from .types import Hit
+from .types import Hit, Locator
 
 REQUIRED = ("question", "answerable")
 
@@ -32,14 +32,27 @@ class Question:
     near_subject: bool = False
     """An unanswerable question close to the course's subject: passages come near, none answers."""
 
+    @property
+    def labelled(self) -> bool:
+        """Whether retrieval can be scored on it: answerable, with the source that answers it named."""
+        return self.answerable and bool(self.expected_source)
+
     def matches(self, hit: Hit) -> bool:
         """Whether `hit` is the expected source at the expected locator."""
+        return self.matches_at(hit.source.uri, hit.locator)
+
+    def names_source(self, uri: str) -> bool:
+        """Whether `uri` (a source's, maybe with a #fragment) is the expected source."""
         if not self.expected_source:
             return False
-        uri = hit.source.uri.split("#", 1)[0]
-        if not (uri == self.expected_source or uri.endswith("/" + self.expected_source.lstrip("/"))):
+        uri = uri.split("#", 1)[0]
+        return uri == self.expected_source or uri.endswith("/" + self.expected_source.lstrip("/"))
+
+    def matches_at(self, uri: str, loc: Locator) -> bool:
+        """Whether a chunk of the source `uri` at `loc` is the expected source at the expected locator
+        (kb tune finds the gold chunks of a KB with it, without making a Hit of each)."""
+        if not self.names_source(uri):
             return False
-        loc = hit.locator
         if self.expected_page is not None and loc.page != self.expected_page:
             return False
         if self.expected_slide is not None and loc.slide != self.expected_slide:

@@ -66,6 +66,15 @@ class Fusion:
             )
         return f"{'z-scores' if self.method == 'zscore' else 'min-max scores'} within each list, {weights}"
 
+    def brief(self) -> str:
+        """The settings in a few characters, for tables (kb tune, benchmarks/bench_fusion.py)."""
+        weights = f"{self.keyword_weight:g}/{self.vector_weight:g}"
+        if self.method == "rrf":
+            return f"rrf {weights} k={self.rrf_k} d={self.depth}"
+        if self.method == "adaptive":
+            return f"adaptive {weights} p={self.confidence:g} d={self.depth}"
+        return f"{self.method} {weights} d={self.depth}"
+
     def as_meta(self) -> dict[str, str]:
         return {
             "fusion_method": self.method,

@@ -143,9 +143,42 @@ def format_hits(hits: list[Hit], explain: bool = False) -> str:
     return "\n\n".join(blocks)
 
 
-def explain_fusion(fusion: Any) -> str:
-    """One line saying how the two lists were fused (the settings the KB records)."""
-    return f"Fusion: {fusion.describe()}; {fusion.depth} candidates from each list.\n"
+def explain_fusion(fusion: Any, meta: dict[str, str] | None = None) -> str:
+    """One line saying how the two lists were fused (the settings the KB records, and when kb tune
+    chose them)."""
+    tuned = ""
+    if meta and "fusion_tuned_at" in meta:
+        tuned = f" Tuned by kb tune on {printable(meta.get('fusion_tuned_questions', '?'))} questions"
+        tuned += f" ({printable(meta['fusion_tuned_at'])})."
+    return f"Fusion: {fusion.describe()}; {fusion.depth} candidates from each list.{tuned}\n"
+
+
+def format_tuning(tuning: Any, db: str, recorded: bool) -> str:
+    """kb tune's table: hit@1, hit@5 and MRR before, tuned, and for each list alone."""
+    settings = {
+        "before": tuning.before.brief(),
+        "tuned": tuning.chosen.brief(),
+        "keywords alone": "BM25",
+        "vectors alone": "nearest neighbours",
+    }
+    lines = [
+        f"{printable(db)}: {plural(tuning.n, 'question')} scored, {tuning.tried} fusion settings tried.",
+        f"{'':<16}{'setting':<28}{'hit@1':>7}{'hit@5':>7}{'MRR':>7}",
+    ]
+    for label, setting in settings.items():
+        s = tuning.table[label]
+        lines.append(f"{label:<16}{setting:<28}{s.hit1:>7.3f}{s.hit5:>7.3f}{s.mrr:>7.3f}")
+    if tuning.not_found:
+        shown = ", ".join(printable(i) for i in tuning.not_found[:10]) + (", ..." if len(tuning.not_found) > 10 else "")
+        count = plural(len(tuning.not_found), "question")
+        lines.append(f"Left out: {count} whose expected passage is not in the KB ({shown}).")
+    if not tuning.changed:
+        lines.append("No setting did better than the current one: it stays, and nothing was written.")
+    elif recorded:
+        lines.append(f"Recorded in {printable(db)}: kb search and kb ask now fuse this way.")
+    else:
+        lines.append("Dry run: nothing recorded.")
+    return "\n".join(lines)
 
 
 def format_info(data: dict[str, Any]) -> str:

@@ -19,6 +19,9 @@ from .types import Hit, Locator, SourceRef
 from .vectors import ResidentVectors, VectorDamage, checked_distances
 
 MAX_QUERY_TERMS = 64
+CANDIDATES = 50
+"""Candidates a search takes from each list (at least k): the deepest a recorded fusion can use, so
+kb tune fetches this many and tries no deeper setting."""
 MAX_QUERY_CHARS = 10_000
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -111,7 +114,7 @@ class Searcher:
         self.resident = ResidentVectors.of(kb.path, int(recorded)) if resident else None
         self.counts = TermCounts(kb.conn)
 
-    def search(self, query: str, k: int = 10, candidates: int = 50) -> list[Hit]:
+    def search(self, query: str, k: int = 10, candidates: int = CANDIDATES) -> list[Hit]:
         try:
             return self._search(query, k, candidates)
         except VectorDamage as exc:
@@ -125,13 +128,25 @@ class Searcher:
             raise KBError(f"The query is too long ({len(query):,} characters; the limit is {MAX_QUERY_CHARS:,}).")
         if k < 1:
             raise KBError("k must be at least 1.")
-        pool = max(candidates, k)
-        keyword = keyword_scored(self.kb, query, pool, self.counts)
-        vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
-        nearest = self._nearest(vector, pool)
+        keyword, nearest, vector = self._lists(query, max(candidates, k))
         if not keyword and not nearest:
             self.check_not_empty()
         return self.fuse(keyword, nearest, k, vector)
+
+    def lists(
+        self, query: str, candidates: int = CANDIDATES
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]], np.ndarray]:
+        """The two lists a search of `query` fuses, (chunk id, BM25) and (chunk id, distance) best
+        first, and the query vector: kb tune fetches them once and fuses them every way it tries."""
+        try:
+            return self._lists(query.strip(), candidates)
+        except VectorDamage as exc:
+            raise damaged(self.kb.path, str(exc)) from exc
+
+    def _lists(self, query: str, pool: int) -> tuple[list[tuple[int, float]], list[tuple[int, float]], np.ndarray]:
+        keyword = keyword_scored(self.kb, query, pool, self.counts)
+        vector = np.asarray(embed_query(self.embedder, query), dtype=np.float32)
+        return keyword, self._nearest(vector, pool), vector
 
     def _nearest(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The vector candidate list: from memory when resident, else from the KB's index."""

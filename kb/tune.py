@@ -1,0 +1,230 @@
+"""`kb tune`: a KB's fusion chosen on its teacher's own questions with known answers.
+
+No one fusion is at or above the better single list everywhere (benchmarks/bench_fusion.py): on
+SciQ the vectors are never right where BM25 is wrong, on BoolQ they beat it by 0.10 at hit@1. A
+teacher's questions file (`kb eval`'s format) says which passage answers each question, so each KB
+can be tuned on its own. Each question's keyword and vector lists are fetched once, as a search
+fetches them, and fused by every setting of the grid (every method, weights from keywords alone to
+vectors alone, depths, RRF constants, confidences). The best on hit@1, then hit@5, then MRR wins;
+ties go to the KB's current setting, so tuning never changes a KB for no gain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .db import transaction
+from .errors import KBError
+from .evaluate import Question
+from .fusion import DEFAULT, METHODS, Fusion, fuse, ranking
+from .search import CANDIDATES, Searcher
+from .store import KB, utcnow
+from .types import Locator
+
+MIN_QUESTIONS = 10
+"""Fewer labelled questions than this and one question would decide the weights: kb tune refuses."""
+DEPTHS = (10, 20, 30, CANDIDATES)
+"""Candidate depths tried; never deeper than a search fetches (kb.search.CANDIDATES)."""
+WEIGHTS = tuple(round(w / 10, 1) for w in range(11))
+"""Keyword weights tried (the vector weight is 1 minus it): 0 and 1 are one list alone."""
+RRF_KS = (10, 30, 60)
+CONFIDENCES = (0.5, 1.0, 2.0, 3.0)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One labelled question with both candidate lists, fetched once and fused many ways."""
+
+    id: str
+    gold: frozenset[int]
+    """The chunk ids that count as a hit: the expected source at the expected locator."""
+    keyword: list[tuple[int, float]]
+    """(chunk id, BM25), best first."""
+    nearest: list[tuple[int, float]]
+    """(chunk id, cosine distance), best first."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Retrieval quality on the questions: the share with a hit first, a hit in the top 5, and MRR."""
+
+    hit1: float
+    hit5: float
+    mrr: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"hit@1": round(self.hit1, 3), "hit@5": round(self.hit5, 3), "mrr": round(self.mrr, 3)}
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What kb tune found: the fusion before and the one chosen, and how each did on the questions."""
+
+    before: Fusion
+    chosen: Fusion
+    n: int
+    """Questions scored: answerable, naming a source, and with that passage found in the KB."""
+    not_found: list[str]
+    """Ids of labelled questions whose expected passage is not in the KB (left out of n)."""
+    table: dict[str, Scores]
+    """"before", "tuned", "keywords alone" (BM25) and "vectors alone"."""
+    tried: int
+    """Settings tried."""
+
+    @property
+    def changed(self) -> bool:
+        return self.chosen != self.before
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "questions": self.n,
+            "not_found": self.not_found,
+            "before": asdict(self.before),
+            "chosen": asdict(self.chosen),
+            "changed": self.changed,
+            "tried": self.tried,
+            "table": {label: scores.to_dict() for label, scores in self.table.items()},
+        }
+
+
+def grid(current: Fusion | None = None) -> list[Fusion]:
+    """Every setting kb tune tries: the current one first and kb's default next (ties go to them), then
+    each method at each weight (0 and 1 included), depth, RRF constant and confidence."""
+    settings = [s for s in (current, DEFAULT) if s is not None]
+    for depth in DEPTHS:
+        for w in WEIGHTS:
+            v = round(1 - w, 1)
+            for method in METHODS:
+                if method == "rrf":
+                    settings += [Fusion("rrf", w, v, depth, rrf_k) for rrf_k in RRF_KS]
+                elif method == "adaptive":
+                    settings += [Fusion("adaptive", w, v, depth, confidence=p) for p in CONFIDENCES]
+                else:
+                    settings.append(Fusion(method, w, v, depth))
+    return list(dict.fromkeys(settings))
+
+
+def first_gold(ranked: Sequence[int], gold: frozenset[int]) -> int | None:
+    """The 1-based rank of the first gold chunk, None when none is ranked."""
+    return next((i for i, cid in enumerate(ranked, start=1) if cid in gold), None)
+
+
+def scores(cases: Sequence[Case], rank: Any) -> Scores:
+    """hit@1, hit@5 and MRR of `rank` (a Fusion, or a function from a Case to chunk ids best first)."""
+    firsts = [first_gold(_ranked(rank, case), case.gold) for case in cases]
+    n = len(firsts) or 1
+    return Scores(
+        hit1=sum(r == 1 for r in firsts) / n,
+        hit5=sum(r is not None and r <= 5 for r in firsts) / n,
+        mrr=sum(1 / r for r in firsts if r) / n,
+    )
+
+
+def _ranked(rank: Any, case: Case) -> list[int]:
+    if isinstance(rank, Fusion):
+        return ranking(fuse(rank, case.keyword, case.nearest))
+    return rank(case)
+
+
+def keywords_alone(case: Case) -> list[int]:
+    return [cid for cid, _ in case.keyword]
+
+
+def vectors_alone(case: Case) -> list[int]:
+    return [cid for cid, _ in case.nearest]
+
+
+def choose(cases: Sequence[Case], current: Fusion) -> tuple[Fusion, int]:
+    """The grid's best setting on `cases` (hit@1, then hit@5, then MRR; the earliest wins a tie, and
+    the current setting comes first) and how many settings were tried."""
+    settings = grid(current)
+
+    def key(fusion: Fusion) -> tuple[float, float, float]:
+        s = scores(cases, fusion)
+        # Rounded so that two rankings equal in every hit differ by no float noise in their MRR.
+        return (round(s.hit1, 9), round(s.hit5, 9), round(s.mrr, 9))
+
+    return max(settings, key=key), len(settings)
+
+
+def gold_chunks(kb: KB, questions: Sequence[Question]) -> list[frozenset[int]]:
+    """For each question, the ids of the chunks `kb eval` counts as its hit (Question.matches_at)."""
+    cursor = kb.conn.execute(
+        "SELECT chunks.id, sources.uri, chunks.page, chunks.slide, chunks.start_s, chunks.end_s, chunks.heading "
+        "FROM chunks JOIN sources ON sources.id = chunks.source_id"
+    )
+    by_source: dict[str, list[tuple[int, Locator]]] = {}
+    for cid, uri, page, slide, start_s, end_s, heading in cursor:
+        locator = Locator(page=page, slide=slide, start_s=start_s, end_s=end_s, heading=heading)
+        by_source.setdefault(uri, []).append((cid, locator))
+    return [
+        frozenset(
+            cid for uri, rows in by_source.items() if q.names_source(uri) for cid, loc in rows if q.matches_at(uri, loc)
+        )
+        for q in questions
+    ]
+
+
+def gather(searcher: Searcher, questions: Sequence[Question]) -> tuple[list[Case], list[str]]:
+    """The labelled questions as cases, both lists fetched as a search fetches them; and the ids of
+    those whose expected passage the KB does not hold."""
+    from threadpoolctl import threadpool_limits
+
+    labelled = [q for q in questions if q.labelled and q.question.strip()]
+    cases, not_found = [], []
+    # One question's encoder products are small: OpenBLAS's threads cost more than they share, and on
+    # a busy CPU they spin (1.16 s a question on 2 threads, 37 ms on one, at load 5; as kb serve does).
+    with threadpool_limits(1, user_api="blas"):
+        for q, gold in zip(labelled, gold_chunks(searcher.kb, labelled)):
+            if not gold:
+                not_found.append(q.id)
+                continue
+            keyword, nearest, _ = searcher.lists(q.question, CANDIDATES)
+            cases.append(Case(q.id, gold, keyword, nearest))
+    return cases, not_found
+
+
+def tune(kb: KB, questions: Sequence[Question], *, record: bool = True, searcher: Searcher | None = None) -> Tuning:
+    """Choose `kb`'s fusion on `questions` and, with `record`, write it into its kb_meta (only when it
+    differs from the current one: a KB is never changed for no gain).
+
+    Raises KBError when fewer than MIN_QUESTIONS questions can be scored, or when `record` and the
+    KB cannot be written.
+    """
+    if record:
+        check_writable(kb)
+    searcher = searcher or Searcher(kb)
+    before = searcher.fusion
+    cases, not_found = gather(searcher, questions)
+    if len(cases) < MIN_QUESTIONS:
+        labelled = sum(q.labelled for q in questions)
+        raise KBError(
+            f"Tuning needs at least {MIN_QUESTIONS} answerable questions whose expected passage is in {kb.path}, "
+            f"and these questions have {len(cases)} ({labelled} answerable with an expected source)."
+        )
+    chosen, tried = choose(cases, before)
+    table = {
+        "before": scores(cases, before),
+        "tuned": scores(cases, chosen),
+        "keywords alone": scores(cases, keywords_alone),
+        "vectors alone": scores(cases, vectors_alone),
+    }
+    if record and chosen != before:
+        write(kb, chosen, len(cases))
+    return Tuning(before, chosen, len(cases), not_found, table, tried)
+
+
+def check_writable(kb: KB) -> None:
+    """A learner copy, or a KB opened read-only, is not tuned: say what to do instead."""
+    if "exported_at" in kb.meta():
+        raise KBError(f"{kb.path} is a learner copy (made by kb export): tune the teacher's KB and export it again.")
+    if kb.readonly:
+        raise KBError(f"{kb.path} cannot be written here; tune a copy you can write, or measure with --dry-run.")
+
+
+def write(kb: KB, fusion: Fusion, n: int) -> None:
+    """Record `fusion` in kb_meta, with when and on how many questions it was tuned, in one transaction."""
+    with transaction(kb.conn):
+        kb.set_meta(fusion.as_meta() | {"fusion_tuned_at": utcnow(), "fusion_tuned_questions": str(n)})
