@@ -131,10 +131,18 @@ def build_corpus(docs: int, clips: int) -> Corpus:
             pdf.add_page()
             pdf.set_font("Helvetica", "B", 14)
             paragraphs = take(rng.randint(3, 9))
-            pdf.multi_cell(0, 8, " ".join(paragraphs[0].split()[:8]).encode("latin-1", "replace").decode("latin-1"), new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(
+                0,
+                8,
+                " ".join(paragraphs[0].split()[:8]).encode("latin-1", "replace").decode("latin-1"),
+                new_x="LMARGIN",
+                new_y="NEXT",
+            )
             pdf.set_font("Helvetica", size=11)
             for paragraph in paragraphs:
-                pdf.multi_cell(0, 6, paragraph.encode("latin-1", "replace").decode("latin-1"), new_x="LMARGIN", new_y="NEXT")
+                pdf.multi_cell(
+                    0, 6, paragraph.encode("latin-1", "replace").decode("latin-1"), new_x="LMARGIN", new_y="NEXT"
+                )
                 pdf.ln(3)
             path = sub / f"notes{number:04d}.pdf"
             pdf.output(str(path))
@@ -314,7 +322,9 @@ def ingest(name: str, corpus: Corpus, tmp: Path, cpus: int | None, clock: StageC
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         env["XDG_CACHE_HOME"] = os.environ["XDG_CACHE_HOME"]
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        ray.init(
+            address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+        )
         executor = RayExecutor()
     db = tmp / f"{name}.db"
     try:
@@ -407,7 +417,9 @@ def projection(costs: dict, writer: Writer) -> dict:
             parallel = item["worker_s"] / workers
             item["at"][workers] = {
                 "hours": max(parallel, item["writer_s"]) / 3600,
-                "binds": "the single writer" if item["writer_s"] > parallel else max(item["stages"], key=item["stages"].get),
+                "binds": "the single writer"
+                if item["writer_s"] > parallel
+                else max(item["stages"], key=item["stages"].get),
             }
         # Workers past which the writer binds: the parallel stages then finish faster than one file takes rows.
         item["writer_binds_from"] = item["worker_s"] / item["writer_s"]
@@ -415,23 +427,31 @@ def projection(costs: dict, writer: Writer) -> dict:
 
 
 def report(runs: list[Run], costs: dict | None, plan: dict | None, corpus: Corpus) -> None:
-    print(f"\ncorpus: {len(corpus.kinds):,} documents: {sum(k == 'text' for k in corpus.kinds.values()):,} text/markdown, "
-          f"{len(corpus.pdf_pages)} PDFs ({sum(corpus.pdf_pages.values())} pages), "
-          f"{len(corpus.audio_s)} spoken clips ({sum(corpus.audio_s.values()):.0f} s)")
-    print(f"\n{'run':<8}{'docs/s':>9}{'chunks/s':>10}{'writer rows/s':>15}{'writer src/s':>14}{'writer share':>14}"
-          f"{'wall s':>9}{'docs':>7}{'chunks':>8}{'errors':>7}  load (1/5/15 min)")
+    print(
+        f"\ncorpus: {len(corpus.kinds):,} documents: {sum(k == 'text' for k in corpus.kinds.values()):,} text/markdown, "
+        f"{len(corpus.pdf_pages)} PDFs ({sum(corpus.pdf_pages.values())} pages), "
+        f"{len(corpus.audio_s)} spoken clips ({sum(corpus.audio_s.values()):.0f} s)"
+    )
+    print(
+        f"\n{'run':<8}{'docs/s':>9}{'chunks/s':>10}{'writer rows/s':>15}{'writer src/s':>14}{'writer share':>14}"
+        f"{'wall s':>9}{'docs':>7}{'chunks':>8}{'errors':>7}  load (1/5/15 min)"
+    )
     base = runs[0].row() if runs else None
     for run in runs:
         row = run.row()
-        print(f"{run.name:<8}{row['docs_per_s']:>9.2f}{row['chunks_per_s']:>10.2f}{row['writer_rows_per_s']:>15,.0f}"
-              f"{row['writer_sources_per_s']:>14,.0f}{row['writer_share']:>13.1%}{run.seconds:>9.0f}{run.docs:>7}"
-              f"{run.chunks:>8}{run.errors:>7}  {'/'.join(f'{x:.1f}' for x in run.load)}")
+        print(
+            f"{run.name:<8}{row['docs_per_s']:>9.2f}{row['chunks_per_s']:>10.2f}{row['writer_rows_per_s']:>15,.0f}"
+            f"{row['writer_sources_per_s']:>14,.0f}{row['writer_share']:>13.1%}{run.seconds:>9.0f}{run.docs:>7}"
+            f"{run.chunks:>8}{run.errors:>7}  {'/'.join(f'{x:.1f}' for x in run.load)}"
+        )
     if base and len(runs) > 1:
         ratios = ", ".join(f"{r.name} {r.row()['docs_per_s'] / base['docs_per_s']:.2f}x" for r in runs[1:])
         print(f"docs/s relative to {runs[0].name} (same process, same corpus): {ratios}")
     if costs:
-        print("\nper-stage cost of the local run (seconds of one process on this machine, per document; the first "
-              "document of each kind, which loads the models, left out):")
+        print(
+            "\nper-stage cost of the local run (seconds of one process on this machine, per document; the first "
+            "document of each kind, which loads the models, left out):"
+        )
         for kind in ("text", "pdf", "audio"):
             if kind in costs:
                 row = costs[kind]
@@ -439,28 +459,38 @@ def report(runs: list[Run], costs: dict | None, plan: dict | None, corpus: Corpu
                 print(f"  {kind:<6} {row['docs']:>5} docs, {row['chunks_per_doc']:.1f} chunks each: {stages}")
         if "audio" in costs:
             a = costs["audio"]
-            print(f"  audio: transcription {a['transcribe_s_per_audio_s']:.3f} s per audio second (real-time factor), "
-                  f"decode {a['decode_s_per_audio_s']:.4f}; {a['words_per_audio_s'] * 60:.0f} words a minute, so "
-                  f"{a['chunks_per_audio_s'] * 3600:.0f} chunks per lecture hour")
+            print(
+                f"  audio: transcription {a['transcribe_s_per_audio_s']:.3f} s per audio second (real-time factor), "
+                f"decode {a['decode_s_per_audio_s']:.4f}; {a['words_per_audio_s'] * 60:.0f} words a minute, so "
+                f"{a['chunks_per_audio_s'] * 3600:.0f} chunks per lecture hour"
+            )
         if "pdf" in costs:
             p = costs["pdf"]
-            print(f"  pdf: {p['pages_per_doc']:.1f} pages each, read+extract {p['extract_s_per_page']:.3f} s per page, "
-                  f"{p['chunks_per_page']:.1f} chunks per page")
+            print(
+                f"  pdf: {p['pages_per_doc']:.1f} pages each, read+extract {p['extract_s_per_page']:.3f} s per page, "
+                f"{p['chunks_per_page']:.1f} chunks per page"
+            )
         fixed, per_row = runs[0].writer.fit()
-        print(f"  the writer (local run): {fixed * 1000:.2f} ms per source transaction + {per_row * 1000:.3f} ms per chunk "
-              "row (its vector, FTS5 and vec0 rows), fitted over every write")
+        print(
+            f"  the writer (local run): {fixed * 1000:.2f} ms per source transaction + {per_row * 1000:.3f} ms per chunk "
+            "row (its vector, FTS5 and vec0 rows), fitted over every write"
+        )
         c = costs["per_chunk"]
         print(f"  per chunk: embed {c['embed_s'] * 1000:.1f} ms, chunking {c['chunk_s'] * 1000:.2f} ms")
     if plan:
         print("\nprojection (worker = one process as measured above; the writer is one per KB file):")
         for item in plan.values():
             stages = ", ".join(f"{s} {v / 3600:,.0f} h" for s, v in item["stages"].items())
-            print(f"  {item['what']}: {item['chunks']:,.0f} chunks; worker-hours {item['worker_s'] / 3600:,.0f} ({stages}); "
-                  f"the writer alone {item['writer_s'] / 3600:,.1f} h at {item['writer_rows_per_s']:,.0f} rows/s")
+            print(
+                f"  {item['what']}: {item['chunks']:,.0f} chunks; worker-hours {item['worker_s'] / 3600:,.0f} ({stages}); "
+                f"the writer alone {item['writer_s'] / 3600:,.1f} h at {item['writer_rows_per_s']:,.0f} rows/s"
+            )
             for workers, at in item["at"].items():
                 print(f"    at {workers:>3} workers: {at['hours']:,.1f} h, bound by {at['binds']}")
-            print(f"    the single writer binds from about {item['writer_binds_from']:,.0f} workers on "
-                  "(into one file; courses in separate files each have their own writer)")
+            print(
+                f"    the single writer binds from about {item['writer_binds_from']:,.0f} workers on "
+                "(into one file; courses in separate files each have their own writer)"
+            )
 
 
 def main() -> None:
@@ -487,8 +517,9 @@ def main() -> None:
                 plan = projection(costs, run.writer)
     report(runs, costs, plan, corpus)
     if options.json:
-        options.json.write_text(json.dumps({"runs": [r.row() for r in runs], "costs": costs, "projection": plan},
-                                           indent=2, default=str))
+        options.json.write_text(
+            json.dumps({"runs": [r.row() for r in runs], "costs": costs, "projection": plan}, indent=2, default=str)
+        )
 
 
 if __name__ == "__main__":
