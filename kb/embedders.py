@@ -95,12 +95,18 @@ class SentenceTransformerEmbedder:
     def _encode_query(self, text: str) -> np.ndarray:
         if self._model is not None:
             return self.embed([text])[0]
+        from threadpoolctl import threadpool_limits
+
         with self._lock:  # kb serve embeds queries on several threads: load the model once
             if self._query_model is None:
                 from .bert_numpy import NumpyBert
 
                 self._query_model = NumpyBert(self.model_path())
-        return self._query_model.encode_one(text)
+        # One query's products are small: OpenBLAS's second thread costs more than it shares, and on a
+        # busy CPU it spins (47 ms a query on one thread, 225 ms on two, beside a running LLM; 37 ms
+        # and 1.16 s at load 5). Limiting costs 0.5 ms a call.
+        with threadpool_limits(1, user_api="blas"):
+            return self._query_model.encode_one(text)
 
 
 class E5MultilingualEmbedder:
