@@ -2,9 +2,12 @@
 
 PaperQA asks the model to score and summarise each candidate in its own call; on a 2-core CPU that
 costs tens of seconds, so kb asks once: over the top candidates, each cut to its sentences nearest
-the question, the model returns the exact supporting quotes (with the number of their passage) and
-whether they suffice, as JSON a grammar forces. Code then keeps only quotes that really occur in
-their passage; a passage with no standing quote is not evidence.
+the question and each sentence labelled ("1a", "1b", ...), the model names the sentences that answer
+and whether they suffice, as JSON a grammar forces. A quote is then a sentence of the passage by
+construction, and naming it costs a few tokens where copying it cost one per word (the judge's reply
+was most of the wait for the first word: the model writes ~10 tokens/s on 2 cores). Replies that
+quote text instead (servers that ignore the schema) are checked as before: a quote stands only if it
+occurs in its passage. A passage with no standing quote is not evidence.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from .text import sentences, sentences_and_pairs
 SentenceScorer = Callable[[str, list[str]], list[float]]
 
 MAX_QUOTES = 3
-MAX_QUOTE_CHARS = 400
 SNAP_RATIO = 0.9
 """A quote that is not found verbatim stands only if it is this close (difflib ratio, normalised
 text) to a sentence of its passage, which then replaces it: kb keeps the passage's own words."""
@@ -46,57 +48,85 @@ class Verdict:
     """The model's probability that the passages answer the question, when the backend tells."""
 
 
-def judge_constraint(keys: list[int]) -> Constraint:
+ELLIPSIS = "\u2026"
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def labelled(units: list[str]) -> str:
+    """A passage's shown sentences as the judge reads them: "(a) First. (b) Second. … (c) Fifth."."""
+    out, letter = [], 0
+    for unit in units:
+        if unit == ELLIPSIS or letter >= len(LETTERS):
+            out.append(unit)
+        else:
+            out.append(f"({LETTERS[letter]}) {unit}")
+            letter += 1
+    return " ".join(out)
+
+
+def sentence_ids(shown: dict[int, list[str]]) -> dict[str, tuple[int, str]]:
+    """{"1a": (1, sentence), ...} for the sentences `labelled` marked, by passage key."""
+    ids: dict[str, tuple[int, str]] = {}
+    for key, units in shown.items():
+        sentences_shown = [u for u in units if u != ELLIPSIS][: len(LETTERS)]
+        for letter, sentence in zip(LETTERS, sentences_shown):
+            ids[f"{key}{letter}"] = (key, sentence)
+    return ids
+
+
+def judge_constraint(ids: list[str]) -> Constraint:
     """The judge's reply format: a grammar for llama.cpp and the matching JSON schema for servers.
 
-    Passage numbers are an enumeration (llama.cpp's schema grammar ignores minimum/maximum), quotes
-    are bounded single-line strings, and there are at most MAX_QUOTES of them.
+    The sentence labels are an enumeration, so the model can name only sentences it was shown, at
+    most MAX_QUOTES of them.
     """
-    key_rule = " | ".join(f'"{k}"' for k in keys)
+    id_rule = " | ".join(f'"\\"{i}\\""' for i in ids)
     gbnf = rf"""
-root ::= "{{" ws "\"quotes\":" ws "[" ws quotes? ws "]" ws "," ws "\"sufficient\":" ws bool ws "}}"
-quotes ::= quote (ws "," ws quote){{0,{MAX_QUOTES - 1}}}
-quote ::= "{{" ws "\"passage\":" ws key ws "," ws "\"text\":" ws string ws "}}"
-key ::= {key_rule}
+root ::= "{{" ws "\"sentences\":" ws "[" ws ids? ws "]" ws "," ws "\"sufficient\":" ws bool ws "}}"
+ids ::= id (ws "," ws id){{0,{MAX_QUOTES - 1}}}
+id ::= {id_rule}
 bool ::= "true" | "false"
-string ::= "\"" char{{1,{MAX_QUOTE_CHARS}}} "\""
-char ::= [^"\\\n\r] | "\\" ["\\/]
 ws ::= [ ]?
 """
     schema = {
         "type": "object",
         "properties": {
-            "quotes": {
-                "type": "array",
-                "maxItems": MAX_QUOTES,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "passage": {"type": "integer", "enum": keys},
-                        "text": {"type": "string", "maxLength": MAX_QUOTE_CHARS},
-                    },
-                    "required": ["passage", "text"],
-                },
-            },
+            "sentences": {"type": "array", "maxItems": MAX_QUOTES, "items": {"type": "string", "enum": ids}},
             "sufficient": {"type": "boolean"},
         },
-        "required": ["quotes", "sufficient"],
+        "required": ["sentences", "sufficient"],
     }
     return Constraint(gbnf=gbnf, schema=schema)
 
 
-def parse_verdict(raw: str, keys: list[int]) -> tuple[bool, list[tuple[int, str]]] | None:
-    """(sufficient, [(key, quote)]) from the judge's JSON, or None when it is not that shape."""
+def parse_verdict(
+    raw: str, keys: list[int], ids: dict[str, tuple[int, str]] | None = None
+) -> tuple[bool, list[tuple[int, str]], list[str]] | None:
+    """(sufficient, [(key, quote)], [unknown ids]) from the judge's JSON, or None when it is not that shape.
+
+    The asked-for shape names sentences by label, which map to (key, sentence) through `ids`; the
+    older shape ({"quotes": [{"passage", "text"}]}, still given by servers that ignore the schema)
+    carries the quote's text, which check_quotes then looks for in its passage.
+    """
     try:
         data = json.loads(raw)
         sufficient = data["sufficient"]
+        if not isinstance(sufficient, bool):
+            return None
+        if "sentences" in data:
+            named = data["sentences"]
+            if not isinstance(named, list):
+                return None
+            named = [str(n).strip() for n in named[:MAX_QUOTES]]
+            known = ids or {}
+            return sufficient, [known[n] for n in named if n in known], [n for n in named if n not in known]
         items = data["quotes"]
-        if not isinstance(sufficient, bool) or not isinstance(items, list):
+        if not isinstance(items, list):
             return None
         quotes = [(int(q["passage"]), str(q["text"])) for q in items[:MAX_QUOTES]]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return sufficient, [(k, q) for k, q in quotes if k in keys]
+    return sufficient, [(k, q) for k, q in quotes if k in keys], []
 
 
 # -- quotes occur in their passage -------------------------------------------------------------------
@@ -188,13 +218,17 @@ def check_quotes(quotes: list[tuple[int, str]], passages: dict[int, str]) -> tup
     return kept, rejected
 
 
-def verdict_from(raw: str, passages: dict[int, str]) -> Verdict:
-    """The checked verdict of the judge's reply `raw` over `passages` ({key: full chunk text})."""
-    parsed = parse_verdict(raw, list(passages))
+def verdict_from(raw: str, passages: dict[int, str], ids: dict[str, tuple[int, str]] | None = None) -> Verdict:
+    """The checked verdict of the judge's reply `raw` over `passages` ({key: full chunk text}), whose
+    shown sentences `ids` labels."""
+    parsed = parse_verdict(raw, list(passages), ids)
     if parsed is None:
         return Verdict(sufficient=False, raw=raw, parsed=False)
-    sufficient, quotes = parsed
+    sufficient, quotes, unknown = parsed
+    # A named sentence is in its passage by construction; check_quotes still drops one too short to
+    # say anything, and a text quote must be found in its passage.
     kept, rejected = check_quotes(quotes, passages)
+    rejected += [(0, label) for label in unknown]
     return Verdict(sufficient=sufficient and bool(kept), quotes=kept, rejected=rejected, raw=raw)
 
 
@@ -220,9 +254,16 @@ def units_of(text: str) -> list[str]:
 
 
 def excerpt(question: str, text: str, budget: int, score: SentenceScorer | None, shown: set[str] | None = None) -> str:
+    """`text` cut to its sentences nearest the question (excerpt_units, joined)."""
+    return " ".join(excerpt_units(question, text, budget, score, shown))
+
+
+def excerpt_units(
+    question: str, text: str, budget: int, score: SentenceScorer | None, shown: set[str] | None = None
+) -> list[str]:
     """`text` cut to its sentences nearest the question, in reading order, within `budget` characters.
 
-    Skipped stretches are marked "…". Scored by the embedding similarity (when given) plus the share
+    Skipped stretches are marked by an ELLIPSIS element. Scored by the embedding similarity (when given) plus the share
     of the question's words each sentence holds, so a sentence that answers in other words than the
     question's ("rain shadow" for "drier") is kept. Sentences in `shown` (already in an earlier
     passage: chunks overlap) are left out, and the ones kept are added to it.
@@ -230,7 +271,7 @@ def excerpt(question: str, text: str, budget: int, score: SentenceScorer | None,
     shown = shown if shown is not None else set()
     found = [u for u in units_of(text) if u not in shown]
     if not found:
-        return ""
+        return []
     asked = set(content_words(question))
     overlap = [len(asked & set(content_words(s))) / max(1, len(asked)) for s in found]
     similarity = score(question, found) if score else [0.0] * len(found)
@@ -248,12 +289,12 @@ def excerpt(question: str, text: str, budget: int, score: SentenceScorer | None,
     out: list[str] = []
     for i in sorted(chosen):
         if out and i - 1 not in chosen:
-            out.append("\u2026")
+            out.append(ELLIPSIS)
         out.append(found[i][:budget])
         shown.add(found[i])
     if min(chosen) > 0:
-        out.insert(0, "\u2026")
-    return " ".join(out)
+        out.insert(0, ELLIPSIS)
+    return out
 
 
 def where(hit: Any) -> str:

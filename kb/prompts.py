@@ -35,9 +35,10 @@ ANSWER_STOPS = ["\n\n\n", "Question:", "<passages>", "</passages>", "[INST]"]
 VERIFY = "Do the passages answer this question, about the very thing it names? Answer Yes or No."
 
 JUDGE = (
-    "Copy, word for word, the sentences from the passages that answer the question (at most three "
-    "quotes, each with the number of its passage), and say whether they are sufficient to answer it. "
-    'If no passage answers it, give no quotes and say "sufficient": false. Reply with JSON only.'
+    "Which sentence of the passages answers the question? Name the one that answers it best, and a "
+    'second only if the answer needs it, by passage number and letter, like "1a" or "2c"; then say '
+    "whether they are sufficient to answer it. If no sentence answers it, name none and say "
+    '"sufficient": false. Reply with JSON only.'
 )
 
 WRITE_FROM_QUOTES = (

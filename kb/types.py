@@ -254,6 +254,8 @@ class Evidence:
     """Relevance 0-10 decided in code from retrieval (cosine similarity and word coverage)."""
     excerpt: str = ""
     """The chunk cut to its sentences nearest the question: what the model was shown."""
+    units: list[str] = field(default_factory=list)
+    """The same cut as its sentences, "…" where some were skipped: what the judge names by label."""
     quotes: list[str] = field(default_factory=list)
     """The model's supporting quotes that occur in this chunk, in the chunk's own words."""
 

@@ -29,8 +29,21 @@ def _passages(messages: list[dict]) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
+LABEL = re.compile(r"(?:^|(?<=\s))\(([a-z])\) ")
+"""The judge's sentence labels, "(a) ", which a faithful model reads past."""
+
+
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s.strip()]
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(LABEL.sub("", text).split())) if s.strip()]
+
+
+def label_of(passages: list[str], sentence: str) -> str:
+    """The judge's label ("1a") for `sentence`, by the passage and position it was shown at."""
+    for number, passage in enumerate(passages, 1):
+        for letter, shown in zip("abcdefghijklmnopqrstuvwxyz", _sentences(passage)):
+            if shown == sentence:
+                return f"{number}{letter}"
+    return "1a"
 
 
 def reply(body: dict) -> str:
@@ -38,9 +51,9 @@ def reply(body: dict) -> str:
     messages = body.get("messages", [])
     passages = _passages(messages)
     obeyed = next((s for p in passages for s in _sentences(p) if TRIGGERS.search(s)), None)
-    if body.get("response_format"):  # the judge call: quotes as JSON
+    if body.get("response_format"):  # the judge call: the supporting sentences, named, as JSON
         quote = obeyed or (_sentences(passages[0])[0] if passages else "")
-        return json.dumps({"quotes": [{"passage": 1, "text": quote}], "sufficient": True})
+        return json.dumps({"sentences": [label_of(passages, quote)], "sufficient": True})
     if obeyed:
         return ATTACK_ANSWER
     first = _sentences(passages[0])[0] if passages else "The passages do not say."

@@ -45,10 +45,8 @@ class ScriptedLLM(LLM):
         if self.fail and not constraint:
             raise LLMError("The server went away.")
         text = self.verdict if constraint else self.answer
-        if text is None:  # no verdict scripted: quote the first passage's first sentence
-            passage = messages[-1]["content"].split("[1]", 1)[1].split("\n", 2)[1]
-            quote = {"passage": 1, "text": passage.split(". ")[0]}
-            text = json.dumps({"quotes": [quote], "sufficient": self.sufficient})
+        if text is None:  # no verdict scripted: name the first passage's first sentence
+            text = json.dumps({"sentences": ["1a"], "sufficient": self.sufficient})
         shown = ""
         for word in text.split(" "):
             shown += word + " "
@@ -93,11 +91,16 @@ EVIDENCE = make_evidence(
 # -- the judge's reply: forced format, quotes that must occur ----------------------------------------
 
 
-def test_judge_format_allows_only_the_passages_shown():
-    constraint = judge_constraint([1, 2, 3])
-    assert 'key ::= "1" | "2" | "3"' in constraint.gbnf
-    assert constraint.schema["properties"]["quotes"]["items"]["properties"]["passage"]["enum"] == [1, 2, 3]
-    assert parse_verdict('{"quotes": [{"passage": 7, "text": "x"}], "sufficient": true}', [1, 2]) == (True, [])
+def test_judge_format_allows_only_the_sentences_shown():
+    constraint = judge_constraint(["1a", "1b", "2a"])
+    assert 'id ::= "\\"1a\\"" | "\\"1b\\"" | "\\"2a\\""' in constraint.gbnf
+    assert constraint.schema["properties"]["sentences"]["items"]["enum"] == ["1a", "1b", "2a"]
+    assert constraint.schema["properties"]["sentences"]["maxItems"] == 3
+    ids = {"1a": (1, "Rivers hold water for 2 to 6 months."), "2a": (2, "Lakes hold it for decades.")}
+    named = '{"sentences": ["2a", "7c"], "sufficient": true}'
+    assert parse_verdict(named, [1, 2], ids) == (True, [(2, "Lakes hold it for decades.")], ["7c"])
+    # The older shape, quoting text, from servers that ignore the schema: checked against the passage later.
+    assert parse_verdict('{"quotes": [{"passage": 7, "text": "x"}], "sufficient": true}', [1, 2]) == (True, [], [])
     assert parse_verdict("The passages say 9 days.", [1]) is None
     assert parse_verdict('{"quotes": [], "sufficient": "yes"}', [1]) is None
 
@@ -368,6 +371,31 @@ def test_retrieval_speaks_against_a_confident_yes(course_db):
     assert grounds["p_yes"] == 0.6 and grounds["covered"] < 1.0 and grounds["support"] < AskSettings().min_support
     expected = support(0.6, grounds["relevance"], grounds["covered"], grounds["best_covered"])
     assert grounds["support"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_the_judge_names_labelled_sentences_and_they_are_the_quotes(course_db):
+    with KB.open(course_db) as kb:
+        shown = AnswerEngine(kb, never)
+        evidence = shown._gate(QUESTION, shown.searcher.search(QUESTION, k=8))
+        first = [u for u in evidence[0].units if u != "\u2026"]
+        named = '{"sentences": ["1b"], "sufficient": true}'
+        llm = ScriptedLLM("A tip records about 0.2 mm of rain [1].", verdict=named)
+        answer = AnswerEngine(kb, lambda: llm).ask(QUESTION, log=False)
+    verdict, judge, write = llm.prompts
+    # Both calls read the passages with their sentences labelled; the named one is the quote, verbatim.
+    assert f"(a) {first[0]}" in judge[1]["content"] and f"(b) {first[1]}" in verdict[1]["content"]
+    assert answer.evidence[0].quotes == [first[1]] and f'[1] "{first[1]}"' in write[-1]["content"]
+
+
+def test_a_sure_verdict_whose_judge_names_nothing_writes_from_the_passages(course_db):
+    """P(yes) said the passages answer, but the judge named no sentence: the model writes from the
+    passages (as --fast does) under the same checks, instead of abstaining on an answerable question."""
+    llm = ScriptedLLM("A tip records about 0.2 mm [1].", verdict='{"sentences": [], "sufficient": false}', p_yes=0.9)
+    with KB.open(course_db) as kb:
+        answer = AnswerEngine(kb, lambda: llm).ask(QUESTION, log=False)
+    assert not answer.abstained and llm.calls == ["verdict", "judge", "answer"]
+    assert answer.checks["judge"]["fallback"] == "direct" and answer.checks["mode"] == "judge"
+    assert "(a)" not in llm.prompts[-1][1]["content"]  # the direct prompt shows the passages plain
 
 
 def test_a_judge_that_invents_its_quotes_is_not_believed(course_db):
