@@ -263,7 +263,7 @@ class AnswerEngine:
         budget = max(200, s.excerpt_chars // max(1, len(evidence)))
         shown: set[str] = set()
         for piece in evidence:
-            piece.units = excerpt_units(question, piece.hit.text, budget, self._similarity, shown)
+            piece.units, piece.nearest = excerpt_units(question, piece.hit.text, budget, self._similarity, shown)
             piece.excerpt = " ".join(piece.units)
         # A passage whose sentences all appeared in a better one (overlapping chunks) adds nothing.
         evidence = [e for e in evidence if e.excerpt]
@@ -318,6 +318,13 @@ class AnswerEngine:
             return answer
         for piece in kept:
             piece.quotes = verdict.quotes[piece.key]
+        # A small model naming labels leans to a passage's first sentence ("1a"): the first kept
+        # passage's sentence nearest the question joins its quotes when the judge passed it over
+        # ("How much rain does one tip record?": named 1a, "records the timing of rain as well as
+        # the amount", over 1c, "usually equivalent to 0.2 mm").
+        lead = kept[0]
+        if lead.nearest and lead.nearest not in lead.quotes and len(lead.quotes) < 3:
+            lead.quotes = sorted([*lead.quotes, lead.nearest], key=_position(lead.units))
         quotes = [(e.key, q) for e in kept for q in e.quotes]
         generation = self._write(
             prompts.write_messages(messages, result.text, quotes, question), on_token, stage, timings, started
@@ -399,6 +406,11 @@ class AnswerEngine:
                     json.dumps({k: round(v, 3) for k, v in answer.timings.items()}),
                 ),
             )
+
+
+def _position(units: list[str]) -> Callable[[str], int]:
+    """Sort key: where a quote stands among a passage's shown sentences (reading order)."""
+    return lambda quote: units.index(quote) if quote in units else len(units)
 
 
 def _verdict_checks(verdict: Verdict) -> dict:

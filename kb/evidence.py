@@ -255,13 +255,14 @@ def units_of(text: str) -> list[str]:
 
 def excerpt(question: str, text: str, budget: int, score: SentenceScorer | None, shown: set[str] | None = None) -> str:
     """`text` cut to its sentences nearest the question (excerpt_units, joined)."""
-    return " ".join(excerpt_units(question, text, budget, score, shown))
+    return " ".join(excerpt_units(question, text, budget, score, shown)[0])
 
 
 def excerpt_units(
     question: str, text: str, budget: int, score: SentenceScorer | None, shown: set[str] | None = None
-) -> list[str]:
-    """`text` cut to its sentences nearest the question, in reading order, within `budget` characters.
+) -> tuple[list[str], str]:
+    """`text` cut to its sentences nearest the question, in reading order, within `budget` characters,
+    and the nearest of them.
 
     Skipped stretches are marked by an ELLIPSIS element. Scored by the embedding similarity (when given) plus the share
     of the question's words each sentence holds, so a sentence that answers in other words than the
@@ -271,7 +272,7 @@ def excerpt_units(
     shown = shown if shown is not None else set()
     found = [u for u in units_of(text) if u not in shown]
     if not found:
-        return []
+        return [], ""
     asked = set(content_words(question))
     overlap = [len(asked & set(content_words(s))) / max(1, len(asked)) for s in found]
     similarity = score(question, found) if score else [0.0] * len(found)
@@ -294,7 +295,7 @@ def excerpt_units(
         shown.add(found[i])
     if min(chosen) > 0:
         out.insert(0, ELLIPSIS)
-    return out
+    return out, found[order[0]][:budget]
 
 
 def where(hit: Any) -> str:

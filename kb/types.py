@@ -256,6 +256,8 @@ class Evidence:
     """The chunk cut to its sentences nearest the question: what the model was shown."""
     units: list[str] = field(default_factory=list)
     """The same cut as its sentences, "…" where some were skipped: what the judge names by label."""
+    nearest: str = ""
+    """The shown sentence nearest the question (embedding similarity plus shared words)."""
     quotes: list[str] = field(default_factory=list)
     """The model's supporting quotes that occur in this chunk, in the chunk's own words."""
 

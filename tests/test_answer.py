@@ -384,7 +384,11 @@ def test_the_judge_names_labelled_sentences_and_they_are_the_quotes(course_db):
     verdict, judge, write = llm.prompts
     # Both calls read the passages with their sentences labelled; the named one is the quote, verbatim.
     assert f"(a) {first[0]}" in judge[1]["content"] and f"(b) {first[1]}" in verdict[1]["content"]
-    assert answer.evidence[0].quotes == [first[1]] and f'[1] "{first[1]}"' in write[-1]["content"]
+    lead = answer.evidence[0]
+    assert first[1] in lead.quotes and f'[1] "{first[1]}"' in write[-1]["content"]
+    # The passage's sentence nearest the question joins the named one, in reading order.
+    assert lead.nearest in lead.quotes and len(lead.quotes) == len(set(lead.quotes)) <= 3
+    assert lead.quotes == sorted(lead.quotes, key=lead.units.index)
 
 
 def test_a_sure_verdict_whose_judge_names_nothing_writes_from_the_passages(course_db):
