@@ -52,26 +52,26 @@ ELLIPSIS = "\u2026"
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 
+def _lettered(units: list[str]) -> list[tuple[str | None, str]]:
+    """Each shown unit with its label letter (None for an ELLIPSIS, and past the 26th sentence):
+    `labelled` shows these letters and `sentence_ids` resolves them, so the two cannot disagree."""
+    out: list[tuple[str | None, str]] = []
+    letters = iter(LETTERS)
+    for unit in units:
+        out.append((None if unit == ELLIPSIS else next(letters, None), unit))
+    return out
+
+
 def labelled(units: list[str]) -> str:
     """A passage's shown sentences as the judge reads them: "(a) First. (b) Second. … (c) Fifth."."""
-    out, letter = [], 0
-    for unit in units:
-        if unit == ELLIPSIS or letter >= len(LETTERS):
-            out.append(unit)
-        else:
-            out.append(f"({LETTERS[letter]}) {unit}")
-            letter += 1
-    return " ".join(out)
+    return " ".join(f"({letter}) {unit}" if letter else unit for letter, unit in _lettered(units))
 
 
 def sentence_ids(shown: dict[int, list[str]]) -> dict[str, tuple[int, str]]:
     """{"1a": (1, sentence), ...} for the sentences `labelled` marked, by passage key."""
-    ids: dict[str, tuple[int, str]] = {}
-    for key, units in shown.items():
-        sentences_shown = [u for u in units if u != ELLIPSIS][: len(LETTERS)]
-        for letter, sentence in zip(LETTERS, sentences_shown):
-            ids[f"{key}{letter}"] = (key, sentence)
-    return ids
+    return {
+        f"{key}{letter}": (key, unit) for key, units in shown.items() for letter, unit in _lettered(units) if letter
+    }
 
 
 def judge_constraint(ids: list[str]) -> Constraint:
@@ -251,11 +251,6 @@ def units_of(text: str) -> list[str]:
         else:
             out.append(sentence)
     return out
-
-
-def excerpt(question: str, text: str, budget: int, score: SentenceScorer | None, shown: set[str] | None = None) -> str:
-    """`text` cut to its sentences nearest the question (excerpt_units, joined)."""
-    return " ".join(excerpt_units(question, text, budget, score, shown)[0])
 
 
 def excerpt_units(
