@@ -170,19 +170,16 @@ def gold_chunks(kb: KB, questions: Sequence[Question]) -> list[frozenset[int]]:
 def gather(searcher: Searcher, questions: Sequence[Question]) -> tuple[list[Case], list[str]]:
     """The labelled questions as cases, both lists fetched as a search fetches them; and the ids of
     those whose expected passage the KB does not hold."""
-    from threadpoolctl import threadpool_limits
-
     labelled = [q for q in questions if q.labelled and q.question.strip()]
     cases, not_found = [], []
-    # One question's encoder products are small: OpenBLAS's threads cost more than they share, and on
-    # a busy CPU they spin (1.16 s a question on 2 threads, 37 ms on one, at load 5; as kb serve does).
-    with threadpool_limits(1, user_api="blas"):
-        for q, gold in zip(labelled, gold_chunks(searcher.kb, labelled)):
-            if not gold:
-                not_found.append(q.id)
-                continue
-            keyword, nearest, _ = searcher.lists(q.question, CANDIDATES)
-            cases.append(Case(q.id, gold, keyword, nearest))
+    # The query encoder runs on one BLAS thread itself (kb/embedders.py): on a busy CPU a second one
+    # spins (1.16 s a question on 2 threads, 37 ms on one, at load 5).
+    for q, gold in zip(labelled, gold_chunks(searcher.kb, labelled)):
+        if not gold:
+            not_found.append(q.id)
+            continue
+        keyword, nearest, _ = searcher.lists(q.question, CANDIDATES)
+        cases.append(Case(q.id, gold, keyword, nearest))
     return cases, not_found
 
 
