@@ -310,7 +310,7 @@ class AnswerEngine:
             return answer
         if not kept:
             # The support score said the passages answer, but the judge named no sentence that stands
-            # (on SciQ it did so for 2 of 60 answerable questions and for none held out): the model
+            # (the quoting judge did so for 2 of 60 answerable SciQ questions, none held out): the model
             # writes from the passages, as in --fast; the checks decide, and a "does not say" abstains.
             answer = self._direct(question, evidence, hits, on_token, stage, timings, started)
             answer.checks.update(checks)
