@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from . import prompts
 from .db import transaction
 from .errors import KBError
-from .evidence import Verdict, excerpt_units, judge_constraint, labelled, sentence_ids, verdict_from, where
+from .evidence import Verdict, excerpt_units, focus, judge_constraint, labelled, sentence_ids, verdict_from, where
 from .grounding import MAX_ANSWER_SENTENCES, check_answer, coverage, declines, extract, looping
 from .injection import as_evidence, clean_answer
 from .llm import LLM, Generation, load_llm  # noqa: F401 - load_llm: kb_plugin and scripts import it from here
@@ -292,9 +292,10 @@ class AnswerEngine:
                 answer = self._abstain(question, hits, "judge")
                 answer.checks["judge"] = grounds
                 return answer
-        messages = prompts.judge_messages(question, excerpts)
+        # With a probability the verdict is decided: the judge only names sentences.
+        messages = prompts.judge_messages(question, excerpts, verdict=p_yes is None)
         ids = sentence_ids({e.key: e.units for e in evidence})
-        constraint = judge_constraint(list(ids))
+        constraint = judge_constraint(list(ids), verdict=p_yes is None)
         result = self.llm.generate(messages, max_tokens=self.settings.judge_tokens, constraint=constraint)
         verdict = verdict_from(result.text, {e.key: e.hit.text for e in evidence}, ids)
         verdict.p_yes = p_yes
@@ -302,6 +303,10 @@ class AnswerEngine:
         checks = _verdict_checks(verdict)
         if p_yes is not None:
             checks["judge"].update(grounds)
+        focused = focus(question, verdict.quotes)
+        if len(focused) < len(verdict.quotes):
+            checks["judge"]["set_aside"] = [key for key in verdict.quotes if key not in focused]
+        verdict.quotes = focused
         kept = [e for e in evidence if e.key in verdict.quotes]
         # Without a probability (a server that gives no logprobs) the model's own word decides.
         if p_yes is None and (not kept or not verdict.sufficient):

@@ -116,6 +116,27 @@ def declines(text: str) -> bool:
     return bool(_DECLINE.search(text))
 
 
+_SOURCE = r"(?:the\s+|this\s+)?(?:passages?|quotes?|sentences?|text|course)(?:\s*\[?\d+[a-z]?\]?)?"
+_FRAME = re.compile(
+    r"^\s*(?:\(?\d{1,2}[a-z]\)?\s*:\s*"  # a judge's label said back ("1b: ...")
+    rf"|{_SOURCE}\s+(?:also\s+)?(?:states?|says?|explains?|mentions?|notes?|shows?|indicates?|describes?|tells us)"
+    r"\s+(?:that\s+)?"
+    rf"|(?:according\s+to|as\s+stated\s+in)\s+{_SOURCE}\s*,\s*)",
+    re.I,
+)
+_ABOUT_QUOTES = re.compile(r"^\s*(?:the\s+)?quotes?\b", re.I)
+
+
+def unframed(claim: str) -> str:
+    """A claim without the frame a model puts around it ("The passage states that X" -> "X"): the
+    learner asked about X, and "the passage" is not something they were shown."""
+    found = _FRAME.match(claim)
+    if not found or found.end() >= len(claim):
+        return claim
+    rest = claim[found.end() :]
+    return rest[0].upper() + rest[1:]
+
+
 # -- an answer's sentences against what they cite ---------------------------------------------
 
 Similarity = Callable[[str, list[str]], list[float]]
@@ -182,7 +203,10 @@ def claims_of(question: str, raw: str, support: Support) -> tuple[list[tuple[str
     repeats = 0
     found = sentences(citations_inside(bracket_citations(raw, support.by_key)))
     for index, sentence in enumerate(found):
-        claim = strip_citations(sentence)
+        claim = unframed(strip_citations(sentence))
+        if _ABOUT_QUOTES.match(claim):
+            dropped.setdefault("about_quotes", []).append(claim)  # "The quote ... is not relevant"
+            continue
         # The leading "Yes," is the model's word on the question; the passage backs what follows.
         body = _POLAR_WORD.sub("", claim, count=1)
         words = content_words(body)

@@ -45,6 +45,12 @@ class Constraint:
 
     gbnf: str
     schema: dict[str, Any] = field(default_factory=dict)
+    opening: str = ""
+    """The reply's fixed start, e.g. '{"sentences": [': llama.cpp is given it with the prompt (read
+    in one batch) instead of generating it a token at a time, and `continuation` constrains the rest.
+    Servers get the whole `gbnf` and `schema`. Either way the reply's text includes the opening."""
+    continuation: str = ""
+    """The GBNF of what follows `opening`."""
 
 
 class LLM:
@@ -246,7 +252,12 @@ class LlamaCppLLM(LLM):
         """Stream a completion; `prefix` is put in the model's mouth (the start of its reply)."""
         from llama_cpp import LlamaGrammar
 
-        grammar = LlamaGrammar.from_string(constraint.gbnf, verbose=False) if constraint else None
+        opening = constraint.opening if constraint and constraint.continuation else ""
+        gbnf = (constraint.continuation if opening else constraint.gbnf) if constraint else None
+        grammar = LlamaGrammar.from_string(gbnf, verbose=False) if gbnf else None
+        prefix += opening
+        if opening:
+            yield opening
         options = dict(max_tokens=max_tokens, temperature=0.0, top_k=1, grammar=grammar, stream=True, stop=stop or None)
         try:
             if self.chat and not prefix:

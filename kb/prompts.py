@@ -34,17 +34,23 @@ ANSWER_STOPS = ["\n\n\n", "Question:", "<passages>", "</passages>", "[INST]"]
 
 VERIFY = "Do the passages answer this question, about the very thing it names? Answer Yes or No."
 
-JUDGE = (
+JUDGE_NAMES = (
     "Which sentence of the passages answers the question? Name the one that answers it best, and a "
-    'second only if the answer needs it, by passage number and letter, like "1a" or "2c"; then say '
-    "whether they are sufficient to answer it. If no sentence answers it, name none and say "
-    '"sufficient": false. Reply with JSON only.'
+    'second only if the answer needs it, by passage number and letter, like "1a" or "2c". If no '
+    "sentence answers it, name none. Reply with JSON only."
 )
+JUDGE = JUDGE_NAMES.replace(
+    "If no sentence answers it, name none.",
+    "Then say whether they are sufficient to answer it; if no sentence answers it, name none and say "
+    '"sufficient": false.',
+)
+"""The same, for a backend that gives no probabilities: then the model's own word decides."""
 
 WRITE_FROM_QUOTES = (
     "Now answer the question in one to three short sentences, in your own words, using only the "
     "quotes. End each sentence with the number of the passage its quote comes from in brackets, like "
-    "[1] or [2]. Add nothing the quotes do not say."
+    "[1] or [2]. State the facts themselves: do not mention the passages or the quotes. Add nothing "
+    "the quotes do not say."
 )
 
 WRITE_DIRECT = (
@@ -74,9 +80,9 @@ def verify_messages(question: str, excerpts: list[tuple[int, str, str]]) -> list
     return _asked(question, excerpts, VERIFY)
 
 
-def judge_messages(question: str, excerpts: list[tuple[int, str, str]]) -> list[dict[str, str]]:
-    """The quotes that answer the question, as JSON the grammar forces."""
-    return _asked(question, excerpts, JUDGE)
+def judge_messages(question: str, excerpts: list[tuple[int, str, str]], verdict: bool = True) -> list[dict[str, str]]:
+    """The quotes that answer the question, as JSON the grammar forces; `verdict`: and whether they suffice."""
+    return _asked(question, excerpts, JUDGE if verdict else JUDGE_NAMES)
 
 
 POLAR = re.compile(

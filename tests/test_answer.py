@@ -13,7 +13,7 @@ import pytest
 from kb import KB
 from kb.answer import AnswerEngine, AskSettings, enough, relevance, support
 from kb.errors import KBError
-from kb.evidence import check_quotes, judge_constraint, occurs, parse_verdict, snap, verdict_from
+from kb.evidence import check_quotes, focus, judge_constraint, occurs, parse_verdict, snap, verdict_from
 from kb.grounding import MAX_ANSWER_SENTENCES, bracket_citations, check_answer, citations_inside, looping
 from kb.llm import LLM, Generation, LLMError
 from kb.types import Evidence, Hit, Locator, SourceRef
@@ -148,6 +148,18 @@ def test_a_nearly_exact_quote_snaps_to_the_passage_own_words():
     assert snap("A funnel made of glass.", gauge) is None
 
 
+def test_a_second_passage_is_kept_only_for_words_of_the_question_the_first_lacks():
+    question = "What is Earth's magnetic field called?"
+    named = {
+        1: ["Earth's magnetic field is called the magnetosphere.", "It is usually about 50 microtesla."],
+        2: ["The next chapter explains how electric current and magnetism are related."],
+    }
+    # The first passage keeps both its sentences (the second holds none of the question's words).
+    assert focus(question, named) == {1: named[1]}
+    both = {1: ["Ice melts at 0 degrees C."], 2: ["Ethanol melts at -114 degrees C."], 3: ["Ice is water."]}
+    assert focus("At what temperatures do ice and ethanol melt?", both) == {1: both[1], 2: both[2]}
+
+
 def test_insufficient_or_unquoted_verdicts_do_not_suffice():
     passages = {1: EVIDENCE[0].hit.text}
     assert not verdict_from('{"quotes": [], "sufficient": true}', passages).sufficient
@@ -263,6 +275,19 @@ def test_a_sentence_ending_on_a_colon_or_cut_off_is_dropped():
     assert answer.checks["dropped"]["unfinished"] == [
         "Rivers hold water for months, for example: Darcy's law says the flow Q equals"
     ]
+
+
+def test_the_frame_around_a_claim_goes_and_talk_about_the_quotes_is_no_claim():
+    raw = (
+        "The passage states that water stays in the atmosphere for about 9 days [1]. "
+        'The quote "Darcy\'s law says the flow" is not relevant to the question [2]. '
+        "1a: Rivers hold water for 2 to 6 months [1]."
+    )
+    answer = check_answer("How long does water stay in the atmosphere and rivers?", raw, EVIDENCE)
+    assert answer.text == (
+        "Water stays in the atmosphere for about 9 days [1]. Rivers hold water for 2 to 6 months [1]."
+    )
+    assert answer.checks["dropped"]["about_quotes"]
 
 
 def test_restated_questions_and_prompt_echoes_are_not_claims():
