@@ -567,6 +567,8 @@ def main() -> None:
     for n, t in tunings.items():
         cells = "  ".join(f"{label} {v.hit1:.3f}/{v.hit5:.3f}" for label, v in t.table.items())
         print(f"  {n:<8} n={t.n:<4} {t.chosen.brief():<28} dev hit@1/@5: {cells}")
+        if t.passed_over is not None:
+            print(f"  {'':<8} (the grid's best, {t.passed_over.brief()}, beat the better list on too few questions)")
     report["kb_tune"] = {n: t.to_dict() for n, t in tunings.items()}
     chosen[KB_TUNE] = {n: t.chosen for n, t in tunings.items()}
     rows = fusion_rows(test, chosen)

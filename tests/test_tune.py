@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -11,6 +12,7 @@ import pytest
 from kb import KB, Ingester, KBError, Searcher
 from kb.evaluate import load_questions
 from kb.fusion import DEFAULT, Fusion, fuse, ranking
+from kb.reports import format_tuning
 from kb.tune import (
     GUARD_ALPHA,
     KEYWORDS_ALONE,
@@ -254,3 +256,14 @@ def test_a_fusion_that_beats_the_better_list_on_a_few_questions_only_is_not_trus
     # A tie with the better list keeps the best: the current setting stays when tuning cannot tell.
     tied = {s: firsts(relabelled(0), s) for s in (fusion, KEYWORDS_ALONE, VECTORS_ALONE)}
     assert select(tied) == (fusion, fusion)
+
+
+def test_the_table_says_when_the_best_was_passed_over(db):
+    with KB.open(db, readonly=True) as kb:
+        result = tune(kb, load_questions(QUESTIONS), record=False)
+    assert "too few questions" not in format_tuning(result, str(db), recorded=False)
+    fusion = Fusion("rrf", 0.5, 0.5, 50, 60)
+    guarded = dataclasses.replace(result, chosen=KEYWORDS_ALONE, passed_over=fusion)
+    text = format_tuning(guarded, str(db), recorded=False)
+    assert f"The best fusion ({fusion.brief()}) beat the better list alone on too few questions" in text
+    assert guarded.to_dict()["passed_over"] == dataclasses.asdict(fusion)
