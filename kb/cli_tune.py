@@ -21,7 +21,9 @@ def tune(db: str, questions: str, dry_run: bool, as_json: bool) -> None:
     expected_page or expected_heading) count, at least 10 of them. Every fusion setting is tried
     on them; the best at putting the expected passage first (then in the top 5, then MRR) is
     recorded in DB, which `kb search`, `kb ask` and learner copies exported afterwards then use.
-    A tie keeps the current setting. Prints before/after and each list alone.
+    A tie keeps the current setting; a best that beats the better list alone on too few questions
+    to tell from luck (a sign test) gives way to that list alone. Prints before/after and each
+    list alone.
 
     \b
     Example:

@@ -172,6 +172,11 @@ def format_tuning(tuning: Any, db: str, recorded: bool) -> str:
         shown = ", ".join(printable(i) for i in tuning.not_found[:10]) + (", ..." if len(tuning.not_found) > 10 else "")
         count = plural(len(tuning.not_found), "question")
         lines.append(f"Left out: {count} whose expected passage is not in the KB ({shown}).")
+    if tuning.passed_over is not None:
+        lines.append(
+            f"The best fusion ({tuning.passed_over.brief()}) beat the better list alone on too few questions "
+            "to trust: that list alone was chosen."
+        )
     if not tuning.changed:
         lines.append("No setting did better than the current one: it stays, and nothing was written.")
     elif recorded:

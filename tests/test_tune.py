@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -11,7 +12,21 @@ import pytest
 from kb import KB, Ingester, KBError, Searcher
 from kb.evaluate import load_questions
 from kb.fusion import DEFAULT, Fusion, fuse, ranking
-from kb.tune import MIN_QUESTIONS, gold_chunks, grid, tune
+from kb.reports import format_tuning
+from kb.tune import (
+    GUARD_ALPHA,
+    KEYWORDS_ALONE,
+    MIN_QUESTIONS,
+    VECTORS_ALONE,
+    Case,
+    firsts,
+    gather,
+    gold_chunks,
+    grid,
+    select,
+    sign_test,
+    tune,
+)
 from tests.helpers import COURSE, ROOT, TEST_PLUGINS, kb_cli
 
 QUESTIONS = ROOT / "corpora" / "questions.jsonl"
@@ -139,7 +154,7 @@ def test_json_shape(db):
     assert ran.returncode == 0, ran.stderr
     report = json.loads(ran.stdout)
     assert set(report) == {
-        "db", "recorded", "questions", "not_found", "before", "chosen", "changed", "tried", "table",
+        "db", "recorded", "questions", "not_found", "before", "chosen", "changed", "tried", "table", "passed_over",
     }  # fmt: skip
     assert report["recorded"] is False and report["not_found"] == []
     assert set(report["table"]) == {"before", "tuned", "keywords alone", "vectors alone"}
@@ -148,6 +163,8 @@ def test_json_shape(db):
         assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert Fusion(**report["before"]) == DEFAULT
     assert report["tried"] == len(grid(DEFAULT))
+    # On this KB the grid's best is trusted (it ties the keyword list alone): nothing was passed over.
+    assert report["passed_over"] is None
 
 
 def test_too_few_questions_are_refused_in_one_sentence(db, tmp_path):
@@ -197,3 +214,56 @@ def test_learner_copy_read_only_and_missing_files_are_refused(db, tmp_path):
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     no_file = kb_cli("tune", str(db), str(tmp_path / "none.jsonl"), env_extra=TEST_PLUGINS)
     assert no_file.returncode == 1 and "Cannot read" in no_file.stderr
+
+
+def test_the_sign_test_is_the_exact_binomial_tail():
+    assert sign_test(2, 0) == 0.25 > GUARD_ALPHA
+    assert sign_test(3, 0) == 0.125 <= GUARD_ALPHA
+    assert sign_test(6, 2) == 37 / 256
+    assert sign_test(0, 0) == 1.0 and sign_test(1, 3) == 15 / 16
+
+
+def test_a_fusion_that_beats_the_better_list_on_a_few_questions_only_is_not_trusted(db):
+    """select() keeps the grid's best over the better list alone only when its wins pass the sign
+    test: two wins and no loss (p = 0.25) could be luck among hundreds of settings, three (p = 0.125)
+    are kept. The lists are this real KB's; the gold passages are set so that a fusion's first hit
+    and the keyword list's each count where the test says."""
+    with KB.open(db, readonly=True) as kb:
+        cases, _ = gather(Searcher(kb), load_questions(QUESTIONS))
+    fusion = Fusion("rrf", 0.5, 0.5, 50, 60)
+
+    def top(rank, case: Case) -> int:
+        return ranking(fuse(rank, case.keyword, case.nearest))[0]
+
+    differ = [c for c in cases if top(fusion, c) != top(KEYWORDS_ALONE, c)]
+    assert len(differ) >= 3, "this KB's lists no longer differ enough for the test"
+
+    def relabelled(wins: int) -> list[Case]:
+        # The first `wins` questions where the two differ: only the fusion's first chunk is gold;
+        # every other question: both first chunks are, so the two tie there.
+        won = {c.id for c in differ[:wins]}
+        return [
+            Case(c.id, frozenset({top(fusion, c)} if c.id in won else {top(fusion, c), top(KEYWORDS_ALONE, c)}),
+                 c.keyword, c.nearest)
+            for c in cases
+        ]  # fmt: skip
+
+    for wins, expected in ((2, KEYWORDS_ALONE), (3, fusion)):
+        labelled = relabelled(wins)
+        table = {s: firsts(labelled, s) for s in (KEYWORDS_ALONE, VECTORS_ALONE, fusion)}
+        assert sum(r == 1 for r in table[fusion]) - sum(r == 1 for r in table[KEYWORDS_ALONE]) == wins
+        assert select(table) == (fusion, expected)
+    # A tie with the better list keeps the best: the current setting stays when tuning cannot tell.
+    tied = {s: firsts(relabelled(0), s) for s in (fusion, KEYWORDS_ALONE, VECTORS_ALONE)}
+    assert select(tied) == (fusion, fusion)
+
+
+def test_the_table_says_when_the_best_was_passed_over(db):
+    with KB.open(db, readonly=True) as kb:
+        result = tune(kb, load_questions(QUESTIONS), record=False)
+    assert "too few questions" not in format_tuning(result, str(db), recorded=False)
+    fusion = Fusion("rrf", 0.5, 0.5, 50, 60)
+    guarded = dataclasses.replace(result, chosen=KEYWORDS_ALONE, passed_over=fusion)
+    text = format_tuning(guarded, str(db), recorded=False)
+    assert f"The best fusion ({fusion.brief()}) beat the better list alone on too few questions" in text
+    assert guarded.to_dict()["passed_over"] == dataclasses.asdict(fusion)
