@@ -226,11 +226,14 @@ def summarise(rows: list[dict]) -> dict:
     }
 
 
-def calibrate(name: str, archive: zipfile.ZipFile | None, n: int, offset: int = 60) -> list[tuple[bool, float | None]]:
-    """The support score on a development slice (questions the reported run never asks), as
-    (answerable, support): how AskSettings.min_support was chosen. None: gated out, no model asked."""
+def calibrate(
+    name: str, archive: zipfile.ZipFile | None, n: int, offset: int = 60
+) -> list[tuple[bool, float | None, float | None]]:
+    """The support score and the retrieval-only grounding on a development slice (questions the
+    reported run never asks), as (answerable, support, grounding): how AskSettings.min_support and
+    min_grounding were chosen. None: gated out by relevance, no model asked."""
     from kb import KB, prompts
-    from kb.answer import AnswerEngine, AskSettings, _support_checks
+    from kb.answer import AnswerEngine, AskSettings, _support_checks, grounding
     from kb.plugins import get_llm
 
     if name == "course":
@@ -249,18 +252,18 @@ def calibrate(name: str, archive: zipfile.ZipFile | None, n: int, offset: int = 
             grounds: dict = {}
             if evidence:
                 p_yes = engine.llm.yes_probability(prompts.verify_messages(item.question, engine._excerpts(evidence)))
-                grounds = _support_checks(item.question, evidence, p_yes)
-            rows.append((answerable, grounds.get("support")))
+                grounds = _support_checks(item.question, evidence, p_yes) | grounding(item.question, evidence)
+            rows.append((answerable, grounds.get("support"), grounds.get("grounding")))
             print(f"{answerable!s:<5} {grounds} {item.question[:70]}", file=sys.stderr, flush=True)
     return rows
 
 
-def threshold_table(rows: list[tuple[bool, float | None]]) -> str:
-    lines = [f"{'min_support':>11} {'abstain':>8} {'false abst.':>11}"]
-    for threshold in [0.2, 0.25, 0.28, 0.3, 0.32, 0.34, 0.36, 0.4, 0.47]:
+def threshold_table(rows: list[tuple[bool, float | None]], name: str, thresholds: list[float]) -> str:
+    lines = [f"{name:>13} {'abstain':>8} {'false abst.':>11}"]
+    for threshold in thresholds:
         held = [s is None or s < threshold for a, s in rows if not a]
         inside = [s is None or s < threshold for a, s in rows if a]
-        lines.append(f"{threshold:>11.2f} {_rate(held) or 0:>8.3f} {_rate(inside) or 0:>11.3f}")
+        lines.append(f"{threshold:>13.2f} {_rate(held) or 0:>8.3f} {_rate(inside) or 0:>11.3f}")
     return "\n".join(lines)
 
 
@@ -325,7 +328,12 @@ def main() -> None:
     if options.calibrate:
         for name in options.datasets.split(","):
             rows = calibrate(name, wheel() if name != "course" else None, options.n, options.dev_offset)
-            print(f"{name}: the support score on {len(rows)} development questions\n{threshold_table(rows)}\n")
+            supports = [(a, s) for a, s, _ in rows]
+            groundings = [(a, g) for a, _, g in rows]
+            print(f"{name}: the support score on {len(rows)} development questions")
+            print(threshold_table(supports, "min_support", [0.2, 0.25, 0.28, 0.3, 0.32, 0.34, 0.36, 0.4, 0.47]))
+            print("and retrieval's grounding alone (the paths without a judge)")
+            print(threshold_table(groundings, "min_grounding", [0.5, 0.55, 0.6, 0.62, 0.64, 0.66, 0.7, 0.75]) + "\n")
         return
     tiers = options.tiers.split(",")
     archive = wheel()

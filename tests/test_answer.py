@@ -11,7 +11,7 @@ import json
 import pytest
 
 from kb import KB
-from kb.answer import AnswerEngine, AskSettings, enough, relevance, support
+from kb.answer import AnswerEngine, AskSettings, enough, grounding, relevance, support
 from kb.errors import KBError
 from kb.evidence import check_quotes, focus, judge_constraint, occurs, parse_verdict, snap, verdict_from
 from kb.grounding import MAX_ANSWER_SENTENCES, bracket_citations, check_answer, citations_inside, looping
@@ -443,22 +443,40 @@ def test_models_that_cannot_judge_and_fast_mode_write_in_one_call(course_db):
         (ScriptedLLM("Baseflow is the part of river flow fed by groundwater [1]."), AskSettings(fast=True)),
     ]:
         with KB.open(course_db) as kb:
-            answer = AnswerEngine(kb, lambda llm=llm: llm, settings).ask("What is baseflow?")
+            answer = AnswerEngine(kb, lambda llm=llm: llm, settings).ask(QUESTION)
         assert llm.calls == ["answer"] and answer.checks["mode"] == "direct" and not answer.abstained
 
 
 def test_a_capable_model_declining_in_fast_mode_abstains_but_a_small_one_is_not_believed(course_db):
     declined = "The passages do not say."
     with KB.open(course_db) as kb:
-        capable = AnswerEngine(kb, lambda: ScriptedLLM(declined), AskSettings(fast=True)).ask("What is baseflow?")
-        small = AnswerEngine(kb, lambda: ScriptedLLM(declined, judges=False)).ask("What is baseflow?")
+        capable = AnswerEngine(kb, lambda: ScriptedLLM(declined), AskSettings(fast=True)).ask(QUESTION)
+        small = AnswerEngine(kb, lambda: ScriptedLLM(declined, judges=False)).ask(QUESTION)
     assert capable.abstained and capable.checks["abstained_by"] == "model declined"
     assert not small.abstained and small.origin == "extract"
 
 
+def test_without_a_judge_retrieval_abstains_when_no_sentence_holds_the_question(course_db):
+    """The low-memory tier, --fast and extraction have no P(yes): a question on the course's subject
+    whose words no sentence of the evidence holds is abstained on by retrieval's own figures."""
+    grounds = grounding("Do rivers hold water for months?", EVIDENCE)
+    assert grounds["sentence_covered"] == 1.0 and grounds["grounding"] == pytest.approx(0.75 * 0.6 + 0.25)
+    assert grounding("How long do glaciers hold ice?", EVIDENCE)["sentence_covered"] == 0.25
+    for settings, llm in [(AskSettings(extract_only=True), None), (AskSettings(), ScriptedLLM("x [1].", judges=False))]:
+        with KB.open(course_db) as kb:
+            engine = AnswerEngine(kb, (lambda llm=llm: llm) if llm else never, settings)
+            # With the test's hash embedder the best passage found holds no "baseflow".
+            thin = engine.ask("What is baseflow?", log=False)
+            held = engine.ask(QUESTION, log=False)
+        assert thin.abstained and thin.checks["abstained_by"] == "grounding"
+        assert thin.checks["grounding"]["grounding"] < settings.min_grounding
+        assert not held.abstained and held.checks["grounding"]["grounding"] >= settings.min_grounding
+        assert llm is None or llm.calls == ["answer"]  # the model wrote only the answer it was let give
+
+
 def test_extraction_alone_needs_no_model(course_db):
     with KB.open(course_db) as kb:
-        answer = AnswerEngine(kb, never, AskSettings(extract_only=True)).ask("What is baseflow?")
+        answer = AnswerEngine(kb, never, AskSettings(extract_only=True)).ask(QUESTION)
     assert answer.origin == "extract" and answer.cited and "[1]" in answer.text
 
 
@@ -466,7 +484,7 @@ def test_model_failure_leaves_no_log_row(course_db):
     with KB.open(course_db) as kb:
         engine = AnswerEngine(kb, lambda: ScriptedLLM("", fail=True))
         with pytest.raises(LLMError):
-            engine.ask("What is baseflow?")
+            engine.ask(QUESTION)
         assert kb.conn.execute("SELECT count(*) FROM answers").fetchone()[0] == 0
 
 
@@ -503,7 +521,7 @@ def test_question_in_another_language_gets_a_warning(course_db):
         assert "warnings" in answer.to_dict()
         answer = engine.ask("Comment mesure-t-on la pluie au pluviomètre")
         assert answer.warnings
-        assert not engine.ask("What is baseflow?").warnings
+        assert not engine.ask(QUESTION).warnings
 
 
 def test_a_model_too_large_for_memory_is_refused_before_loading(tmp_path, monkeypatch):
