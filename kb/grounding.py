@@ -118,7 +118,7 @@ def declines(text: str) -> bool:
 
 _SOURCE = r"(?:the\s+|this\s+)?(?:passages?|quotes?|sentences?|text|course)(?:\s*\[?\d+[a-z]?\]?)?"
 _FRAME = re.compile(
-    r"^\s*(?:\(?\d{1,2}[a-z]\)?\s*:\s*"  # a judge's label said back ("1b: ...")
+    r"^[\s\"\u201c]*(?:\(?\d{1,2}[a-z]\)?\s*:\s*"  # a judge's label said back ("1b: ...")
     rf"|{_SOURCE}\s+(?:also\s+)?(?:states?|says?|explains?|mentions?|notes?|shows?|indicates?|describes?|tells us)"
     r"\s+(?:that\s+)?"
     rf"|(?:according\s+to|as\s+stated\s+in)\s+{_SOURCE}\s*,\s*)",
@@ -133,8 +133,8 @@ def unframed(claim: str) -> str:
     found = _FRAME.match(claim)
     if not found or found.end() >= len(claim):
         return claim
-    rest = claim[found.end() :]
-    return rest[0].upper() + rest[1:]
+    rest = claim[found.end() :].lstrip(' "\u201c')  # and the quote mark it opened on ('states that "X')
+    return rest[:1].upper() + rest[1:] if rest else claim
 
 
 # -- an answer's sentences against what they cite ---------------------------------------------

@@ -14,7 +14,7 @@ from kb import KB
 from kb.answer import AnswerEngine, AskSettings, enough, grounding, relevance, support
 from kb.errors import KBError
 from kb.evidence import check_quotes, focus, judge_constraint, occurs, parse_verdict, snap, verdict_from
-from kb.grounding import MAX_ANSWER_SENTENCES, bracket_citations, check_answer, citations_inside, looping
+from kb.grounding import MAX_ANSWER_SENTENCES, bracket_citations, check_answer, citations_inside, looping, unframed
 from kb.llm import LLM, Generation, LLMError
 from kb.types import Evidence, Hit, Locator, SourceRef
 
@@ -288,6 +288,11 @@ def test_the_frame_around_a_claim_goes_and_talk_about_the_quotes_is_no_claim():
         "Water stays in the atmosphere for about 9 days [1]. Rivers hold water for 2 to 6 months [1]."
     )
     assert answer.checks["dropped"]["about_quotes"]
+    # Seen from the default model: the frame opened on a stray quote mark, and quoted what followed.
+    assert unframed('" The passage also states that "Vertebrata is named for the vertebral column.') == (
+        "Vertebrata is named for the vertebral column."
+    )
+    assert unframed('"Quoted words" are kept.') == '"Quoted words" are kept.'
 
 
 def test_restated_questions_and_prompt_echoes_are_not_claims():
