@@ -275,6 +275,9 @@ def check_answer(question: str, raw: str, evidence: list[Evidence], similarity: 
     support = Support(evidence, similarity)
     claims, dropped = claims_of(question, raw, support)
     origin = "model"
+    restored = _restore_point(question, claims, evidence) if claims else None
+    if restored:
+        claims = [restored, *claims][:MAX_ANSWER_SENTENCES]
     if claims:
         text = " ".join(with_citations(claim, keys) for claim, keys in claims)
         cited = [k for _, keys in claims for k in keys]
@@ -295,7 +298,42 @@ def check_answer(question: str, raw: str, evidence: list[Evidence], similarity: 
         raw_citations=citation_keys(raw),
     )
     answer.checks = {"dropped": dropped} if dropped else {}
+    if restored:
+        answer.checks["restored"] = restored[0]
     return answer
+
+
+QUESTION_FRAME = frozenset(
+    stem(w)
+    for w in (
+        "type kind term called known name named process example describe used form part word mean "
+        "roughly approximately long much many often usually typically generally"
+    ).split()
+)
+"""Words that frame a question rather than name its subject ("what type of ...", "is known as", "roughly how long")."""
+
+
+def _restore_point(question: str, claims: list[tuple[str, list[int]]], evidence: list[Evidence]):
+    """The checked quote that holds words of the question the answer dropped, to lead the answer.
+
+    The model, writing from the quotes, sometimes paraphrases the wrong one and loses the point:
+    given "a separate perched water table forms..." and "The water table is not flat...", it wrote
+    only the second for "What is a perched water table?"; on SciQ, "What is the members of the
+    clade vertebrata known as?" got a sentence about the vertebral column. When the quotes hold a
+    word of the question (framing words aside) that no sentence of the answer holds, the quote that
+    holds most of them leads the answer, in the passage's own words. None when nothing is missing.
+    """
+    asked = set(content_words(question)) - QUESTION_FRAME
+    written = {w for claim, _ in claims for w in content_words(claim)}
+    best, best_missing = None, 0
+    for piece in evidence:
+        for quote in piece.quotes:
+            missing = len((asked & set(content_words(quote))) - written)
+            if missing > best_missing:
+                best, best_missing = (quote, [piece.key]), missing
+    if best is None or any(same_claim(best[0], claim) for claim, _ in claims):
+        return None
+    return best
 
 
 def _with_polar_word(raw: str, text: str, extracted: bool, dropped: bool) -> str:

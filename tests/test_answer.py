@@ -295,6 +295,23 @@ def test_the_frame_around_a_claim_goes_and_talk_about_the_quotes_is_no_claim():
     assert unframed('"Quoted words" are kept.') == '"Quoted words" are kept.'
 
 
+def test_a_quote_holding_the_question_words_the_answer_dropped_leads_it():
+    evidence = make_evidence(
+        "The water table is not flat: it follows the land surface. Where a lens of clay holds up water above "
+        "the main saturated zone, a separate perched water table forms."
+    )
+    perched = "Where a lens of clay holds up water above the main saturated zone, a separate perched water table forms."
+    evidence[0].quotes = [perched, "The water table is not flat: it follows the land surface."]
+    # Written from the wrong quote: "perched" is in a quote and in no sentence of the answer.
+    answer = check_answer("What is a perched water table?", "The water table follows the land surface [1].", evidence)
+    assert answer.text == f"{perched[:-1]} [1]. The water table follows the land surface [1]."
+    assert answer.checks["restored"] == perched
+    # An answer that keeps the question's words is left as written; framing words ("called") do not count.
+    written = "A perched water table forms above clay [1]."
+    kept = check_answer("What is a perched water table called?", written, evidence)
+    assert kept.text == written and "restored" not in kept.checks
+
+
 def test_restated_questions_and_prompt_echoes_are_not_claims():
     raw = (
         "How long does water stay in the atmosphere [1]? Question: how long does water stay in the atmosphere. "
