@@ -12,8 +12,9 @@
 4. Check (kb/checks.py): every sentence must be backed by what it cites; repetitions, loops and
    unfinished sentences go. When nothing stands, the answer is the quotes themselves.
 
-Models that cannot judge (the low-memory tier) and `--fast` skip step 2: the model writes from the
-gated passages directly and the same checks apply.
+Models that cannot judge (the low-memory tier) and `--fast` skip step 2: retrieval alone decides
+whether the evidence answers (`grounding()`), the model writes from the gated passages directly and
+the same checks apply.
 """
 
 from __future__ import annotations
