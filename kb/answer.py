@@ -86,8 +86,9 @@ class AskSettings:
     loses, the rain shadow and Darcy's law, score relevance 4.5 of 10: their passages use other
     words than the question)."""
     judge_tokens: int = 64
-    """The grammar closes a reply naming three sentences in about 25 tokens; the rest is room for a
-    server that ignores the schema and quotes one sentence's text instead."""
+    """The grammar closes a reply naming three sentences in about 25 tokens (about 10 when llama.cpp is
+    given its opening and no "sufficient" is asked); the rest is room for a server that ignores the
+    schema and quotes one sentence's text instead."""
     answer_tokens: int = 160
     """One to three sentences at ~29 tokens/s on 2 cores; generation also stops after
     MAX_ANSWER_SENTENCES or at a loop."""

@@ -34,15 +34,14 @@ ANSWER_STOPS = ["\n\n\n", "Question:", "<passages>", "</passages>", "[INST]"]
 
 VERIFY = "Do the passages answer this question, about the very thing it names? Answer Yes or No."
 
-JUDGE_NAMES = (
+_NAME_SENTENCES = (
     "Which sentence of the passages answers the question? Name the one that answers it best, and a "
-    'second only if the answer needs it, by passage number and letter, like "1a" or "2c". If no '
-    "sentence answers it, name none. Reply with JSON only."
+    'second only if the answer needs it, by passage number and letter, like "1a" or "2c". '
 )
-JUDGE = JUDGE_NAMES.replace(
-    "If no sentence answers it, name none.",
-    "Then say whether they are sufficient to answer it; if no sentence answers it, name none and say "
-    '"sufficient": false.',
+JUDGE_NAMES = _NAME_SENTENCES + "If no sentence answers it, name none. Reply with JSON only."
+JUDGE = (
+    _NAME_SENTENCES + "Then say whether they are sufficient to answer it; if no sentence answers it, name none "
+    'and say "sufficient": false. Reply with JSON only.'
 )
 """The same, for a backend that gives no probabilities: then the model's own word decides."""
 
