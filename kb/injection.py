@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .text import sentence_spans
+from .text import sentence_spans, without_credits
 
 INSTRUCTIONS = "instructions"
 MARKUP = "markup"
@@ -331,8 +331,9 @@ def without_instructions(text: str) -> str:
 
 
 def as_evidence(hits: Iterable[Any]) -> list[Any]:
-    """`hits` (kb.types.Hit) as the answer engine may use them: each text without_instructions(), a
-    heading or title that addresses a model left out, and hits with no course text left dropped.
+    """`hits` (kb.types.Hit) as the answer engine may use them: each text without_instructions() and
+    without_credits(), a heading or title that addresses a model left out, and hits with no course
+    text left dropped.
 
     Search results keep the source's text (it is searchable as written); only what is shown to the
     model, quoted, or checked against is cleaned, so an injected sentence can neither steer the model
@@ -342,8 +343,9 @@ def as_evidence(hits: Iterable[Any]) -> list[Any]:
 
     kept = []
     for hit in hits:
-        # Only a flagged text is rewritten: course text reaches the engine exactly as stored.
-        text = without_instructions(hit.text) if flags(hit.text) else hit.text
+        # Only a flagged text is rewritten: course text reaches the engine as stored, less its
+        # picture credits (no claim can be cited for "Flickr: …, modified by CK-12 Foundation").
+        text = without_credits(without_instructions(hit.text) if flags(hit.text) else hit.text)
         if not text.strip():
             continue
         heading = hit.locator.heading

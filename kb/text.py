@@ -23,9 +23,12 @@ _ANY_SCRIPT_SENTENCE = re.compile(r"[^\n.!?。！？]*(?:[.!?。！？]+(?=\s|$|
 
 
 def sentences(text: str) -> list[str]:
-    """The sentences of `text`, paragraphs and bulleted lines never joined, whitespace collapsed."""
+    """The sentences of `text`, paragraphs and bulleted lines never joined, whitespace collapsed.
+
+    A bullet mark inside a line ("... you will be able to: \u2022 Understand ... \u2022 Describe ...", as text
+    extracted from a PDF or a collapsed web page has it) also starts a new sentence."""
     out = []
-    for paragraph in re.split(r"\n\s*\n|\n(?=[-*\u2022] )", text):
+    for paragraph in re.split(r"\n\s*\n|\n(?=[-*\u2022] )|\s(?=\u2022\s)", text):
         paragraph = " ".join(paragraph.split())
         out.extend(s.strip() for s in SENTENCE_BREAK.split(paragraph) if s.strip())
     return out
@@ -59,6 +62,40 @@ def sentence_spans(text: str) -> Iterator[tuple[int, int]]:
             position = end
     if position < len(text):
         yield position, len(text)
+
+
+# -- picture credits ------------------------------------------------------------------------------
+
+_CREDIT_PAREN = re.compile(
+    r"\s*\((?:image\s+|photo\s+)?credits?\b[^()\n]{0,600}(?:\([^()\n]{0,200}\)[^()\n]{0,600}){0,5}\)", re.I
+)
+"""An OpenStax-style credit in parentheses: "(credit: modification of work by Kerry Ceszyk)"."""
+_CREDIT_LINE = re.compile(
+    r"^(?:public domain\.?$|(?:image |photo )?courtesy of\b|flickr:|photo(?:graph)? by\b"
+    r"|.{0,200}\bmodified by ck-12 foundation)[^.!?]{0,200}[.!?]?$",
+    re.I,
+)
+"""A sentence that only credits a picture: "Flickr: EvelynGiggles, modified by CK-12 Foundation." """
+_CREDIT_HINT = re.compile(r"credit|public domain|courtesy of|flickr:|photo|ck-12", re.I)
+
+
+def without_credits(text: str) -> str:
+    """`text` without its picture credits, which open-textbook pages (CK-12, OpenStax) interleave with
+    the prose they illustrate: not a claim anything can be cited for, and a sentence an extractive
+    answer would otherwise quote ("Flickr: EvelynGiggles, modified by CK-12 Foundation [1].").
+    Everything else is left exactly as written."""
+    if not _CREDIT_HINT.search(text):
+        return text
+    kept = []
+    for start, end in sentence_spans(text):
+        piece = _CREDIT_PAREN.sub("", text[start:end])
+        bare = piece.strip()
+        if not bare or _CREDIT_LINE.match(bare) or not any(ch.isalnum() for ch in bare):
+            # The line break a dropped sentence ended with still separates what stood around it.
+            kept.append("\n" if "\n" in text[start:end] else "")
+            continue
+        kept.append(piece)
+    return "".join(kept)
 
 
 # -- citation markers ----------------------------------------------------------------------------
