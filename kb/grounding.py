@@ -117,16 +117,17 @@ def declines(text: str) -> bool:
 
 
 _SOURCE = r"(?:the\s+|this\s+)?(?:passages?|quotes?|sentences?|text|course)(?:\s*\[?\d+[a-z]?\]?)?"
+_SAYS = r"(?:also\s+)?(?:states?|says?|explains?|mentions?|notes?|shows?|indicates?|describes?|tells us)"
 _FRAME = re.compile(
     r"^[\s\"\u201c]*(?:\(?\d{1,2}[a-z]\)?\s*:\s*"  # a judge's label said back ("1b: ...")
-    rf"|{_SOURCE}\s+(?:also\s+)?(?:states?|says?|explains?|mentions?|notes?|shows?|indicates?|describes?|tells us)"
+    rf"|{_SOURCE}\s+{_SAYS}"
     r"\s+(?:that\s+)?"
     rf"|(?:according\s+to|as\s+stated\s+in)\s+{_SOURCE}\s*,\s*)",
     re.I,
 )
 _ABOUT_QUOTES = re.compile(r"^\s*(?:the\s+)?quotes?\b", re.I)
 _JOINT = re.compile(
-    rf"[\"\u201d]?\s*,?\s+and\s+{_SOURCE}\s+(?:also\s+)?(?:states?|says?|explains?|mentions?|notes?)\s+(?:that\s+)?"
+    rf"[\"\u201d]?\s*,?\s+and\s+{_SOURCE}\s+{_SAYS}\s+(?:that\s+)?"
     r"[\"\u201c]",  # the quote it opens: "and the text says that" in a course's own words is prose
     re.I,
 )
